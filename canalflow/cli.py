@@ -1,0 +1,82 @@
+"""The ``canalflow`` command line: one entry point, each component adds its own subcommands.
+
+A component package ``X`` provides ``X/cli.py`` with ``register(subparsers)`` that adds a
+subcommand whose handler is set with ``parser.set_defaults(func=...)``; the handler returns the
+exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from canalflow import __version__
+
+# (command, module providing register(), one-line help)
+COMPONENTS: tuple[tuple[str, str, str], ...] = (
+    ("district", "canalflow.district_cli", "validate and inspect a district file"),
+    ("profiles", "canalflow.profiles_cli", "validate and list meter profiles"),
+    ("demo", "canalflow.demo", "run the whole pipeline on the simulated demo district"),
+    ("fleet", "firmware_sim.cli", "run the simulated meter fleet"),
+    ("edge", "edge.cli", "edge agent and field-technician tools"),
+    ("ingest", "ingest.cli", "MQTT -> InfluxDB ingest workers"),
+    ("billing", "billing.cli", "efficiency, billing runs, ledger and the billing API"),
+    ("dashboards", "dashboards.cli", "build, preview and publish Grafana dashboards"),
+)
+
+EPILOG = """examples:
+  canalflow district check examples/demo-district.yaml
+  canalflow demo --out out
+  canalflow fleet run --district examples/demo-district.yaml --speed 60
+"""
+
+
+def _not_available(command: str, reason: str) -> argparse.ArgumentParser:
+    def handler(_: argparse.Namespace) -> int:
+        print(f"canalflow {command}: not available in this build ({reason})", file=sys.stderr)
+        return 2
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="canalflow",
+        description="Irrigation-district water metering: Modbus meters -> MQTT -> InfluxDB -> efficiency and bills.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"canalflow {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command, module_name, help_text in COMPONENTS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            sub = subparsers.add_parser(command, help=f"{help_text} (not yet available)")
+            sub.set_defaults(func=_not_available(command, "component not built yet").get_default("func"))
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

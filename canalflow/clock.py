@@ -1,0 +1,50 @@
+"""Simulated time that the fleet, the edge, ingest and tests all follow.
+
+A clock maps wall time to simulated time: ``sim = sim_start + (wall - wall_start) * speed``.
+The fleet writes its clock to a small JSON file; every other process reads that file, so in an
+accelerated run a season passes in minutes and all parts agree on what time it is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SimClock:
+    sim_start_ms: int
+    wall_start_s: float
+    speed: float = 1.0
+
+    @classmethod
+    def real(cls) -> SimClock:
+        now = time.time()
+        return cls(int(now * 1000), now, 1.0)
+
+    @classmethod
+    def starting_at(cls, sim_start_ms: int, speed: float = 1.0) -> SimClock:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        return cls(sim_start_ms, time.time(), speed)
+
+    def now_ms(self) -> int:
+        return self.sim_start_ms + int((time.time() - self.wall_start_s) * self.speed * 1000)
+
+    def wall_seconds(self, sim_seconds: float) -> float:
+        """How many wall-clock seconds pass while ``sim_seconds`` of simulated time pass."""
+        return sim_seconds / self.speed
+
+    def wall_time_of(self, sim_ms: int) -> float:
+        return self.wall_start_s + (sim_ms - self.sim_start_ms) / 1000 / self.speed
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> SimClock:
+        return cls(**json.loads(Path(path).read_text()))

@@ -1,0 +1,291 @@
+"""The wire contract: MQTT topics and payloads, quality codes, and the InfluxDB schema.
+
+This module is the only place that knows these names. Edge builds payloads with it, ingest
+validates and encodes them with it, billing and dashboards query the measurements it names.
+
+Version 1 payload on ``canalflow/v1/{district}/{gateway}/{point}/readings`` (QoS 1)::
+
+    {"v": 1, "district": "demo", "gateway": "GW1", "point": "M1-HEAD", "seq": 42,
+     "historical": false, "sent_ms": 1772323200123,
+     "readings": [{"ts": 1772323200000, "values": {"flow": 12.5, "totaliser": 1234.5},
+                   "quality": "good", "flags": []}]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CONTRACT_VERSION = 1
+TOPIC_ROOT = f"canalflow/v{CONTRACT_VERSION}"
+MAX_PAYLOAD_BYTES = 512 * 1024
+MAX_READINGS_PER_BATCH = 5000
+
+# Quantities carried on the wire, always in SI units.
+QUANTITIES: dict[str, str] = {
+    "flow": "m3/s",
+    "level": "m",
+    "downstream_level": "m",
+    "velocity": "m/s",
+    "totaliser": "m3",
+    "battery": "V",
+    "signal_quality": "%",
+    "status": "bits",
+}
+# Physical bounds beyond which a value is impossible (not merely suspect): ingest dead-letters it.
+IMPOSSIBLE: dict[str, tuple[float, float]] = {
+    "flow": (-1000.0, 1000.0),
+    "level": (-50.0, 100.0),
+    "downstream_level": (-50.0, 100.0),
+    "velocity": (-20.0, 20.0),
+    "totaliser": (-1e13, 1e13),
+    "battery": (0.0, 100.0),
+    "signal_quality": (0.0, 100.0),
+    "status": (0.0, 2.0**32),
+}
+
+
+class Quality(StrEnum):
+    good = "good"
+    suspect = "suspect"
+    estimated = "estimated"
+    bad = "bad"
+
+    @property
+    def code(self) -> int:
+        return _QUALITY_CODES[self]
+
+
+_QUALITY_CODES = {Quality.good: 0, Quality.suspect: 1, Quality.estimated: 2, Quality.bad: 3}
+
+
+class Flag(StrEnum):
+    """Why a reading is not plainly good. A reading may carry several."""
+
+    out_of_range = "out_of_range"
+    rate_of_change = "rate_of_change"
+    stuck = "stuck"
+    totaliser_reset = "totaliser_reset"
+    totaliser_rollover = "totaliser_rollover"
+    future_timestamp = "future_timestamp"
+    device_exception = "device_exception"
+    comm_error = "comm_error"
+    reverse_flow = "reverse_flow"
+    submerged = "submerged"  # free-flow rating over-reads
+    rated = "rated"  # flow computed at the edge from level with a rating (provisional)
+    device_alarm = "device_alarm"
+    low_battery = "low_battery"
+    clock_drift = "clock_drift"
+
+
+# ---------------------------------------------------------------------------------------------
+# Topics
+
+
+class TopicKind(StrEnum):
+    readings = "readings"
+    status = "status"
+    cmd = "cmd"
+    cmd_result = "cmd/result"
+
+
+@dataclass(frozen=True)
+class Topic:
+    kind: TopicKind
+    district: str
+    gateway: str
+    point: str | None = None
+
+
+class TopicError(ValueError):
+    pass
+
+
+def readings_topic(district: str, gateway: str, point: str) -> str:
+    return f"{TOPIC_ROOT}/{district}/{gateway}/{point}/readings"
+
+
+def status_topic(district: str, gateway: str) -> str:
+    return f"{TOPIC_ROOT}/{district}/{gateway}/status"
+
+
+def cmd_topic(district: str, gateway: str) -> str:
+    return f"{TOPIC_ROOT}/{district}/{gateway}/cmd"
+
+
+def cmd_result_topic(district: str, gateway: str) -> str:
+    return f"{TOPIC_ROOT}/{district}/{gateway}/cmd/result"
+
+
+def gateway_prefix(district: str, gateway: str) -> str:
+    """Everything a gateway may publish lives below this prefix (used for broker ACLs)."""
+    return f"{TOPIC_ROOT}/{district}/{gateway}"
+
+
+def readings_filter(district: str = "+") -> str:
+    return f"{TOPIC_ROOT}/{district}/+/+/readings"
+
+
+def status_filter(district: str = "+") -> str:
+    return f"{TOPIC_ROOT}/{district}/+/status"
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """An MQTT shared subscription: members of ``group`` split the messages between them."""
+    return f"$share/{group}/{topic_filter}"
+
+
+def parse_topic(topic: str) -> Topic:
+    """Parse a canalflow topic; raise :class:`TopicError` naming what is wrong."""
+    parts = topic.split("/")
+    root = TOPIC_ROOT.split("/")
+    if parts[: len(root)] != root:
+        raise TopicError(f"topic {topic!r} is not under {TOPIC_ROOT!r}")
+    rest = parts[len(root) :]
+    if len(rest) == 4 and rest[3] == "readings":
+        return Topic(TopicKind.readings, rest[0], rest[1], rest[2])
+    if len(rest) == 3 and rest[2] in ("status", "cmd"):
+        return Topic(TopicKind(rest[2]), rest[0], rest[1])
+    if len(rest) == 4 and rest[2:] == ["cmd", "result"]:
+        return Topic(TopicKind.cmd_result, rest[0], rest[1])
+    raise TopicError(f"topic {topic!r} does not match {TOPIC_ROOT}/<district>/<gateway>/<point>/readings, .../status or .../cmd")
+
+
+# ---------------------------------------------------------------------------------------------
+# Payloads
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+EpochMs = Annotated[int, Field(ge=946_684_800_000, le=4_102_444_800_000)]  # 2000 .. 2100
+
+
+class Reading(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ts: EpochMs
+    values: dict[str, float]
+    quality: Quality = Quality.good
+    flags: tuple[Flag, ...] = ()
+
+    @field_validator("values")
+    @classmethod
+    def _known_finite_values(cls, values: dict[str, float]) -> dict[str, float]:
+        for name, value in values.items():
+            if name not in QUANTITIES:
+                raise ValueError(f"unknown quantity {name!r} (known: {', '.join(QUANTITIES)})")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} is not a finite number")
+            low, high = IMPOSSIBLE[name]
+            if not low <= value <= high:
+                raise ValueError(f"{name}={value} is outside the possible range [{low}, {high}] {QUANTITIES[name]}")
+        return values
+
+
+class ReadingBatch(BaseModel):
+    """A batch of readings of one metering point, as published by an edge agent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+    district: Name
+    gateway: Name
+    point: Name
+    seq: int = Field(ge=0)
+    historical: bool = False
+    sent_ms: EpochMs | None = None
+    readings: tuple[Reading, ...] = Field(min_length=1, max_length=MAX_READINGS_PER_BATCH)
+
+    @model_validator(mode="after")
+    def _unique_timestamps(self) -> ReadingBatch:
+        stamps = [r.ts for r in self.readings]
+        if len(set(stamps)) != len(stamps):
+            raise ValueError("two readings in one batch have the same timestamp")
+        return self
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def parse_batch(payload: bytes) -> ReadingBatch:
+    """Validate a readings payload (raises ``pydantic.ValidationError`` or ``ValueError``)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
+    return ReadingBatch.model_validate_json(payload)
+
+
+class GatewayStatus(BaseModel):
+    """Retained on ``.../status``: birth ``online``, Last Will ``offline``, and periodic health."""
+
+    model_config = ConfigDict(extra="allow")
+
+    v: Literal[1] = 1
+    state: Literal["online", "offline"]
+    agent_version: str | None = None
+    ts: EpochMs | None = None
+    meters: int | None = None
+    buffer_depth: int | None = None
+    buffer_dropped: int | None = None
+    health: dict[str, dict[str, float | int | str | None]] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# InfluxDB schema
+
+
+class M:
+    """Measurement names."""
+
+    readings = "reading"  # raw readings, one row per (point, ts)
+    volume = "volume"  # derived interval volumes per point (tag interval=1h|1d)
+    balance = "balance"  # per reach and interval: in, out, loss, expected loss, eta
+    gateway_status = "gateway_status"
+    ingest_stats = "ingest_stats"
+    efficiency = "efficiency"  # billing KPIs: eta per canal/level/system
+    billing = "billing"  # billing KPIs per unit and run
+
+
+READING_TAGS = ("district", "point", "gateway", "canal", "role")
+VOLUME_TAGS = ("district", "point", "canal", "role", "interval")
+BALANCE_TAGS = ("district", "canal", "reach", "interval")
+
+
+def escape_tag(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def escape_str_field(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _field(value: float | int | bool | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return escape_str_field(value)
+
+
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str], ts_ms: int) -> str:
+    """One line of InfluxDB line protocol at millisecond precision; tags sorted, empty ones left out."""
+    tag_text = "".join(f",{k}={escape_tag(v)}" for k, v in sorted(tags.items()) if v)
+    field_text = ",".join(f"{escape_tag(k)}={_field(v)}" for k, v in fields.items())
+    return f"{escape_tag(measurement)}{tag_text} {field_text} {ts_ms}"
+
+
+def reading_lines(batch: ReadingBatch, canal: str, role: str) -> Iterable[str]:
+    """Line protocol for every reading of a batch (the `reading` measurement)."""
+    tags = {"district": batch.district, "point": batch.point, "gateway": batch.gateway, "canal": canal, "role": role}
+    for reading in batch.readings:
+        fields: dict[str, float | int | bool | str] = {k: float(v) for k, v in reading.values.items()}
+        fields["quality"] = reading.quality.value
+        fields["qcode"] = reading.quality.code
+        fields["flags"] = ",".join(f.value for f in reading.flags)
+        fields["seq"] = batch.seq
+        fields["historical"] = batch.historical
+        yield line(M.readings, tags, fields, reading.ts)

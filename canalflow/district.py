@@ -1,0 +1,869 @@
+"""The district model: canal graph, metering points, billing units, crops, seasons and tariffs.
+
+This module is the only place that knows the district file's schema. Every component loads a
+district with :func:`load_district` and navigates it through :class:`District`.
+
+Loading runs in three layers, each reporting problems with file, line and field:
+1. YAML syntax (``canalflow.yamlines``),
+2. structure and types (pydantic models below, ``extra="forbid"`` so a typo is an error),
+3. meaning (references, the canal graph's shape, reaches, units, tariffs) in :func:`check_semantics`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from canalflow.yamlines import Locator, YamlSyntaxError, load_yaml_with_lines
+
+SCHEMA_VERSION = 1
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+
+
+class CanalLevel(StrEnum):
+    main = "main"
+    branch = "branch"
+    lateral = "lateral"
+    farm = "farm"
+
+    @property
+    def rank(self) -> int:
+        return list(CanalLevel).index(self)
+
+
+class PointRole(StrEnum):
+    diversion = "diversion"  # at the head of a canal: what the canal takes from its source
+    section = "section"  # on a canal between reaches
+    intake = "intake"  # a billing unit's offtake (village, association, operator)
+    outfall = "outfall"  # water leaving the system at a canal's tail (drain, return)
+
+
+class Info(Model):
+    id: Id
+    name: str
+    timezone: str = "Asia/Shanghai"
+    locale: Literal["zh", "en"] = "zh"
+
+
+class Soil(Model):
+    """Seepage per km as a fraction of flow: sigma = A / (100 * Q**m), Q in m3/s (Kostiakov form)."""
+
+    A: float = Field(gt=0)
+    m: float = Field(ge=0, lt=1)
+    description: str = ""
+
+
+class Headworks(Model):
+    id: Id
+    name: str
+    capacity_m3s: float = Field(gt=0)
+
+
+class Reach(Model):
+    id: Id
+    from_km: float = Field(ge=0)
+    to_km: float = Field(gt=0)
+
+
+class Canal(Model):
+    id: Id
+    name: str
+    level: CanalLevel
+    source: Id  # a headworks id, or the id of the canal it takes water from
+    offtake_km: float = Field(default=0.0, ge=0)  # chainage on the source canal
+    length_km: float = Field(gt=0)
+    soil: Id
+    lining_factor: float = Field(default=1.0, gt=0, le=1)  # seepage multiplier (lined < 1)
+    width_m: float = Field(default=5.0, gt=0)  # water-surface width, for storage change
+    velocity_ms: float = Field(default=0.6, gt=0)  # typical mean velocity, for travel time
+    capacity_m3s: float | None = Field(default=None, gt=0)
+    reaches: tuple[Reach, ...] = ()
+
+    @property
+    def reach_list(self) -> tuple[Reach, ...]:
+        """Explicit reaches, or one reach covering the whole canal."""
+        return self.reaches or (Reach(id=f"{self.id}-R1", from_km=0.0, to_km=self.length_km),)
+
+
+class SerialLine(Model):
+    port: str
+    baud: int = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class Gateway(Model):
+    id: Id
+    name: str = ""
+    transport: Literal["tcp", "rtu", "rtu_over_tcp"] = "tcp"
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, ge=1, le=65535)
+    serial: SerialLine | None = None
+    timeout_s: float = Field(default=1.0, gt=0)
+
+
+class ParshallRating(Model):
+    type: Literal["parshall"]
+    throat_mm: float = Field(gt=0)
+    valid_from: dt.date | None = None
+
+
+class WeirRating(Model):
+    type: Literal["weir"]
+    width_m: float = Field(gt=0)
+    cd: float = Field(default=0.6, gt=0, le=1)
+    valid_from: dt.date | None = None
+
+
+class CurveSegment(Model):
+    from_m: float
+    to_m: float
+    a: float = Field(gt=0)
+    h0: float = 0.0
+    b: float = Field(gt=0)
+
+
+class CurveRating(Model):
+    type: Literal["curve"]
+    segments: tuple[CurveSegment, ...] = Field(min_length=1)
+    valid_from: dt.date | None = None
+
+
+class AreaVelocityRating(Model):
+    type: Literal["area_velocity"]
+    bottom_width_m: float = Field(gt=0)
+    side_slope: float = Field(default=0.0, ge=0)  # horizontal per vertical
+    valid_from: dt.date | None = None
+
+
+RatingSpec = Annotated[
+    ParshallRating | WeirRating | CurveRating | AreaVelocityRating, Field(discriminator="type")
+]
+
+
+class PollSpec(Model):
+    fast_s: float = Field(default=60.0, gt=0)
+    slow_s: float = Field(default=600.0, gt=0)
+
+
+class Point(Model):
+    id: Id
+    name: str = ""
+    role: PointRole
+    canal: Id
+    km: float = Field(ge=0)
+    gateway: Id
+    unit_id: int = Field(ge=1, le=247)
+    profile: str
+    ratings: tuple[RatingSpec, ...] = ()  # versioned by valid_from; needed for level-only meters
+    feeds: Id | None = None  # diversion: the canal it measures into (its head is at `km` of `canal`)
+    allocation: Literal["metered", "area"] = "area"  # how units sharing this intake split it
+    poll: PollSpec = PollSpec()
+
+
+class Township(Model):
+    id: Id
+    name: str
+
+
+class QuotaRule(Model):
+    season_kind: Literal["spring", "summer", "autumn", "winter"]
+    m3_per_mu: Decimal = Field(ge=0)
+    method: str | None = None  # irrigation method (flood, furrow, drip, ...); None = any
+    zone: str | None = None  # quota zone (rainfall frequency, soil); None = any
+
+
+class Crop(Model):
+    id: Id
+    name: str = ""
+    crop_class: Literal["grain", "cash", "aquaculture", "other"]
+    quotas: tuple[QuotaRule, ...] = ()
+    net_depth_mm: dict[str, float] = {}  # typical-field net irrigation depth per season kind
+
+
+class CropArea(Model):
+    crop: Id
+    area_mu: Decimal = Field(gt=0)
+    method: str = "flood"
+
+
+class UnitKind(StrEnum):
+    village = "village"
+    association = "association"  # water-user association (农民用水协会)
+    operator = "operator"  # large land-lease operator
+
+
+class BillingUnit(Model):
+    id: Id
+    name: str
+    kind: UnitKind
+    township: Id
+    zone: str | None = None
+    charging_points: tuple[Id, ...] = ()
+    crops: tuple[CropArea, ...] = Field(min_length=1)
+    field_efficiency: float = Field(default=0.85, gt=0, le=1)
+
+    @property
+    def area_mu(self) -> Decimal:
+        return sum((c.area_mu for c in self.crops), Decimal(0))
+
+
+class Round(Model):
+    id: Id
+    start: dt.datetime
+    days: float = Field(gt=0)
+
+
+class Season(Model):
+    id: Id
+    kind: Literal["spring", "summer", "autumn", "winter"]
+    start: dt.date
+    end: dt.date  # inclusive
+    tariff: Id
+    rounds: tuple[Round, ...] = ()
+
+
+class PriceComponents(Model):
+    backbone: Decimal = Field(ge=0)  # 骨干工程水价, yuan/m3
+    terminal: Decimal = Field(ge=0)  # 末级渠系水价, yuan/m3
+    village_fee: Decimal = Field(default=Decimal(0), ge=0)
+
+    @property
+    def total(self) -> Decimal:
+        return self.backbone + self.terminal + self.village_fee
+
+
+class Band(Model):
+    up_to: Decimal | None = Field(default=None, gt=0)  # fraction of quota; None = no upper bound
+    multiplier: Decimal = Field(ge=1)
+
+
+class Subsidy(Model):
+    grain_per_m3: Decimal = Field(default=Decimal(0), ge=0)
+
+
+class Reward(Model):
+    grain_per_m3: Decimal = Field(default=Decimal(0), ge=0)
+    other_per_m3: Decimal = Field(default=Decimal(0), ge=0)
+
+
+class Tariff(Model):
+    id: Id
+    version: int = Field(default=1, ge=1)
+    currency: Literal["CNY"] = "CNY"
+    prices: dict[Literal["grain", "cash", "aquaculture", "other"], PriceComponents]
+    bands: tuple[Band, ...] = Field(min_length=1)
+    subsidy: Subsidy = Subsidy()
+    reward: Reward = Reward()
+
+
+class Targets(Model):
+    canal_system: float = Field(default=0.70, gt=0, le=1)
+    field: float = Field(default=0.85, gt=0, le=1)
+
+
+class Tolerances(Model):
+    loss_anomaly_factor: float = Field(default=2.0, gt=1)
+    max_gap_minutes: float = Field(default=60.0, gt=0)  # longer gaps are not interpolated
+    min_coverage: float = Field(default=0.9, gt=0, le=1)  # below: window reported incomplete
+
+
+class DistrictFile(Model):
+    version: Literal[1] = 1
+    district: Info
+    profile_dirs: tuple[str, ...] = ()
+    soils: dict[str, Soil]
+    headworks: tuple[Headworks, ...] = Field(min_length=1)
+    canals: tuple[Canal, ...] = Field(min_length=1)
+    gateways: tuple[Gateway, ...] = Field(min_length=1)
+    points: tuple[Point, ...] = Field(min_length=1)
+    townships: tuple[Township, ...] = ()
+    crops: tuple[Crop, ...] = Field(min_length=1)
+    units: tuple[BillingUnit, ...] = Field(min_length=1)
+    seasons: tuple[Season, ...] = ()
+    tariffs: tuple[Tariff, ...] = ()
+    targets: Targets = Targets()
+    tolerances: Tolerances = Tolerances()
+
+
+# ---------------------------------------------------------------------------------------------
+# Problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: Path
+    line: int | None
+    field: str
+    message: str
+    hint: str = ""
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        text = f"{where}: {self.severity}: {self.field}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class DistrictError(ValueError):
+    """The district file has problems; ``problems`` lists each with file, line and field."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        errors = [p for p in self.problems if p.severity == "error"]
+        summary = "\n".join(str(p) for p in errors[:20])
+        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        super().__init__(f"{len(errors)} problem(s) in district file:\n{summary}{more}")
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(file)"
+
+
+class _Reporter:
+    def __init__(self, file: Path, locate: Locator) -> None:
+        self.file = file
+        self.locate = locate
+        self.problems: list[Problem] = []
+        # section -> original list index of each item kept after item-wise validation
+        self.kept_indexes: dict[str, list[int]] = {}
+
+    def add(
+        self, path: Sequence[str | int], message: str, hint: str = "", severity: str = "error"
+    ) -> None:
+        path = self._original_path(path)
+        self.problems.append(
+            Problem(self.file, self.locate(path), _dotted(path), message, hint, severity)  # type: ignore[arg-type]
+        )
+
+    def _original_path(self, path: Sequence[str | int]) -> Sequence[str | int]:
+        if len(path) > 1 and isinstance(path[1], int) and path[0] in self.kept_indexes:
+            kept = self.kept_indexes[str(path[0])]
+            if path[1] < len(kept):
+                return (path[0], kept[path[1]], *path[2:])
+        return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The loaded district and its graph
+
+
+@dataclass(frozen=True)
+class ReachRef:
+    canal: str
+    reach: Reach
+
+
+class District:
+    """A validated district with lookups over its canal graph."""
+
+    def __init__(self, spec: DistrictFile, path: Path, digest: str, profiles: dict[str, Any]):
+        self.spec = spec
+        self.path = path
+        self.sha256 = digest
+        self.profiles = profiles
+
+    # --- identity ---
+    @property
+    def id(self) -> str:
+        return self.spec.district.id
+
+    @property
+    def name(self) -> str:
+        return self.spec.district.name
+
+    # --- lookups ---
+    @cached_property
+    def canals(self) -> dict[str, Canal]:
+        return {c.id: c for c in self.spec.canals}
+
+    @cached_property
+    def points(self) -> dict[str, Point]:
+        return {p.id: p for p in self.spec.points}
+
+    @cached_property
+    def gateways(self) -> dict[str, Gateway]:
+        return {g.id: g for g in self.spec.gateways}
+
+    @cached_property
+    def units(self) -> dict[str, BillingUnit]:
+        return {u.id: u for u in self.spec.units}
+
+    @cached_property
+    def crops(self) -> dict[str, Crop]:
+        return {c.id: c for c in self.spec.crops}
+
+    @cached_property
+    def townships(self) -> dict[str, Township]:
+        return {t.id: t for t in self.spec.townships}
+
+    @cached_property
+    def seasons(self) -> dict[str, Season]:
+        return {s.id: s for s in self.spec.seasons}
+
+    @cached_property
+    def tariffs(self) -> dict[str, Tariff]:
+        return {t.id: t for t in self.spec.tariffs}
+
+    @cached_property
+    def headworks(self) -> dict[str, Headworks]:
+        return {h.id: h for h in self.spec.headworks}
+
+    def profile_of(self, point_id: str) -> Any:
+        return self.profiles[self.points[point_id].profile]
+
+    def points_of_gateway(self, gateway_id: str) -> list[Point]:
+        return [p for p in self.spec.points if p.gateway == gateway_id]
+
+    def canal_of_point(self, point_id: str) -> Canal:
+        return self.canals[self.points[point_id].canal]
+
+    # --- canal graph ---
+    @cached_property
+    def children(self) -> dict[str, list[Canal]]:
+        """Canals fed by each canal or headworks id, in order of offtake chainage."""
+        out: dict[str, list[Canal]] = {}
+        for canal in self.spec.canals:
+            out.setdefault(canal.source, []).append(canal)
+        for kids in out.values():
+            kids.sort(key=lambda c: (c.offtake_km, c.id))
+        return out
+
+    def is_skip_level(self, canal: Canal) -> bool:
+        """A canal taking water from a canal more than one level above it (越级 offtake)."""
+        source = self.canals.get(canal.source)
+        return source is not None and canal.level.rank - source.level.rank > 1
+
+    @cached_property
+    def skip_level_canals(self) -> list[Canal]:
+        return [c for c in self.spec.canals if self.is_skip_level(c)]
+
+    def reach_at(self, canal_id: str, km: float) -> Reach:
+        """The reach of a canal holding chainage ``km`` (a boundary belongs to the upstream reach)."""
+        reaches = self.canals[canal_id].reach_list
+        for reach in reaches:
+            if reach.from_km <= km <= reach.to_km:
+                return reach
+        return reaches[-1]
+
+    @cached_property
+    def reaches(self) -> list[ReachRef]:
+        return [ReachRef(c.id, r) for c in self.spec.canals for r in c.reach_list]
+
+    def diversion_point(self, canal_id: str) -> Point | None:
+        """The metering point measuring what a canal takes at its head."""
+        for point in self.spec.points:
+            if point.role is PointRole.diversion and self.fed_canal(point) == canal_id:
+                return point
+        return None
+
+    def fed_canal(self, point: Point) -> str | None:
+        """For a diversion point, the canal whose inflow it measures."""
+        if point.role is not PointRole.diversion:
+            return None
+        return point.feeds or point.canal
+
+    def reach_balance_points(self, canal_id: str, reach_id: str) -> tuple[list[Point], list[Point]]:
+        """Metering points whose volumes make a reach's balance: (inflows, outflows).
+
+        In: the canal's diversion (first reach) or the section point at the reach's upstream end.
+        Out: diversions into canals taking off within the reach, intakes and outfalls on it, and
+        the section point at its downstream end.
+        """
+        canal = self.canals[canal_id]
+        reach = next(r for r in canal.reach_list if r.id == reach_id)
+        first = reach.from_km == canal.reach_list[0].from_km
+        inflow: list[Point] = []
+        outflow: list[Point] = []
+        for point in self.spec.points:
+            fed = self.fed_canal(point)
+            if fed == canal_id:
+                if first:
+                    inflow.append(point)
+                continue
+            if point.role is PointRole.section and point.canal == canal_id:
+                if point.km == reach.from_km and not first:
+                    inflow.append(point)
+                elif point.km == reach.to_km:
+                    outflow.append(point)
+                continue
+            on_this_canal = (self.canals[fed].source if fed else point.canal) == canal_id
+            km = self.canals[fed].offtake_km if fed else point.km
+            if on_this_canal and self.reach_at(canal_id, km).id == reach_id:
+                outflow.append(point)
+        return inflow, outflow
+
+    def intake_points(self, unit_id: str) -> list[Point]:
+        return [self.points[p] for p in self.units[unit_id].charging_points]
+
+    def units_sharing(self, point_id: str) -> list[BillingUnit]:
+        return [u for u in self.spec.units if point_id in u.charging_points]
+
+    def season_for(self, day: dt.date) -> Season | None:
+        for season in self.spec.seasons:
+            if season.start <= day <= season.end:
+                return season
+        return None
+
+    def quota_m3(self, unit_id: str, season_kind: str) -> Decimal:
+        """A unit's season quota: sum over its crops of the best-matching quota per mu × area."""
+        unit = self.units[unit_id]
+        total = Decimal(0)
+        for crop_area in unit.crops:
+            rule = best_quota_rule(self.crops[crop_area.crop], season_kind, crop_area.method, unit.zone)
+            if rule is not None:
+                total += rule.m3_per_mu * crop_area.area_mu
+        return total
+
+
+def best_quota_rule(crop: Crop, season_kind: str, method: str, zone: str | None) -> QuotaRule | None:
+    """The most specific quota rule of a crop for a season, method and zone (None if no rule)."""
+    candidates = [
+        r
+        for r in crop.quotas
+        if r.season_kind == season_kind
+        and r.method in (None, method)
+        and r.zone in (None, zone)
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda r: (r.method is not None) + (r.zone is not None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and checking
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _structure_problems(exc: ValidationError, rep: _Reporter, prefix: tuple[str | int, ...] = ()) -> None:
+    for err in exc.errors():
+        loc = [*prefix, *(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))]
+        message = err["msg"]
+        hint = ""
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+            hint = "check the spelling against docs/district-file.md"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif err["type"] == "union_tag_invalid":
+            hint = "type must be one of parshall, weir, curve, area_velocity"
+        rep.add(loc, message, hint)
+
+
+_UNION_TAGS = {"parshall", "weir", "curve", "area_velocity"}
+
+
+_ITEM_MODELS: dict[str, type[Model]] = {
+    "headworks": Headworks, "canals": Canal, "gateways": Gateway, "points": Point, "townships": Township,
+    "crops": Crop, "units": BillingUnit, "seasons": Season, "tariffs": Tariff,
+}
+
+
+def _valid_items(data: dict[str, Any], rep: _Reporter) -> tuple[dict[str, Any], set[str]]:
+    """Validate list sections item by item, so one bad item does not hide the problems of the rest.
+
+    Returns the data with invalid items left out, and the ids of those items (references to them
+    are not reported again as unknown).
+    """
+    kept = dict(data)
+    invalid_ids: set[str] = set()
+    for section, model in _ITEM_MODELS.items():
+        items = data.get(section)
+        if not isinstance(items, list):
+            continue
+        good, indexes = [], []
+        for index, item in enumerate(items):
+            try:
+                model.model_validate(item)
+                good.append(item)
+                indexes.append(index)
+            except ValidationError as exc:
+                _structure_problems(exc, rep, prefix=(section, index))
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    invalid_ids.add(item["id"])
+        kept[section] = good
+        rep.kept_indexes[section] = indexes
+    return kept, invalid_ids
+
+
+def parse_district(data: Any, rep: _Reporter) -> tuple[DistrictFile | None, set[str]]:
+    if not isinstance(data, dict):
+        rep.add((), "the district file must be a mapping of sections", "start from examples/demo-district.yaml")
+        return None, set()
+    kept, invalid_ids = _valid_items(data, rep)
+    try:
+        return DistrictFile.model_validate(kept), invalid_ids
+    except ValidationError as exc:
+        _structure_problems(exc, rep)
+        return None, invalid_ids
+
+
+def load_district(
+    path: Path | str, *, profiles: dict[str, Any] | None = None, strict: bool = True
+) -> District:
+    """Load, validate and return a district; raise :class:`DistrictError` on any error."""
+    district, problems = check_district(path, profiles=profiles)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or district is None:
+        raise DistrictError(problems)
+    return district
+
+
+def check_district(
+    path: Path | str, *, profiles: dict[str, Any] | None = None
+) -> tuple[District | None, list[Problem]]:
+    """Validate a district file; return the district (None if unusable) and every problem found."""
+    file = Path(path)
+    try:
+        data, locate = load_yaml_with_lines(file)
+    except YamlSyntaxError as exc:
+        return None, [Problem(file, exc.line, "(file)", exc.message, "fix the YAML syntax")]
+    rep = _Reporter(file, locate)
+    spec, invalid_ids = parse_district(data, rep)
+    if spec is None:
+        return None, rep.problems
+    if profiles is None:
+        profiles = _load_profiles_for(spec, file, rep)
+    check_semantics(spec, profiles, rep, invalid_ids)
+    if any(p.severity == "error" for p in rep.problems):
+        return None, rep.problems
+    return District(spec, file, file_sha256(file), profiles), rep.problems
+
+
+def _load_profiles_for(spec: DistrictFile, file: Path, rep: _Reporter) -> dict[str, Any]:
+    from canalflow.profiles import ProfileLoadError, load_profiles
+
+    dirs = [(file.parent / d).resolve() for d in spec.profile_dirs]
+    try:
+        return load_profiles(dirs)
+    except ProfileLoadError as exc:
+        for problem in exc.problems:
+            rep.problems.append(
+                Problem(Path(problem.file), problem.line, problem.field, problem.message, problem.hint)
+            )
+        return {}
+
+
+def _duplicates(items: Iterable[tuple[int, str]], section: str, rep: _Reporter) -> set[str]:
+    seen: set[str] = set()
+    for index, ident in items:
+        if ident in seen:
+            rep.add((section, index, "id"), f"duplicate id {ident!r}", "ids must be unique in a section")
+        seen.add(ident)
+    return seen
+
+
+def check_semantics(
+    spec: DistrictFile, profiles: dict[str, Any], rep: _Reporter, invalid_ids: set[str] | None = None
+) -> None:
+    """Check references and the shape of the canal graph; add each problem to ``rep``.
+
+    ``invalid_ids`` are ids of items that failed structural validation: references to them are
+    not reported again.
+    """
+    ids = _check_ids(spec, rep)
+    for known in ids.values():
+        known |= invalid_ids or set()
+    _check_canals(spec, ids, rep)
+    _check_points(spec, ids, profiles, rep)
+    _check_units(spec, ids, rep)
+    _check_seasons_and_tariffs(spec, ids, rep)
+
+
+def _check_ids(spec: DistrictFile, rep: _Reporter) -> dict[str, set[str]]:
+    sections = ("headworks", "canals", "gateways", "points", "townships", "crops", "units", "seasons", "tariffs")
+    ids = {s: _duplicates(enumerate(x.id for x in getattr(spec, s)), s, rep) for s in sections}
+    clash = ids["headworks"] & ids["canals"]
+    for index, canal in enumerate(spec.canals):
+        if canal.id in clash:
+            rep.add(("canals", index, "id"), f"{canal.id!r} is both a headworks and a canal id")
+    ids["soils"] = set(spec.soils)
+    return ids
+
+
+def _check_canals(spec: DistrictFile, ids: dict[str, set[str]], rep: _Reporter) -> None:
+    canals = {c.id: c for c in spec.canals}
+    for index, canal in enumerate(spec.canals):
+        at = ("canals", index)
+        if canal.soil not in ids["soils"]:
+            rep.add((*at, "soil"), f"unknown soil {canal.soil!r}", f"define it under soils: (known: {sorted(ids['soils'])})")
+        if canal.source in ids["headworks"]:
+            if canal.level is not CanalLevel.main:
+                rep.add((*at, "source"), f"a {canal.level.value} canal cannot take water straight from headworks {canal.source!r}", "only main canals start at headworks")
+        elif canal.source in canals:
+            source = canals[canal.source]
+            if source.level.rank >= canal.level.rank:
+                rep.add((*at, "level"), f"{canal.level.value} canal takes water from {source.level.value} canal {source.id!r}", "a canal must be fed by a canal of a higher level")
+            if canal.offtake_km > source.length_km:
+                rep.add((*at, "offtake_km"), f"offtake at km {canal.offtake_km} is beyond the end of {source.id!r} ({source.length_km} km)")
+        else:
+            rep.add((*at, "source"), f"unknown source {canal.source!r}", "name a headworks or canal id")
+        _check_reaches(canal, at, rep)
+    _check_cycles(spec, rep)
+
+
+def _check_reaches(canal: Canal, at: tuple[str, int], rep: _Reporter) -> None:
+    if not canal.reaches:
+        return
+    expected_from = 0.0
+    for r_index, reach in enumerate(canal.reaches):
+        if abs(reach.from_km - expected_from) > 1e-9:
+            rep.add((*at, "reaches", r_index, "from_km"), f"reach {reach.id!r} starts at km {reach.from_km}, expected {expected_from}", "reaches must cover the canal from km 0 without gaps or overlaps")
+        if reach.to_km <= reach.from_km:
+            rep.add((*at, "reaches", r_index, "to_km"), "to_km must be greater than from_km")
+        expected_from = reach.to_km
+    if abs(expected_from - canal.length_km) > 1e-9:
+        rep.add((*at, "reaches"), f"reaches end at km {expected_from} but the canal is {canal.length_km} km long", "make the last reach end at length_km")
+
+
+def _check_cycles(spec: DistrictFile, rep: _Reporter) -> None:
+    source = {c.id: c.source for c in spec.canals}
+    index_of = {c.id: i for i, c in enumerate(spec.canals)}
+    reported: set[str] = set()
+    for start in source:
+        path: list[str] = []
+        node = start
+        while node in source and node not in path:
+            path.append(node)
+            node = source[node]
+        if node in path:
+            cycle = path[path.index(node):]
+            key = min(cycle)
+            if key not in reported:
+                reported.add(key)
+                chain = " -> ".join([*cycle, cycle[0]])
+                rep.add(("canals", index_of[key], "source"), f"cycle in the canal graph: {chain}", "every canal must trace back to a headworks")
+
+
+def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[str, Any], rep: _Reporter) -> None:
+    canals = {c.id: c for c in spec.canals}
+    addresses: dict[tuple[str, int], str] = {}
+    for index, point in enumerate(spec.points):
+        at = ("points", index)
+        canal = canals.get(point.canal)
+        if canal is None:
+            rep.add((*at, "canal"), f"unknown canal {point.canal!r}")
+        elif point.km > canal.length_km:
+            rep.add((*at, "km"), f"km {point.km} is beyond the end of {canal.id!r} ({canal.length_km} km)")
+        if point.gateway not in ids["gateways"]:
+            rep.add((*at, "gateway"), f"unknown gateway {point.gateway!r}", "declare it under gateways:")
+        else:
+            key = (point.gateway, point.unit_id)
+            if key in addresses:
+                rep.add((*at, "unit_id"), f"unit id {point.unit_id} on gateway {point.gateway!r} is already used by point {addresses[key]!r}", "each meter on a bus needs its own unit id")
+            addresses[key] = point.id
+        profile = profiles.get(point.profile)
+        if profile is None:
+            hint = f"known profiles: {', '.join(sorted(profiles))}" if profiles else "see docs/meter-profiles.md"
+            rep.add((*at, "profile"), f"unknown meter profile {point.profile!r}", hint)
+        elif getattr(profile, "kind", None) == "level" and not point.ratings:
+            rep.add((*at, "ratings"), f"profile {point.profile!r} measures level only, so the point needs a rating", "add ratings: [{type: parshall, throat_mm: 914}] or a weir/curve")
+        if point.feeds is not None:
+            if point.role is not PointRole.diversion:
+                rep.add((*at, "feeds"), "only a diversion point feeds a canal")
+            elif point.feeds not in canals:
+                rep.add((*at, "feeds"), f"unknown canal {point.feeds!r}")
+            elif canals[point.feeds].source != point.canal:
+                rep.add((*at, "feeds"), f"canal {point.feeds!r} does not take water from {point.canal!r}", f"its source is {canals[point.feeds].source!r}")
+        if point.role is PointRole.section and canal is not None:
+            bounds = {r.from_km for r in canal.reach_list[1:]}
+            if point.km not in bounds:
+                rep.add((*at, "km"), f"a section point must sit on a reach boundary of {canal.id!r} (km {sorted(bounds) or 'none'})")
+        _check_rating_order(point, at, rep)
+    _check_diversions(spec, rep)
+
+
+def _check_rating_order(point: Point, at: tuple[str, int], rep: _Reporter) -> None:
+    dates = [r.valid_from for r in point.ratings]
+    if len(point.ratings) > 1 and (None in dates[1:] or dates[1:] != sorted(dates[1:])):  # type: ignore[type-var]
+        rep.add((*at, "ratings"), "later ratings need valid_from dates in increasing order")
+
+
+def _check_diversions(spec: DistrictFile, rep: _Reporter) -> None:
+    fed: dict[str, int] = {}
+    for index, point in enumerate(spec.points):
+        if point.role is PointRole.diversion:
+            canal = point.feeds or point.canal
+            if canal in fed:
+                rep.add(("points", index, "role"), f"canal {canal!r} already has diversion point {spec.points[fed[canal]].id!r}")
+            fed[canal] = index
+    for index, canal in enumerate(spec.canals):
+        if canal.id not in fed:
+            rep.add(("canals", index, "id"), f"canal {canal.id!r} has no diversion point at its head", "without it the canal's balance and efficiency cannot be computed", "warning")
+
+
+def _check_units(spec: DistrictFile, ids: dict[str, set[str]], rep: _Reporter) -> None:
+    points = {p.id: p for p in spec.points}
+    for index, unit in enumerate(spec.units):
+        at = ("units", index)
+        if unit.township not in ids["townships"]:
+            rep.add((*at, "township"), f"unknown township {unit.township!r}", "declare it under townships:")
+        if not unit.charging_points:
+            rep.add((*at, "charging_points"), f"unit {unit.id!r} has no charging point", "name the intake point(s) whose meter charges this unit")
+        for c_index, point_id in enumerate(unit.charging_points):
+            point = points.get(point_id)
+            if point is None and point_id in ids["points"]:
+                continue  # the point itself failed validation and was reported there
+            if point is None:
+                rep.add((*at, "charging_points", c_index), f"unknown point {point_id!r}")
+            elif point.role is not PointRole.intake:
+                rep.add((*at, "charging_points", c_index), f"point {point_id!r} is a {point.role.value} point, not an intake", "charge units at intake points")
+        for c_index, crop in enumerate(unit.crops):
+            if crop.crop not in ids["crops"]:
+                rep.add((*at, "crops", c_index, "crop"), f"unknown crop {crop.crop!r}", f"known crops: {sorted(ids['crops'])}")
+
+
+def _check_seasons_and_tariffs(spec: DistrictFile, ids: dict[str, set[str]], rep: _Reporter) -> None:
+    ordered = sorted(enumerate(spec.seasons), key=lambda s: s[1].start)
+    for (i, season), (_, following) in itertools.pairwise(ordered):
+        if following.start <= season.end:
+            rep.add(("seasons", i, "end"), f"season {season.id!r} overlaps season {following.id!r}")
+    for index, season in enumerate(spec.seasons):
+        if season.end < season.start:
+            rep.add(("seasons", index, "end"), "end is before start")
+        if season.tariff not in ids["tariffs"]:
+            rep.add(("seasons", index, "tariff"), f"unknown tariff {season.tariff!r}")
+    for index, tariff in enumerate(spec.tariffs):
+        _check_bands(tariff, index, rep)
+        used = {c.crop_class for c in spec.crops}
+        missing = used - set(tariff.prices)
+        if missing:
+            rep.add(("tariffs", index, "prices"), f"no price for crop class(es) {sorted(missing)}", "add a price for every crop class the district grows")
+
+
+def _check_bands(tariff: Tariff, index: int, rep: _Reporter) -> None:
+    previous = Decimal(0)
+    for b_index, band in enumerate(tariff.bands):
+        last = b_index == len(tariff.bands) - 1
+        if band.up_to is None and not last:
+            rep.add(("tariffs", index, "bands", b_index, "up_to"), "only the last band may be open-ended")
+        if band.up_to is not None and band.up_to <= previous:
+            rep.add(("tariffs", index, "bands", b_index, "up_to"), "bands must rise: up_to must be greater than the band before")
+        if last and band.up_to is not None:
+            rep.add(("tariffs", index, "bands", b_index, "up_to"), "the last band must be open-ended", "remove up_to from the last band")
+        previous = band.up_to or previous
+    if tariff.bands[0].multiplier != 1:
+        rep.add(("tariffs", index, "bands", 0, "multiplier"), "use within the first band is charged at the base price", "set multiplier: 1.0", "warning")

@@ -1,0 +1,192 @@
+"""Run the whole pipeline as it is deployed: fleet, edge agents and ingest as separate processes.
+
+Used by ``canalflow demo``, the end-to-end tests and the season benchmark, so all three exercise
+the same start-up order and command lines an operator would use:
+
+    broker + InfluxDB (services.ServiceStack)
+    canalflow fleet run   --district F --speed S --start T --manifest M
+    canalflow ingest run  --district F --mqtt URL --influx URL --db DB
+    canalflow edge run    --district F --gateway G --mqtt URL --endpoints M   (one per gateway)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from canalflow.clock import SimClock
+from canalflow.district import District
+from canalflow.influx import InfluxV1
+from canalflow.services import Influxd, Mosquitto
+
+CANALFLOW = [sys.executable, "-m", "canalflow.cli"]
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self.log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+@dataclass
+class Pipeline:
+    """The running parts of one pipeline; stop() tears down in reverse order of start."""
+
+    district: District
+    workdir: Path
+    mosquitto: Mosquitto
+    influxd: Influxd
+    database: str
+    procs: dict[str, Proc] = field(default_factory=dict)
+    manifest_path: Path | None = None
+
+    @property
+    def mqtt_url(self) -> str:
+        return self.mosquitto.url
+
+    @property
+    def influx(self) -> InfluxV1:
+        return InfluxV1(self.influxd.url, self.database)
+
+    def spawn(self, name: str, args: Sequence[str]) -> Proc:
+        log_path = self.workdir / f"{name}.log"
+        log = log_path.open("ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        popen = subprocess.Popen([*CANALFLOW, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = Proc(name, popen, log_path, log)
+        self.procs[name] = proc
+        return proc
+
+    def check_alive(self) -> None:
+        for proc in self.procs.values():
+            if not proc.alive():
+                raise PipelineError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+
+    # --- the parts ---
+    def start_fleet(self, start: dt.datetime, speed: float, seed: int = 0, scenario: Path | None = None) -> SimClock:
+        self.manifest_path = self.workdir / "fleet-manifest.json"
+        self.manifest_path.unlink(missing_ok=True)
+        args = ["fleet", "run", "--district", str(self.district.path), "--speed", str(speed),
+                "--start", start.isoformat(), "--seed", str(seed), "--manifest", str(self.manifest_path)]
+        if scenario is not None:
+            args += ["--scenario", str(scenario)]
+        proc = self.spawn("fleet", args)
+        wait_for(lambda: self.manifest_path.exists() or not proc.alive(), 60, "fleet manifest")
+        self.check_alive()
+        return self.clock()
+
+    def clock(self) -> SimClock:
+        if self.manifest_path is None:
+            raise PipelineError("the fleet is not running")
+        return SimClock(**json.loads(self.manifest_path.read_text())["clock"])
+
+    def start_ingest(self, workers: int = 1) -> Proc:
+        return self.spawn("ingest", [
+            "ingest", "run", "--district", str(self.district.path), "--mqtt", self.mqtt_url,
+            "--influx", self.influxd.url, "--db", self.database, "--workers", str(workers),
+            "--deadletter", str(self.workdir / "deadletter.db"),
+        ])
+
+    def start_edge(self, gateway: str) -> Proc:
+        if self.manifest_path is None:
+            raise PipelineError("start the fleet before the edge agents")
+        return self.spawn(f"edge-{gateway}", [
+            "edge", "run", "--district", str(self.district.path), "--gateway", gateway,
+            "--mqtt", self.mqtt_url, "--endpoints", str(self.manifest_path),
+            "--buffer", str(self.workdir / f"edge-{gateway}.sqlite"),
+        ])
+
+    def start_all(self, start: dt.datetime, speed: float, seed: int = 0, scenario: Path | None = None) -> SimClock:
+        InfluxV1(self.influxd.url, self.database).create_database()
+        clock = self.start_fleet(start, speed, seed, scenario)
+        self.start_ingest()
+        for gateway in self.district.gateways:
+            self.start_edge(gateway)
+        return clock
+
+    def run_for_sim(self, sim_seconds: float, progress: Callable[[float], None] | None = None) -> None:
+        """Let the pipeline run for ``sim_seconds`` of simulated time, checking that all parts live."""
+        clock = self.clock()
+        end_ms = clock.now_ms() + int(sim_seconds * 1000)
+        while (now := clock.now_ms()) < end_ms:
+            self.check_alive()
+            if progress:
+                progress(1 - (end_ms - now) / (sim_seconds * 1000))
+            time.sleep(min(0.5, max(0.05, clock.wall_seconds((end_ms - now) / 1000))))
+        if progress:
+            progress(1.0)
+
+    def stop_edges(self) -> None:
+        for name in [n for n in self.procs if n.startswith("edge-")]:
+            self.procs.pop(name).stop()
+
+    def drain(self, expected_rows: Callable[[], int] | None = None, quiet_s: float = 2.0, timeout: float = 60) -> None:
+        """Wait until ingest has written everything: the row count stops changing for ``quiet_s``."""
+        counter = expected_rows or self.count_readings
+        last, since = -1, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = counter()
+            if current != last:
+                last, since = current, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            time.sleep(0.3)
+
+    def count_readings(self) -> int:
+        from canalflow.contract import M
+
+        rows = self.influx.query(f'SELECT count("qcode") FROM "{M.readings}"')
+        return int(rows[0]["values"][0][1]) if rows else 0
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.procs.pop(name).stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise PipelineError(f"timed out after {timeout:.0f} s waiting for {what}")

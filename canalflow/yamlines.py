@@ -1,0 +1,83 @@
+"""YAML loading that remembers where every key and list item stood in the file.
+
+Validation errors must name the file and line of the offending field. PyYAML knows the line of
+every node while it composes the document; we keep that knowledge in a side table keyed by the
+path of keys and indexes from the root, e.g. ``("points", 3, "profile")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PathKey = tuple[str | int, ...]
+Locator = Callable[[Sequence[str | int]], int | None]
+
+
+class YamlSyntaxError(ValueError):
+    """The file is not valid YAML; carries the file and line of the problem."""
+
+    def __init__(self, file: Path, line: int | None, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.message = message
+        where = f"{file}:{line}" if line else str(file)
+        super().__init__(f"{where}: {message}")
+
+
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            child = (*path, key)
+            _walk(value_node, child, lines)
+            # The key's own line is more useful than the value's (a nested block starts below it).
+            lines[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*path, index), lines)
+
+
+def make_locator(lines: dict[PathKey, int]) -> Locator:
+    """A function that finds the line of a path, falling back to its nearest known ancestor."""
+
+    def locate(path: Sequence[str | int]) -> int | None:
+        probe = tuple(path)
+        while probe:
+            if probe in lines:
+                return lines[probe]
+            probe = probe[:-1]
+        return lines.get(())
+
+    return locate
+
+
+def load_yaml_text(text: str, file: Path) -> tuple[Any, Locator]:
+    """Parse YAML text; return the plain data and a locator for line numbers."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise YamlSyntaxError(file, line, f"{exc.problem or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(file, None, str(exc)) from exc
+    lines: dict[PathKey, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return data, make_locator(lines)
+
+
+def load_yaml_with_lines(path: Path | str) -> tuple[Any, Locator]:
+    """Read a YAML file; return the plain data and a locator ``locate(path) -> line``."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise YamlSyntaxError(file, None, f"cannot read file: {exc.strerror}") from exc
+    return load_yaml_text(text, file)

@@ -1,0 +1,69 @@
+"""The wire contract: topics round-trip, payloads validate, line protocol escapes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from canalflow import contract as c
+
+
+def test_topics_round_trip():
+    assert c.parse_topic(c.readings_topic("demo", "GW-B1", "V01-IN")) == c.Topic(c.TopicKind.readings, "demo", "GW-B1", "V01-IN")
+    assert c.parse_topic(c.status_topic("demo", "GW-B1")).kind is c.TopicKind.status
+    assert c.parse_topic(c.cmd_result_topic("demo", "GW-B1")).kind is c.TopicKind.cmd_result
+    assert c.shared("ingest", c.readings_filter("demo")) == "$share/ingest/canalflow/v1/demo/+/+/readings"
+
+
+@pytest.mark.parametrize("topic", ["canalflow/v2/demo/GW/P/readings", "canalflow/v1/demo/GW/P/other", "x"])
+def test_bad_topics_are_named(topic):
+    with pytest.raises(c.TopicError, match="topic"):
+        c.parse_topic(topic)
+
+
+def batch(**overrides):
+    body = {
+        "district": "demo", "gateway": "GW-B1", "point": "V01-IN", "seq": 7,
+        "readings": [{"ts": 1_772_323_200_000, "values": {"flow": 0.12, "totaliser": 1234.5}}],
+    }
+    body.update(overrides)
+    return json.dumps(body).encode()
+
+
+def test_payload_round_trip():
+    parsed = c.parse_batch(batch())
+    assert parsed.readings[0].quality is c.Quality.good
+    assert c.parse_batch(parsed.to_json()) == parsed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"readings": [{"ts": 1_772_323_200_000, "values": {"flux": 1.0}}]}, "unknown quantity 'flux'"),
+        ({"readings": [{"ts": 1_772_323_200_000, "values": {"flow": 5000.0}}]}, "outside the possible range"),
+        ({"readings": []}, "at least 1"),
+        ({"point": "bad point"}, "pattern"),
+        ({"extra": 1}, "Extra inputs"),
+        ({"readings": [{"ts": 5, "values": {"flow": 1.0}}]}, "greater than or equal"),
+    ],
+)
+def test_invalid_payloads_say_why(overrides, message):
+    with pytest.raises(ValidationError, match=message):
+        c.parse_batch(batch(**overrides))
+
+
+def test_duplicate_timestamps_and_size_limit():
+    reading = {"ts": 1_772_323_200_000, "values": {"flow": 1.0}}
+    with pytest.raises(ValidationError, match="same timestamp"):
+        c.parse_batch(batch(readings=[reading, reading]))
+    with pytest.raises(ValueError, match="exceeds the limit"):
+        c.parse_batch(b" " * (c.MAX_PAYLOAD_BYTES + 1))
+
+
+def test_reading_lines_escape_and_type_fields():
+    parsed = c.parse_batch(batch(point="V01-IN", readings=[{"ts": 1_772_323_200_000, "values": {"flow": 0.5}, "quality": "suspect", "flags": ["stuck"]}]))
+    (text,) = c.reading_lines(parsed, canal="L 11", role="intake")
+    assert text.startswith("reading,canal=L\\ 11,district=demo,gateway=GW-B1,point=V01-IN,role=intake ")
+    assert 'flow=0.5,quality="suspect",qcode=1i,flags="stuck",seq=7i,historical=false 1772323200000' in text
