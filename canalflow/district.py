@@ -24,7 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from canalflow.yamlines import Locator, YamlSyntaxError, load_yaml_with_lines
+from canalflow.ratings import Rating
+from canalflow.yamlines import Locator, YamlSyntaxError, dotted_path, load_yaml_with_lines
 
 SCHEMA_VERSION = 1
 
@@ -119,45 +120,6 @@ class Gateway(Model):
     timeout_s: float = Field(default=1.0, gt=0)
 
 
-class ParshallRating(Model):
-    type: Literal["parshall"]
-    throat_mm: float = Field(gt=0)
-    valid_from: dt.date | None = None
-
-
-class WeirRating(Model):
-    type: Literal["weir"]
-    width_m: float = Field(gt=0)
-    cd: float = Field(default=0.6, gt=0, le=1)
-    valid_from: dt.date | None = None
-
-
-class CurveSegment(Model):
-    from_m: float
-    to_m: float
-    a: float = Field(gt=0)
-    h0: float = 0.0
-    b: float = Field(gt=0)
-
-
-class CurveRating(Model):
-    type: Literal["curve"]
-    segments: tuple[CurveSegment, ...] = Field(min_length=1)
-    valid_from: dt.date | None = None
-
-
-class AreaVelocityRating(Model):
-    type: Literal["area_velocity"]
-    bottom_width_m: float = Field(gt=0)
-    side_slope: float = Field(default=0.0, ge=0)  # horizontal per vertical
-    valid_from: dt.date | None = None
-
-
-RatingSpec = Annotated[
-    ParshallRating | WeirRating | CurveRating | AreaVelocityRating, Field(discriminator="type")
-]
-
-
 class PollSpec(Model):
     fast_s: float = Field(default=60.0, gt=0)
     slow_s: float = Field(default=600.0, gt=0)
@@ -172,7 +134,7 @@ class Point(Model):
     gateway: Id
     unit_id: int = Field(ge=1, le=247)
     profile: str
-    ratings: tuple[RatingSpec, ...] = ()  # versioned by valid_from; needed for level-only meters
+    ratings: tuple[Rating, ...] = ()  # models and formulas live in canalflow.ratings  # versioned by valid_from; needed for level-only meters
     feeds: Id | None = None  # diversion: the canal it measures into (its head is at `km` of `canal`)
     allocation: Literal["metered", "area"] = "area"  # how units sharing this intake split it
     poll: PollSpec = PollSpec()
@@ -333,13 +295,6 @@ class DistrictError(ValueError):
         super().__init__(f"{len(errors)} problem(s) in district file:\n{summary}{more}")
 
 
-def _dotted(path: Sequence[str | int]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(file)"
-
-
 class _Reporter:
     def __init__(self, file: Path, locate: Locator) -> None:
         self.file = file
@@ -353,7 +308,7 @@ class _Reporter:
     ) -> None:
         path = self._original_path(path)
         self.problems.append(
-            Problem(self.file, self.locate(path), _dotted(path), message, hint, severity)  # type: ignore[arg-type]
+            Problem(self.file, self.locate(path), dotted_path(path), message, hint, severity)  # type: ignore[arg-type]
         )
 
     def _original_path(self, path: Sequence[str | int]) -> Sequence[str | int]:

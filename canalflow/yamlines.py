@@ -42,6 +42,14 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:
             _walk(item, (*path, index), lines)
 
 
+def dotted_path(path: Sequence[str | int]) -> str:
+    """``("points", 3, "profile")`` -> ``points[3].profile``, the way problems name a field."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(file)"
+
+
 def make_locator(lines: dict[PathKey, int]) -> Locator:
     """A function that finds the line of a path, falling back to its nearest known ancestor."""
 
