@@ -24,6 +24,7 @@ COMPONENTS: tuple[tuple[str, str, str], ...] = (
     ("ingest", "ingest.cli", "MQTT -> InfluxDB ingest workers"),
     ("billing", "billing.cli", "efficiency, billing runs, ledger and the billing API"),
     ("dashboards", "dashboards.cli", "build, preview and publish Grafana dashboards"),
+    ("credentials", "canalflow.credentials", "generate and check broker passwords, ACLs and TLS files"),
 )
 
 EPILOG = """examples:
