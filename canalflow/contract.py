@@ -249,8 +249,36 @@ class M:
 
 
 READING_TAGS = ("district", "point", "gateway", "canal", "role")
+
+# Rollups (M.volume, M.balance) live in their own retention policy, kept longer than raw readings
+# (created by `canalflow ingest setup`); raw readings and KPIs stay in the default policy.
+ROLLUP_RP = "rollups"
+INTERVAL_HOUR = "1h"
+INTERVAL_DAY = "1d"
 VOLUME_TAGS = ("district", "point", "canal", "role", "interval")
+VOLUME_FIELD = "volume_m3"
+VOLUME_FIELDS = ("volume_m3", "coverage", "estimated_share", "method")
 BALANCE_TAGS = ("district", "canal", "reach", "interval")
+BALANCE_FIELDS = ("in_m3", "out_m3", "loss_m3", "expected_loss_m3", "eta", "anomaly")  # anomaly: bool
+
+# M.gateway_status: written by ingest from the retained status topic.
+GATEWAY_STATUS_TAGS = ("district", "gateway")
+GATEWAY_STATUS_FIELDS = ("state", "buffer_depth", "buffer_dropped")
+STATE_ONLINE = "online"
+STATE_OFFLINE = "offline"
+
+# M.efficiency: one row per computation window; scope "system" is the whole canal system
+# (path-weighted), "canal" one canal (tag canal), "level" one canal level (tag level).
+EFFICIENCY_TAGS = ("district", "scope", "canal", "level")
+EFFICIENCY_FIELDS = ("eta", "in_m3", "out_m3")
+SCOPE_SYSTEM = "system"
+SCOPE_CANAL = "canal"
+SCOPE_LEVEL = "level"
+
+# M.billing: one row per billing unit and billing run, money in yuan (floats for display only;
+# the ledger holds the exact decimals).
+BILLING_TAGS = ("district", "unit", "township", "kind", "season")
+BILLING_FIELDS = ("volume_m3", "quota_m3", "charge_yuan", "surcharge_yuan", "subsidy_yuan", "reward_yuan")
 
 
 def escape_tag(value: str) -> str:

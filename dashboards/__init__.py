@@ -1,0 +1,1 @@
+"""canalflow dashboards component."""

@@ -1,0 +1,259 @@
+"""``canalflow dashboards build|check|preview|publish``: Grafana dashboards as code."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from canalflow.contract import ROLLUP_RP
+from canalflow.district import DistrictError, load_district
+from dashboards.querycheck import TimeRange
+
+AUTO = "auto"
+
+BUILD_EXAMPLE = """example:
+  canalflow dashboards build --district examples/demo-district.yaml --out deploy/grafana --locale zh
+
+Writes DIR/dashboards/*.json, DIR/provisioning/{datasources,dashboards,alerting}/*.yaml and
+DIR/gazetteer/canalflow-<district>.json (see docs/dashboards.md). Exit 1 on any error."""
+
+CHECK_EXAMPLE = """example:
+  canalflow dashboards check --district examples/demo-district.yaml --influx http://127.0.0.1:8086 --db canalflow
+  canalflow dashboards check --district F --influx URL --db NAME --token $INFLUX_TOKEN --var season=1772294400000
+
+Runs every variable, panel and alert query (Grafana macros substituted) and checks each answer's
+shape. Exit 1 when any query fails or returns data of the wrong shape."""
+
+PREVIEW_EXAMPLE = """example:
+  canalflow dashboards preview --district examples/demo-district.yaml --influx http://127.0.0.1:8086 --db canalflow --out out/previews
+
+Renders each dashboard's panels to DIR/<dashboard uid>.png with matplotlib, from the same queries."""
+
+PUBLISH_EXAMPLE = """example:
+  canalflow dashboards publish --district examples/demo-district.yaml --url http://grafana:3000 --token $GRAFANA_TOKEN --folder canalflow
+
+Creates the folder if needed and overwrites each dashboard by uid, with a version message.
+Exit 1 on an authentication or connection failure, with the reason."""
+
+
+def _district_arg(parser: argparse.ArgumentParser, *, rollup_default: str = ROLLUP_RP) -> None:
+    parser.add_argument("--district", required=True, type=Path, help="district YAML file")
+    parser.add_argument("--locale", choices=("zh", "en"), help="title language (default: the district file's locale)")
+    detail = f"'{AUTO}' = {ROLLUP_RP!r} when the database has it, else the default" if rollup_default == AUTO else f"{ROLLUP_RP!r} as `ingest setup` creates it"
+    parser.add_argument("--rollup-rp", default=rollup_default, metavar="POLICY",
+                        help=f"retention policy of the volume/balance rollups (default: {detail}; '' = the default policy)")
+
+
+def _influx_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--influx", required=True, help="InfluxDB base URL (v1 API: 1.x, or 2.x with --token)")
+    parser.add_argument("--db", required=True, help="database (2.x: the DBRP-mapped database name)")
+    parser.add_argument("--token", help="InfluxDB 2.x/3.x token (sent as 'Authorization: Token ...')")
+    parser.add_argument("--now", help="evaluate at this time (ISO 8601, default: now), for simulated data")
+    parser.add_argument("--from", dest="start", help="time range start (ISO 8601; default: the dashboard's own range)")
+    parser.add_argument("--to", dest="end", help="time range end (ISO 8601, with --from; also sets --now)")
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a template variable (repeatable)")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("dashboards", help="build, check, preview and publish Grafana dashboards")
+    commands = parser.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    build = commands.add_parser("build", help="write dashboard JSON, provisioning and alert rules", epilog=BUILD_EXAMPLE, formatter_class=fmt)
+    _district_arg(build)
+    build.add_argument("--out", required=True, type=Path, help="output folder (docker-compose mounts deploy/grafana)")
+    build.add_argument("--alerts", type=Path, help="YAML file of alert settings (see docs/dashboards.md)")
+    build.set_defaults(func=run_build)
+
+    check = commands.add_parser("check", help="run every panel and alert query against InfluxDB", epilog=CHECK_EXAMPLE, formatter_class=fmt)
+    _district_arg(check, rollup_default=AUTO)
+    _influx_args(check)
+    check.add_argument("--alerts", type=Path, help="YAML file of alert settings")
+    check.add_argument("--verbose", action="store_true", help="print every query, not only failing ones")
+    check.set_defaults(func=run_check)
+
+    preview = commands.add_parser("preview", help="render each dashboard's panels to PNG", epilog=PREVIEW_EXAMPLE, formatter_class=fmt)
+    _district_arg(preview, rollup_default=AUTO)
+    _influx_args(preview)
+    preview.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
+    preview.set_defaults(func=run_preview)
+
+    publish = commands.add_parser("publish", help="upload the dashboards to a Grafana server", epilog=PUBLISH_EXAMPLE, formatter_class=fmt)
+    _district_arg(publish)
+    publish.add_argument("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
+    publish.add_argument("--token", required=True, help="Grafana service-account token")
+    publish.add_argument("--folder", default="canalflow", help="folder title (created when missing; default canalflow)")
+    publish.add_argument("--message", default="canalflow dashboards build", help="version message stored with each dashboard")
+    publish.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (default 10)")
+    publish.set_defaults(func=run_publish)
+
+
+def _load(path: Path) -> Any:
+    try:
+        return load_district(path)
+    except DistrictError as exc:
+        print(exc, file=sys.stderr)
+        return None
+    except OSError as exc:
+        print(f"{path}: cannot read the district file: {exc.strerror}", file=sys.stderr)
+        return None
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from dashboards.alerts import AlertSettingsError, load_alert_settings
+    from dashboards.provisioning import DashboardBuildError, write_outputs
+
+    district = _load(args.district)
+    if district is None:
+        return 1
+    try:
+        result = write_outputs(district, args.out, locale=args.locale, alert_settings=load_alert_settings(args.alerts),
+                               rollup_rp=args.rollup_rp or None)
+    except (AlertSettingsError, DashboardBuildError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.out}: cannot write: {exc}", file=sys.stderr)
+        return 1
+    for path in result.files:
+        print(path)
+    print(f"{len(result.dashboards)} dashboards, {len(result.alerts['groups'][0]['rules'])} alert rules for district {district.id!r}", file=sys.stderr)
+    return 0
+
+
+def parse_time_ms(text: str, option: str) -> int:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: write ISO 8601, e.g. 2026-04-15T12:00:00+08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def parse_window(args: argparse.Namespace) -> tuple[int, TimeRange | None]:
+    """(now in epoch ms, the picked time range or None) from --now, --from and --to."""
+    if bool(args.start) != bool(args.end):
+        raise ValueError("--from and --to go together")
+    chosen = None
+    if args.start:
+        chosen = TimeRange(parse_time_ms(args.start, "--from"), parse_time_ms(args.end, "--to"))
+        if chosen.to_ms <= chosen.from_ms:
+            raise ValueError(f"--to {args.end} is not after --from {args.start}")
+    if args.now:
+        return parse_time_ms(args.now, "--now"), chosen
+    return (chosen.to_ms if chosen else int(time.time() * 1000)), chosen
+
+
+def rollup_policy(args: argparse.Namespace, db: Any) -> str | None:
+    from dashboards.querycheck import detect_rollup_policy
+
+    if args.rollup_rp == AUTO:
+        return detect_rollup_policy(db, ROLLUP_RP)
+    return args.rollup_rp or None
+
+
+def parse_vars(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--var {item!r}: use NAME=VALUE (VALUE may be a|b for several values)")
+        out[name] = value.split("|")
+    return out
+
+
+def default_overrides(district: Any, now_ms: int, given: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Variables as Grafana would default them at ``now_ms`` (the season holding it), then --var."""
+    from dashboards.build import season_at
+
+    return {**season_at(district, now_ms), **given}
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from canalflow.influx import InfluxV1
+    from dashboards.alerts import AlertSettingsError, build_alert_rules, load_alert_settings
+    from dashboards.build import build_dashboards
+    from dashboards.querycheck import QueryCheckError, alert_rules, check_dashboard, evaluate_rule
+
+    district = _load(args.district)
+    if district is None:
+        return 1
+    try:
+        (now_ms, chosen), overrides = parse_window(args), parse_vars(args.var)
+        overrides = default_overrides(district, now_ms, overrides)
+        settings = load_alert_settings(args.alerts)
+    except (ValueError, AlertSettingsError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    failed = total = 0
+    with InfluxV1(args.influx, args.db, token=args.token) as db:
+        if not db.ping():
+            print(f"cannot reach InfluxDB at {args.influx} (/ping failed): is it running, and is the URL right?", file=sys.stderr)
+            return 1
+        try:
+            policy = rollup_policy(args, db)
+            boards = build_dashboards(district, args.locale, rollup_rp=policy)
+            results = [r for board in boards.values() for r in check_dashboard(board, db, now_ms=now_ms, overrides=overrides, time_range=chosen)]
+            for rule in alert_rules(build_alert_rules(district, args.locale, settings, rollup_rp=policy)):
+                evaluation = evaluate_rule(rule, db, now_ms=now_ms)
+                results += evaluation.results
+                print(f"alert {rule['title']!r}: {len(evaluation.firing)} of {evaluation.instances} instance(s) firing {json.dumps(evaluation.firing, ensure_ascii=False)}")
+        except (QueryCheckError, AlertSettingsError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    for result in results:
+        total += 1
+        failed += not result.ok
+        if not result.ok or args.verbose:
+            print(result, file=sys.stderr if not result.ok else sys.stdout)
+    print(f"{total - failed} of {total} queries returned data of the expected shape", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from canalflow.influx import InfluxV1
+    from dashboards.preview import render_previews
+
+    district = _load(args.district)
+    if district is None:
+        return 1
+    try:
+        (now_ms, chosen), overrides = parse_window(args), parse_vars(args.var)
+        overrides = default_overrides(district, now_ms, overrides)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    with InfluxV1(args.influx, args.db, token=args.token) as db:
+        if not db.ping():
+            print(f"cannot reach InfluxDB at {args.influx} (/ping failed): is it running, and is the URL right?", file=sys.stderr)
+            return 1
+        paths = render_previews(district, db, args.out, locale=args.locale, now_ms=now_ms, overrides=overrides,
+                                time_range=chosen, rollup_rp=rollup_policy(args, db), progress=sys.stderr)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from dashboards.build import build_dashboards
+    from dashboards.publish import PublishError, publish
+
+    district = _load(args.district)
+    if district is None:
+        return 1
+    try:
+        results = publish(build_dashboards(district, args.locale, rollup_rp=args.rollup_rp or None).values(), url=args.url, token=args.token,
+                          folder=args.folder, message=args.message, timeout=args.timeout)
+    except PublishError as exc:
+        print(f"canalflow dashboards publish: {exc}", file=sys.stderr)
+        return 1
+    for line in results:
+        print(line)
+    return 0
+
