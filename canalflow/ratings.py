@@ -358,3 +358,29 @@ def flow_array(
         vel = None if velocity_ms is None else np.broadcast_to(np.asarray(velocity_ms, dtype=float), level.shape)
         return _area_velocity(rating, level, vel)
     raise RatingError(f"unknown rating {type(rating).__name__}")
+
+
+def level_for_flow(rating: Rating, flow_m3s: float) -> float:
+    """Inverse rating: the level (m) at which ``rating`` gives ``flow_m3s``."""
+    if flow_m3s <= 0:
+        return getattr(rating, "gauge_zero_m", 0.0)
+    if isinstance(rating, ParshallRating):
+        c, n = rating.coefficients()
+        return rating.gauge_zero_m + (flow_m3s / c) ** (1.0 / n)
+    if isinstance(rating, WeirRating):
+        coef = rating.cd * (2.0 / 3.0) * math.sqrt(2.0 * G) * rating.width_m
+        return rating.gauge_zero_m + (flow_m3s / coef) ** (2.0 / 3.0)
+    return _bisect_level(rating, flow_m3s)
+
+
+def _bisect_level(rating: Rating, flow_m3s: float) -> float:
+    low, high = -10.0, 1.0
+    while flow(rating, high).flow_m3s < flow_m3s and high < 1e3:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        if flow(rating, mid).flow_m3s < flow_m3s:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2

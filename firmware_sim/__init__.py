@@ -1,0 +1,1 @@
+"""canalflow firmware_sim component."""

@@ -1,0 +1,257 @@
+"""``canalflow fleet run|truth|check``: serve the simulated meter fleet, export ground truth, check scenarios."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from canalflow.clock import SimClock
+from canalflow.district import District, DistrictError, load_district
+from firmware_sim.scenario import Scenario, ScenarioError, check_scenario, load_scenario
+
+RUN_EXAMPLE = """examples:
+  canalflow fleet run --district examples/demo-district.yaml --speed 60 --start 2026-03-10T08:00:00+08:00
+  canalflow fleet run --district examples/demo-district.yaml --scenario examples/scenarios/breach.yaml \\
+      --manifest out/fleet.json --seed 7
+  canalflow fleet run --district examples/demo-district.yaml --scenario examples/scenarios/faults.yaml --check
+
+Prints the gateways, ports and unit ids it serves, writes the manifest (JSON: ports, unit ids, clock)
+and runs until SIGTERM or Ctrl-C. Other processes follow the clock with SimClock(**manifest["clock"])."""
+
+TRUTH_EXAMPLE = """examples:
+  canalflow fleet truth --district examples/demo-district.yaml --from 2026-03-10 --to 2026-03-21 --out out/truth.csv
+  canalflow fleet truth --district examples/demo-district.yaml --scenario examples/scenarios/breach.yaml \\
+      --from 2026-03-10T00:00+08:00 --to 2026-03-12T00:00+08:00 --step 15m --out out/truth.parquet
+
+One row per metering point and interval (true volume, m3) and per reach and interval (true loss, m3,
+of which unmetered_m3 taken by scenario events). Naive times are in the district's timezone."""
+
+CHECK_EXAMPLE = """examples:
+  canalflow fleet check --district examples/demo-district.yaml examples/scenarios/*.yaml
+
+Each problem is printed as FILE:LINE: error: field: message (hint). Exit 1 on any problem."""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+
+
+def parse_duration_ms(text: str) -> int:
+    """``15m`` / ``1h`` / ``1d`` / ``30s`` / ``250ms`` (bare numbers are seconds) -> milliseconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"cannot read duration {text!r}; write it like 15m, 1h, 1d or 30s")
+    return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
+
+
+def parse_time_ms(text: str, zone: ZoneInfo) -> int:
+    """ISO 8601 date or time; without an offset it is local to the district's timezone."""
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"cannot read time {text!r}; write ISO 8601 like 2026-03-10T08:00:00+08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return round(moment.timestamp() * 1000)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("fleet", help="run the simulated meter fleet", epilog=RUN_EXAMPLE,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+
+    run = commands.add_parser("run", help="serve every gateway of a district over Modbus", epilog=RUN_EXAMPLE,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(run)
+    run.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
+    run.add_argument("--start", help="simulated start time, ISO 8601 (default: now)")
+    run.add_argument("--manifest", type=Path, default=Path("fleet-manifest.json"),
+                     help="where to write the manifest JSON (default fleet-manifest.json)")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--use-district-ports", action="store_true", help="listen on the ports in the district file "
+                     "instead of free ports")
+    run.add_argument("--duration", type=parse_duration_ms, help="stop after this much wall time (e.g. 10m)")
+    run.add_argument("--progress", type=parse_duration_ms, default=10_000, help="progress log interval (default 10s)")
+    run.add_argument("--check", action="store_true", help="validate the district and scenario, then exit")
+    run.set_defaults(func=run_fleet)
+
+    truth = commands.add_parser("truth", help="export ground truth (volumes per point, losses per reach)",
+                                epilog=TRUTH_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(truth)
+    truth.add_argument("--from", dest="start", required=True, help="start, ISO 8601")
+    truth.add_argument("--to", dest="end", required=True, help="end, ISO 8601")
+    truth.add_argument("--step", type=parse_duration_ms, default=3_600_000, help="interval length (default 1h)")
+    truth.add_argument("--out", type=Path, required=True, help="output file, .csv or .parquet")
+    truth.set_defaults(func=run_truth)
+
+    check = commands.add_parser("check", help="validate scenario files against a district", epilog=CHECK_EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("--district", type=Path, required=True, help="district YAML file")
+    check.add_argument("scenarios", type=Path, nargs="+", help="scenario YAML file(s)")
+    check.set_defaults(func=run_check)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--district", type=Path, required=True, help="district YAML file")
+    parser.add_argument("--scenario", type=Path, help="scenario YAML file (events, faults, hydraulics)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of meter errors (default 0)")
+
+
+def _load(args: argparse.Namespace) -> tuple[District, Scenario] | None:
+    try:
+        district = load_district(args.district)
+        scenario = load_scenario(args.scenario, district) if args.scenario else Scenario.default()
+    except (DistrictError, ScenarioError) as exc:
+        print(exc, file=sys.stderr)
+        return None
+    except OSError as exc:
+        print(f"{exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
+        return None
+    return district, scenario
+
+
+def _zone(district: District) -> ZoneInfo:
+    return ZoneInfo(district.spec.district.timezone)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    try:
+        district = load_district(args.district)
+    except DistrictError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    failed = 0
+    for path in args.scenarios:
+        scenario, problems = check_scenario(path, district)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if scenario is None or problems:
+            failed += 1
+            print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        else:
+            spec = scenario.spec
+            print(f"{path}: OK — {spec.name or 'unnamed'}: {len(spec.events)} event(s), {len(spec.faults)} fault(s)")
+    return 1 if failed else 0
+
+
+def run_truth(args: argparse.Namespace) -> int:
+    from firmware_sim.export import export_truth
+    from firmware_sim.truth import Truth
+
+    loaded = _load(args)
+    if loaded is None:
+        return 1
+    district, scenario = loaded
+    try:
+        t0, t1 = parse_time_ms(args.start, _zone(district)), parse_time_ms(args.end, _zone(district))
+    except ValueError as exc:
+        print(f"fleet truth: {exc}", file=sys.stderr)
+        return 1
+    if t1 <= t0:
+        print(f"fleet truth: --to ({args.end}) must be after --from ({args.start})", file=sys.stderr)
+        return 1
+    try:
+        rows = export_truth(Truth(district, scenario, args.seed), t0, t1, args.step, args.out)
+    except ValueError as exc:
+        print(f"fleet truth: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {rows} rows of ground truth")
+    return 0
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s fleet %(levelname)s %(message)s")
+    loaded = _load(args)
+    if loaded is None:
+        return 1
+    district, scenario = loaded
+    if args.check:
+        print(f"{args.district}: OK; scenario {args.scenario or '(none)'}: OK")
+        return 0
+    if args.speed <= 0:
+        print("fleet run: --speed must be positive (e.g. 60 for a simulated minute per second)", file=sys.stderr)
+        return 1
+    try:
+        start_ms = parse_time_ms(args.start, _zone(district)) if args.start else round(time.time() * 1000)
+    except ValueError as exc:
+        print(f"fleet run: --start: {exc}", file=sys.stderr)
+        return 1
+    clock = SimClock.starting_at(start_ms, args.speed)
+    try:
+        return asyncio.run(_serve(district, scenario, clock, args))
+    except OSError as exc:
+        print(f"fleet run: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(district: District, scenario: Scenario, clock: SimClock, args: argparse.Namespace) -> int:
+    from firmware_sim.fleet import Fleet
+
+    log = logging.getLogger("canalflow.fleet")
+    fleet = Fleet(district, scenario=scenario, seed=args.seed, clock=clock, host=args.host,
+                  use_district_ports=args.use_district_ports)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await fleet.start()
+    try:
+        fleet.write_manifest(args.manifest)
+        print(endpoint_table(fleet), flush=True)
+        log.info("manifest %s; %d meters on %d gateways; sim start %s at x%g", args.manifest, len(fleet.meters),
+                 len(fleet.endpoints), _iso(clock.sim_start_ms), clock.speed)
+        await _progress(fleet, stop, args, log)
+    finally:
+        await fleet.stop()
+        log.info("stopped after %d reads", fleet.stats.reads)
+    return 0
+
+
+async def _progress(fleet: Any, stop: asyncio.Event, args: argparse.Namespace, log: logging.Logger) -> None:
+    deadline = None if args.duration is None else time.monotonic() + args.duration / 1000
+    last_reads, last_time = 0, time.monotonic()
+    while not stop.is_set():
+        timeout = args.progress / 1000
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=timeout)
+        now = time.monotonic()
+        stats = fleet.stats
+        rate = (stats.reads - last_reads) / max(now - last_time, 1e-9)
+        log.info("sim %s  reads %d (%.0f/s)  exceptions %d  unanswered %d", _iso(fleet.clock.now_ms()),
+                 stats.reads, rate, stats.exceptions, stats.silent)
+        last_reads, last_time = stats.reads, now
+        if deadline is not None and now >= deadline:
+            return
+
+
+def _iso(t_ms: int) -> str:
+    return dt.datetime.fromtimestamp(t_ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def endpoint_table(fleet: Any) -> str:
+    lines = [f"{'gateway':<12} {'transport':<13} {'address':<22} units"]
+    for gateway_id, ep in fleet.endpoints.items():
+        address = ep.path if ep.transport == "rtu" else f"{ep.host}:{ep.port}"
+        units = ", ".join(f"{u}={p}" for u, p in sorted(ep.units.items()))
+        lines.append(f"{gateway_id:<12} {ep.transport:<13} {address:<22} {units}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m firmware_sim ...``: the fleet commands on their own (same as ``canalflow fleet``)."""
+    parser = argparse.ArgumentParser(prog="python -m firmware_sim", description="the simulated meter fleet")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["fleet", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)
