@@ -131,17 +131,36 @@ class Pipeline:
             raise PipelineError("start the fleet before the edge agents")
         return self.spawn(f"edge-{gateway}", [
             "edge", "run", "--district", str(self.district.path), "--gateway", gateway,
-            "--mqtt", self.mqtt_url, "--endpoints", str(self.manifest_path),
+            "--mqtt", self.mqtt_url, "--endpoints", str(self.manifest_path), "--clock-from", str(self.manifest_path),
             "--buffer", str(self.workdir / f"edge-{gateway}.sqlite"),
         ])
 
     def start_all(self, start: dt.datetime, speed: float, seed: int = 0, scenario: Path | None = None) -> SimClock:
+        """Start fleet, ingest and one edge agent per gateway; return once every point has reported."""
         InfluxV1(self.influxd.url, self.database).create_database()
         clock = self.start_fleet(start, speed, seed, scenario)
         self.start_ingest()
         for gateway in self.district.gateways:
             self.start_edge(gateway)
+        self.wait_for_every_point()
         return clock
+
+    def points_reporting(self) -> set[str]:
+        from canalflow.contract import M
+
+        rows = self.influx.query(f'SELECT count("qcode") FROM "{M.readings}" GROUP BY "point"')
+        return {row["tags"]["point"] for row in rows}
+
+    def wait_for_every_point(self, timeout: float = 90.0) -> None:
+        """Processes take seconds of wall time to start, which is minutes of accelerated simulated
+        time: callers measure from the moment every meter's readings are arriving."""
+        wanted = set(self.district.points)
+
+        def all_reporting() -> bool:
+            self.check_alive()
+            return wanted <= self.points_reporting()
+
+        wait_for(all_reporting, timeout, f"readings from all {len(wanted)} metering points")
 
     def run_for_sim(self, sim_seconds: float, progress: Callable[[float], None] | None = None) -> None:
         """Let the pipeline run for ``sim_seconds`` of simulated time, checking that all parts live."""
@@ -173,6 +192,7 @@ class Pipeline:
             time.sleep(0.3)
 
     def count_readings(self) -> int:
+        """Stored raw readings of all points."""
         from canalflow.contract import M
 
         rows = self.influx.query(f'SELECT count("qcode") FROM "{M.readings}"')

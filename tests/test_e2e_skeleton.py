@@ -1,0 +1,113 @@
+"""The thin path end to end, as deployed: fleet -> edge agents -> Mosquitto -> ingest -> InfluxDB ->
+billing, for one accelerated simulated hour of an irrigation round on the demo district.
+
+Every part runs as its own process with the command line an operator would use (canalflow.pipeline).
+The billed volume of every unit must equal the simulator's true volume within the stated accuracy of
+the meters that charge it.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from billing.run import run_billing
+from canalflow.contract import M
+from canalflow.demo import DEMO_START
+from canalflow.district import District, load_district
+from canalflow.pipeline import CANALFLOW, Pipeline
+from firmware_sim.truth import Truth
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-district.yaml"
+SPEED = 120.0  # one simulated hour in 30 s
+SEED = 3
+MINUTE_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def district() -> District:
+    return load_district(DEMO)
+
+
+@pytest.fixture(scope="module")
+def one_hour(district, mosquitto, influxd, tmp_path_factory):
+    """Run the pipeline for one simulated hour; yield (pipeline, billing window)."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    pipeline = Pipeline(district, workdir, mosquitto, influxd, "e2e_skeleton")
+    try:
+        clock = pipeline.start_all(DEMO_START, SPEED, seed=SEED)
+        began = clock.now_ms()
+        pipeline.run_for_sim(3600)
+        ended = clock.now_ms()
+        pipeline.stop_edges()
+        pipeline.drain()
+    except Exception:
+        for proc in pipeline.procs.values():
+            print(f"--- {proc.name}\n{proc.tail()}")
+        raise
+    finally:
+        pipeline.stop()
+    # Whole minutes well inside the polled span, so both window edges have readings around them.
+    t0 = began + 5 * MINUTE_MS - began % MINUTE_MS
+    t1 = ended - 5 * MINUTE_MS - ended % MINUTE_MS
+    yield pipeline, (t0, t1)
+    pipeline.influx.drop_database()
+
+
+def test_every_meter_reported_at_its_interval(district, one_hour):
+    pipeline, _ = one_hour
+    rows = pipeline.influx.query(f'SELECT count("qcode") FROM "{M.readings}" GROUP BY "point"')
+    counts = {row["tags"]["point"]: row["values"][0][1] for row in rows}
+    assert set(counts) == set(district.points)
+    # Polled every simulated minute for an hour (agents start within a few simulated minutes).
+    assert min(counts.values()) >= 45, counts
+
+
+def test_billed_volume_equals_true_volume_within_meter_accuracy(district, one_hour, tmp_path):
+    pipeline, (t0, t1) = one_hour
+    run = run_billing(district, pipeline.influx, t0, t1, out_dir=tmp_path / "bills")
+    truth = Truth(district, seed=SEED)
+    checked = 0
+    for unit in district.spec.units:
+        bill = run.bill_of(unit.id)
+        assert not bill.blocked, (bill.blocked_reason, bill.sources, t0, t1)
+        true_m3 = sum(true_unit_share(district, truth, unit.id, p, t0, t1) for p in unit.charging_points)
+        accuracy = max(district.profile_of(p).accuracy_pct for p in unit.charging_points) / 100
+        assert true_m3 > 100, f"{unit.id} should be irrigating in round S1"
+        tolerance = accuracy * true_m3 + 1.0  # + the 1 m3 quantum a bill volume is rounded to
+        assert abs(float(bill.volume_m3) - true_m3) <= tolerance, (unit.id, bill.volume_m3, true_m3)
+        charges = [line for line in bill.lines if line.kind == "charge"]
+        assert sum(line.volume_m3 for line in charges if line.component == "backbone") == bill.volume_m3
+        assert all(isinstance(line.amount, Decimal) and line.amount > 0 for line in charges)
+        checked += 1
+    assert checked == 14
+    assert (tmp_path / "bills" / "run.json").exists()
+
+
+def true_unit_share(district: District, truth: Truth, unit_id: str, point_id: str, t0: int, t1: int) -> float:
+    """A unit's share of a charging point's true volume, split by area as the district says."""
+    sharing = district.units_sharing(point_id)
+    area = sum(u.area_mu for u in sharing)
+    return truth.volume_m3(point_id, t0, t1) * float(district.units[unit_id].area_mu / area)
+
+
+def test_dashboard_queries_read_the_stored_measurements(district, one_hour, tmp_path):
+    import subprocess
+
+    pipeline, (t0, t1) = one_hour
+    out = tmp_path / "dash"
+    subprocess.run([*CANALFLOW, "dashboards", "build", "--district", str(DEMO), "--out", str(out), "--rollup-rp", ""], check=True)
+    boards = [json.loads(p.read_text()) for p in out.rglob("cf-*.json")]
+    assert len(boards) == 4
+    queries = [t["query"] for b in boards for p in b.get("panels", []) for t in p.get("targets", [])]
+    assert any(f'FROM "{M.readings}"' in q for q in queries)
+
+    from dashboards.querycheck import TimeRange, check_dashboard
+
+    health = next(b for b in boards if b["uid"].endswith("-health"))
+    results = check_dashboard(health, pipeline.influx, now_ms=t1, time_range=TimeRange(t0, t1))
+    reading_queries = [r for r in results if f'"{M.readings}"' in r.query]
+    assert reading_queries and all(not r.problems for r in reading_queries), [r.problems for r in reading_queries]
