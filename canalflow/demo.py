@@ -13,14 +13,14 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from canalflow.district import District, load_district
-from canalflow.pipeline import CANALFLOW, Pipeline
+from canalflow.pipeline import Pipeline, PipelineError, run_canalflow
 from canalflow.services import ServiceStack
 
 DEMO_DISTRICT = Path(__file__).resolve().parents[1] / "examples" / "demo-district.yaml"
@@ -58,13 +58,6 @@ def progress_bar(fraction: float, width: int = 30) -> None:
         print()
 
 
-def canalflow(*args: str, capture: bool = False) -> str:
-    result = subprocess.run([*CANALFLOW, *args], check=False, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"[demo] `canalflow {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}{result.stderr}")
-    return result.stdout if capture else ""
-
-
 def run_demo(args: argparse.Namespace) -> int:
     district = load_district(args.district)
     out: Path = args.out
@@ -79,10 +72,13 @@ def run_demo(args: argparse.Namespace) -> int:
         pipeline = Pipeline(district, workdir, stack.mosquitto, stack.influxd, "canalflow_demo")
         try:
             window = simulate(pipeline, args)
+        except PipelineError as exc:
+            print(f"[demo] {exc}", file=sys.stderr)
+            return 1
         finally:
             pipeline.stop()
             keep_logs(workdir, out / "logs")
-        summary = produce_outputs(district, stack.influx_url, pipeline.database, window, out)
+        summary = produce_outputs(district, stack.influx_url, pipeline.database, window, out, args.seed)
     say(f"done in {time.monotonic() - began:.0f} s; outputs in {out}/")
     print(summary)
     return 0
@@ -118,28 +114,23 @@ def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
 
 
-def produce_outputs(district: District, influx_url: str, database: str, window: tuple[int, int], out: Path) -> str:
+def produce_outputs(district: District, influx_url: str, database: str, window: tuple[int, int], out: Path, seed: int) -> str:
     t0, t1 = _iso(window[0]), _iso(window[1])
     common = ["--district", str(district.path), "--influx", influx_url, "--db", database]
+    span = ["--from", t0, "--to", t1]
     say("rollups: interval volumes and reach balances")
-    canalflow("ingest", "rollup", *common, "--from", t0, "--to", t1)
-    say("billing run")
-    canalflow("billing", "run", *common, "--from", t0, "--to", t1, "--out", str(out / "bills"),
-              "--ledger", f"sqlite:///{(out / 'ledger.sqlite').resolve()}")
+    run_canalflow("ingest", "rollup", *common, *span)
+    say("billing run: bills (PDF, JSON), CSV and XLSX summaries, ledger")
+    run_canalflow("billing", "run", *common, *span, "--out", str(out / "bills"), "--pdf", "--write-kpis",
+                  "--ledger", f"sqlite:///{(out / 'ledger.sqlite').resolve()}")
     say("canal balance and efficiency")
-    efficiency = canalflow("billing", "efficiency", *common, "--from", t0, "--to", t1, "--json", capture=True)
-    (out / "efficiency.json").write_text(efficiency)
-    say("dashboards and previews")
-    canalflow("dashboards", "build", "--district", str(district.path), "--out", str(out / "dashboards"))
-    canalflow("dashboards", "preview", *common, "--from", t0, "--to", t1, "--out", str(out / "previews"))
-    report = write_report(district, out, window, json.loads(efficiency))
-    return report
-
-
-def write_report(district: District, out: Path, window: tuple[int, int], efficiency: dict[str, Any]) -> str:
+    efficiency = run_canalflow("billing", "efficiency", *common, *span, "--json", "--write-kpis")
+    (out / "efficiency.json").write_text(efficiency, encoding="utf-8")
+    say("dashboards, provisioning and alert rules; panel previews")
+    run_canalflow("dashboards", "build", "--district", str(district.path), "--out", str(out / "dashboards"))
+    run_canalflow("dashboards", "preview", *common, *span, "--out", str(out / "previews"))
     from canalflow.report import demo_report
 
-    text = demo_report(district, out, window, efficiency)
+    text = demo_report(district, out, window, json.loads(efficiency), seed=seed)
     (out / "report.md").write_text(text, encoding="utf-8")
     return text
-

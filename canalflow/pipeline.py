@@ -137,7 +137,7 @@ class Pipeline:
 
     def start_all(self, start: dt.datetime, speed: float, seed: int = 0, scenario: Path | None = None) -> SimClock:
         """Start fleet, ingest and one edge agent per gateway; return once every point has reported."""
-        InfluxV1(self.influxd.url, self.database).create_database()
+        run_canalflow("ingest", "setup", "--influx", self.influxd.url, "--db", self.database)
         clock = self.start_fleet(start, speed, seed, scenario)
         self.start_ingest()
         for gateway in self.district.gateways:
@@ -201,6 +201,14 @@ class Pipeline:
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.procs.pop(name).stop()
+
+
+def run_canalflow(*args: str) -> str:
+    """Run a one-shot ``canalflow`` command; raise :class:`PipelineError` with its output if it fails."""
+    result = subprocess.run([*CANALFLOW, *args], check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"`canalflow {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result.stdout
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
