@@ -251,6 +251,7 @@ class DistrictFile(Model):
     version: Literal[1] = 1
     district: Info
     profile_dirs: tuple[str, ...] = ()
+    poll_defaults: PollSpec = PollSpec()  # for points that do not set their own poll intervals
     soils: dict[str, Soil]
     headworks: tuple[Headworks, ...] = Field(min_length=1)
     canals: tuple[Canal, ...] = Field(min_length=1)
@@ -545,8 +546,9 @@ def _valid_items(data: dict[str, Any], rep: _Reporter) -> tuple[dict[str, Any], 
     """
     kept = dict(data)
     invalid_ids: set[str] = set()
+    _apply_poll_defaults(kept)
     for section, model in _ITEM_MODELS.items():
-        items = data.get(section)
+        items = kept.get(section)
         if not isinstance(items, list):
             continue
         good, indexes = [], []
@@ -562,6 +564,21 @@ def _valid_items(data: dict[str, Any], rep: _Reporter) -> tuple[dict[str, Any], 
         kept[section] = good
         rep.kept_indexes[section] = indexes
     return kept, invalid_ids
+
+
+def _apply_poll_defaults(data: dict[str, Any]) -> None:
+    """Points without their own ``poll`` take the file's ``poll_defaults`` (when it has valid ones)."""
+    defaults = data.get("poll_defaults")
+    points = data.get("points")
+    if not isinstance(defaults, dict) or not isinstance(points, list):
+        return
+    try:
+        PollSpec.model_validate(defaults)
+    except ValidationError:
+        return  # reported by the structural check of poll_defaults
+    data["points"] = [
+        {**item, "poll": defaults} if isinstance(item, dict) and "poll" not in item else item for item in points
+    ]
 
 
 def parse_district(data: Any, rep: _Reporter) -> tuple[DistrictFile | None, set[str]]:

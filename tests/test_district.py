@@ -131,3 +131,13 @@ def test_cli_check_exit_codes(tmp_path, capsys):
     assert main(["district", "check", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:{line_of(path, 'id: M1-S12')}" in err and "already used by point 'M1-HEAD'" in err
+
+
+def test_poll_defaults_apply_to_points_without_their_own(tmp_path):
+    text = DEMO.read_text(encoding="utf-8").replace("version: 1\n", "version: 1\npoll_defaults: {fast_s: 300, slow_s: 900}\n", 1)
+    text = text.replace("unit_id: 2, profile: av-station}", "unit_id: 2, profile: av-station, poll: {fast_s: 30}}")
+    path = tmp_path / "polled.yaml"
+    path.write_text(text, encoding="utf-8")
+    district = load_district(path)
+    assert district.points["V01-IN"].poll.fast_s == 300 and district.points["V01-IN"].poll.slow_s == 900
+    assert district.points["M1-S12"].poll.fast_s == 30 and district.points["M1-S12"].poll.slow_s == 600
