@@ -29,6 +29,7 @@ from canalflow.influx import InfluxV1
 from canalflow.services import Influxd, Mosquitto
 
 CANALFLOW = [sys.executable, "-m", "canalflow.cli"]
+INGEST_READY = "subscribed (ready)"  # what an ingest worker logs once its subscription is in place
 
 
 class PipelineError(RuntimeError):
@@ -120,11 +121,20 @@ class Pipeline:
         return SimClock(**json.loads(self.manifest_path.read_text())["clock"])
 
     def start_ingest(self, workers: int = 1) -> Proc:
-        return self.spawn("ingest", [
+        """Start ingest and wait until every worker has subscribed: the broker drops messages
+        published to a shared-subscription group before its first member joins."""
+        proc = self.spawn("ingest", [
             "ingest", "run", "--district", str(self.district.path), "--mqtt", self.mqtt_url,
             "--influx", self.influxd.url, "--db", self.database, "--workers", str(workers),
             "--deadletter", str(self.workdir / "deadletter.db"),
         ])
+
+        def subscribed() -> bool:
+            self.check_alive()
+            return proc.log_path.read_text(errors="replace").count(INGEST_READY) >= workers
+
+        wait_for(subscribed, 60, f"{workers} ingest worker(s) to subscribe")
+        return proc
 
     def start_edge(self, gateway: str) -> Proc:
         if self.manifest_path is None:

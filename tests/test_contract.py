@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from canalflow import contract as c
@@ -67,3 +69,34 @@ def test_reading_lines_escape_and_type_fields():
     (text,) = c.reading_lines(parsed, canal="L 11", role="intake")
     assert text.startswith("reading,canal=L\\ 11,district=demo,gateway=GW-B1,point=V01-IN,role=intake ")
     assert 'flow=0.5,quality="suspect",qcode=1i,flags="stuck",seq=7i,historical=false 1772323200000' in text
+
+
+names = st.from_regex(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,10}$", fullmatch=True)
+values = st.sampled_from(sorted(c.IMPOSSIBLE)).flatmap(
+    lambda q: st.tuples(st.just(q), st.floats(min_value=c.IMPOSSIBLE[q][0], max_value=c.IMPOSSIBLE[q][1]))
+)
+readings = st.builds(
+    c.Reading,
+    ts=st.integers(946_684_800_000, 4_102_444_800_000),
+    values=st.lists(values, max_size=4).map(dict),
+    quality=st.sampled_from(list(c.Quality)),
+    flags=st.lists(st.sampled_from(list(c.Flag)), max_size=3).map(tuple),
+)
+batches = st.builds(
+    c.ReadingBatch,
+    district=names, gateway=names, point=names, seq=st.integers(0, 2**40), historical=st.booleans(),
+    readings=st.lists(readings, min_size=1, max_size=5, unique_by=lambda r: r.ts).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches, st.text(max_size=8), st.sampled_from(["diversion", "intake", "section", "outfall", ""]))
+def test_reading_lines_equal_the_generic_line_encoder(batch, canal, role):
+    tags = {"district": batch.district, "point": batch.point, "gateway": batch.gateway, "canal": canal, "role": role}
+    expected = []
+    for reading in batch.readings:
+        fields = {k: float(v) for k, v in reading.values.items()}
+        fields |= {"quality": reading.quality.value, "qcode": reading.quality.code,
+                   "flags": ",".join(f.value for f in reading.flags), "seq": batch.seq, "historical": batch.historical}
+        expected.append(c.line(c.M.readings, tags, fields, reading.ts))
+    assert c.reading_lines(batch, canal, role) == expected

@@ -1,0 +1,1 @@
+"""canalflow ingest component."""

@@ -1,0 +1,322 @@
+"""One ingest worker: one paho-mqtt client on the shared subscription, one InfluxDB writer.
+
+Threads: paho's network loop receives messages into a queue; the main thread takes them in
+batches, validates them, writes their lines to InfluxDB (dead-lettering what is refused), and only
+then acknowledges each message (QoS 1, manual ack). When InfluxDB is down the writer retries and
+nothing is acknowledged, so the broker stops sending after its in-flight window: memory stays
+bounded and the backlog waits on the broker. A crash means redelivery; the rewrite of a redelivered
+message lands on the same rows (same series, same timestamp), so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from canalflow.contract import readings_filter, shared, status_filter
+from canalflow.district import load_district
+from canalflow.influx import InfluxError, InfluxV1
+from canalflow.mqtt import MqttTarget, make_client, refusal_error
+from ingest.deadletter import DeadLetterStore, NewDeadLetter
+from ingest.dirty import DirtyWindows, touched_days
+from ingest.stats import PENDING, WorkerStats, serve_metrics
+from ingest.validate import Accepted, MessageValidator, Rejected
+from ingest.writer import ResilientWriter, WriterStopped
+
+log = logging.getLogger("canalflow.ingest.worker")
+
+
+@dataclass
+class WorkerConfig:
+    district: Path
+    mqtt: MqttTarget
+    influx_url: str
+    db: str
+    deadletter: Path
+    group: str = "ingest"
+    index: int = 0
+    instance: str = field(default_factory=socket.gethostname)
+    token: str | None = None
+    subscribe_status: bool = True
+    batch_lines: int = 5000
+    max_delay_s: float = 0.2
+    stats_interval_s: float = 10.0
+    metrics_port: int = 0
+    backoff_max_s: float = 5.0
+    write_stats: bool = True
+    inflight: int = 1000  # MQTT v5 Receive Maximum: unacknowledged messages the broker may send us
+    session_expiry_s: int = 7 * 24 * 3600  # how long the broker keeps our session (and backlog) while we are away
+
+    @property
+    def client_id(self) -> str:
+        # Stable across restarts: the broker keeps this worker's session and redelivers its unacked messages.
+        return f"canalflow-ingest-{self.group}-{self.instance}-{self.index}"[:128]
+
+    @property
+    def name(self) -> str:
+        return f"{self.instance}-{self.index}"
+
+
+@dataclass
+class _Received:
+    generation: int
+    message: mqtt.MQTTMessage
+
+
+@dataclass
+class _Job:
+    """One InfluxDB write: the lines of a batch of messages, with what to dead-letter and acknowledge."""
+
+    items: list[_Received]
+    lines: list[str]
+    owners: list[int]  # index in items of the message each line came from
+    dead: dict[int, NewDeadLetter]
+    readings: int
+    newest_live_ms: int
+    spans: dict[str, tuple[int, int]]  # point -> (oldest, newest) reading time, for rollup late-data tracking
+
+
+class IngestWorker:
+    """Validation and encoding on the main thread, writes and acks on a writer thread, so the two overlap."""
+
+    def __init__(self, config: WorkerConfig, stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.district = load_district(config.district)
+        self.validator = MessageValidator(self.district)
+        self.store = DeadLetterStore(config.deadletter, worker=config.name)
+        self.dirty = DirtyWindows(config.deadletter)  # same state file: rollup --dirty finds it with --store
+        self._tz = ZoneInfo(self.district.spec.district.timezone)
+        self._margin_ms = int(self.district.spec.tolerances.max_gap_minutes * 60_000)
+        self.influx = InfluxV1(config.influx_url, config.db, token=config.token, timeout=30)
+        self._writer_stop = threading.Event()
+        self.writer = ResilientWriter(self.influx, backoff_max_s=config.backoff_max_s, stop=self._writer_stop)
+        self.stats = WorkerStats()
+        self.inbox: queue.Queue[_Received] = queue.Queue()
+        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2)
+        self.generation = 0
+        self._failed = False
+        self.client = self._make_client()
+
+    # -- MQTT -------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        target = self.config.mqtt
+        client = make_client(target, self.config.client_id, manual_ack=True, protocol=mqtt.MQTTv5)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self._target = target
+        return client
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        # A persistent session: unacknowledged messages wait for this worker id across restarts.
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        # Our own in-flight window, whatever the broker's max_inflight_messages: the memory bound.
+        props.ReceiveMaximum = self.config.inflight
+        return props
+
+    def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: object, _props: object) -> None:
+        if getattr(reason, "is_failure", False):
+            error = refusal_error(self._target, reason)
+            log.error("worker %s: %s", self.config.name, error)
+            if not error.retryable:
+                self._failed = True
+                self.stop.set()
+            return
+        self.generation += 1
+        topics = [(shared(self.config.group, readings_filter(self.district.id)), SubscribeOptions(qos=1))]
+        if self.config.subscribe_status:
+            # Retained messages are not sent to shared subscriptions, so status is a plain one (idempotent rows).
+            topics.append((status_filter(self.district.id), SubscribeOptions(qos=1)))
+        client.subscribe(topics)
+        log.info("worker %s: connected to %s as %s", self.config.name, self._target.redacted_url, self.config.client_id)
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reasons: list, _props: object) -> None:
+        failed = [r for r in reasons if getattr(r, "is_failure", False)]
+        if failed:
+            log.error("worker %s: subscription refused by the broker: %s (check the broker ACL)", self.config.name, failed)
+        else:
+            log.info("worker %s: subscribed (ready)", self.config.name)
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object, reason: object, _props: object) -> None:
+        if not self.stop.is_set():
+            log.warning("worker %s: MQTT connection lost (%s); paho reconnects", self.config.name, reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        self.inbox.put(_Received(self.generation, message))
+
+    def _connect(self) -> bool:
+        delay = 0.2
+        while not self.stop.is_set():
+            try:
+                # clean_start False on every connect, the first included: the session (and backlog) must survive restarts
+                self.client.connect(self._target.host, self._target.port, keepalive=self._target.keepalive,
+                                    clean_start=False, properties=self._connect_properties())
+                return True
+            except OSError as exc:
+                log.warning("worker %s: cannot reach MQTT broker %s (%s); retrying in %.1fs", self.config.name, self._target.redacted_url, exc, delay)
+                self.stop.wait(delay)
+                delay = min(5.0, delay * 2)
+        return False
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self, grace_s: float = 10.0) -> int:
+        serve_metrics(self.config.metrics_port)
+        if not self._connect():
+            return 0
+        self.client.loop_start()
+        writer = threading.Thread(target=self._write_loop, name="influx-writer", daemon=True)
+        writer.start()
+        next_report = time.monotonic() + self.config.stats_interval_s
+        try:
+            while not self.stop.is_set() and writer.is_alive():
+                batch = self._collect(timeout=0.5)
+                if batch:
+                    self._submit(self._prepare(batch))
+                if time.monotonic() >= next_report:
+                    self._report()
+                    next_report = time.monotonic() + self.config.stats_interval_s
+            self._drain(writer, grace_s)
+            self._report()  # the final counts, so ingest_stats adds up after a clean stop
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.influx.close()
+            self.store.close()
+            self.dirty.close()
+        log.info("worker %s: stopped", self.config.name)
+        return 1 if self._failed else 0
+
+    def _submit(self, job: _Job) -> None:
+        while True:  # the queue is short: waiting here is the back-pressure on validation
+            try:
+                self.jobs.put(job, timeout=0.5)
+                return
+            except queue.Full:
+                if self._writer_stop.is_set():
+                    return
+
+    def _drain(self, writer: threading.Thread, grace_s: float) -> None:
+        """On stop: write and acknowledge what was already received, giving up after ``grace_s``."""
+        timer = threading.Timer(grace_s, self._writer_stop.set)
+        timer.start()
+        try:
+            while (batch := self._collect(timeout=0.0)) and not self._writer_stop.is_set():
+                self._submit(self._prepare(batch))
+            self._submit_end()
+            writer.join(grace_s + 5)
+        finally:
+            timer.cancel()
+
+    def _submit_end(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self.jobs.put(None, timeout=max(1.0, self.config.backoff_max_s))
+
+    def _collect(self, timeout: float) -> list[_Received]:
+        """Messages for one write: up to ``batch_lines`` readings or ``max_delay_s``, or until the inbox is empty."""
+        try:
+            first = self.inbox.get(timeout=timeout) if timeout else self.inbox.get_nowait()
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.max_delay_s
+        size = _size_hint(first)
+        while size < self.config.batch_lines and time.monotonic() < deadline:
+            try:
+                item = self.inbox.get(timeout=0.002)
+            except queue.Empty:
+                break
+            batch.append(item)
+            size += _size_hint(item)
+        PENDING.set(len(batch) + self.inbox.qsize())
+        return batch
+
+    def _prepare(self, batch: list[_Received]) -> _Job:
+        job = _Job(batch, [], [], {}, 0, 0, {})
+        for i, item in enumerate(batch):
+            result = self.validator.validate(item.message.topic, item.message.payload)
+            if isinstance(result, Rejected):
+                job.dead[i] = NewDeadLetter(result.reason, result.detail, item.message.topic, item.message.payload)
+                continue
+            assert isinstance(result, Accepted)
+            job.lines.extend(result.lines)
+            job.owners.extend([i] * len(result.lines))
+            job.readings += result.readings
+            if result.point is not None:
+                low, high = job.spans.get(result.point, (result.oldest_ts_ms, result.newest_ts_ms))
+                job.spans[result.point] = (min(low, result.oldest_ts_ms), max(high, result.newest_ts_ms))
+            if not result.historical and result.readings:
+                job.newest_live_ms = max(job.newest_live_ms, result.newest_ts_ms)
+        return job
+
+    def _write_loop(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                self._write(job)
+            except WriterStopped:
+                log.warning("worker %s: stopped before InfluxDB took the batch; its messages will be redelivered", self.config.name)
+                return
+            except Exception:  # never die silently: the main loop sees the thread gone and stops the worker
+                log.exception("worker %s: writer failed; stopping so the supervisor restarts this worker", self.config.name)
+                self._failed = True
+                self.stop.set()
+                return
+
+    def _write(self, job: _Job) -> None:
+        report = self.writer.write(job.lines)
+        readings = job.readings
+        for refused in report.refused:
+            i = job.owners[refused.index]
+            if i not in job.dead:
+                item = job.items[i]
+                job.dead[i] = NewDeadLetter("influx_rejected", f"line {refused.line[:300]!r}: {refused.error}", item.message.topic, item.message.payload)
+            readings -= 1
+        self.store.add_many(job.dead.values())
+        self._mark_dirty(job.spans)
+        self._ack(job.items)
+        for letter in job.dead.values():
+            self.stats.count_dead(letter.reason)
+        self.stats.count_written(len(job.items) - len(job.dead), readings, len(job.lines), report.seconds, report.retries)
+        if job.newest_live_ms:
+            self.stats.note_lag(job.newest_live_ms)
+
+    def _mark_dirty(self, spans: dict[str, tuple[int, int]]) -> None:
+        pairs = [(point, day) for point, (oldest, newest) in spans.items()
+                 for day in touched_days(oldest, newest, self._tz, self._margin_ms)]
+        self.dirty.mark(pairs)
+
+    def _ack(self, batch: list[_Received]) -> None:
+        current = self.generation
+        for item in batch:
+            # After a reconnect the broker redelivers unacked messages under new ids; acking an old
+            # id could acknowledge a different, unwritten message.
+            if item.generation == current and item.message.qos > 0:
+                self.client.ack(item.message.mid, item.message.qos)
+
+    def _report(self) -> None:
+        msg_rate, reading_rate = self.stats.rates()
+        log.info("%s", self.stats.progress(self.config.name, msg_rate, reading_rate))
+        if self.config.write_stats:
+            try:
+                self.influx.write_lines([self.stats.influx_line(self.district.id, self.config.name, msg_rate, reading_rate)])
+            except InfluxError as exc:
+                log.warning("worker %s: could not write ingest_stats: %s", self.config.name, exc)
+
+
+def _size_hint(item: _Received) -> int:
+    # Lines a message will make, without parsing it: about one reading per 90 payload bytes.
+    return max(1, len(item.message.payload) // 90)

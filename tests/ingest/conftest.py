@@ -1,0 +1,66 @@
+"""Fixtures of the ingest tests (helpers live in ingest_helpers.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ingest_helpers import DEMO, IngestProcess
+
+from canalflow.influx import InfluxV1
+
+
+@pytest.fixture
+def start_ingest(tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
+    started: list[IngestProcess] = []
+    sessions: list[tuple[str, str]] = []
+
+    def start(mqtt_url: str, influx: InfluxV1, *extra: str, workers: int = 1, deadletter: Path | None = None,
+              group: str | None = None, wait: bool = True) -> IngestProcess:
+        store = deadletter or tmp_path / "deadletter.sqlite"
+        group = group or f"g{len(started)}{os.getpid()}{int(time.time() * 1000) % 100000}"
+        instance = tmp_path.name[-20:]
+        args = [
+            "--district", str(DEMO), "--mqtt", mqtt_url, "--influx", influx.url, "--db", influx.database,
+            "--workers", str(workers), "--deadletter", str(store), "--stats-interval", "2", "--backoff-max", "0.5",
+            "--group", group, "--instance", instance, *extra,
+        ]
+        process = IngestProcess(args, tmp_path / f"ingest-{len(started)}.log")
+        started.append(process)
+        sessions.extend((mqtt_url, f"canalflow-ingest-{group}-{instance}-{i}") for i in range(workers))
+        if wait:
+            process.wait_ready(workers)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+    for url, client_id in sessions:
+        end_session(url, client_id)
+
+
+def end_session(url: str, client_id: str) -> None:
+    """Drop a stopped worker's persistent session, so the session-wide broker stops queueing for it."""
+    import contextlib
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from canalflow.mqtt import MqttTarget
+
+    target = MqttTarget.from_url(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    with contextlib.suppress(OSError):  # a broker stopped by its test has no sessions left to drop
+        client.connect(target.host, target.port, clean_start=True, properties=props)
+        client.loop_start()
+        time.sleep(0.1)
+        client.disconnect()
+        client.loop_stop()
+
+
