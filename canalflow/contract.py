@@ -267,18 +267,24 @@ GATEWAY_STATUS_FIELDS = ("state", "buffer_depth", "buffer_dropped")
 STATE_ONLINE = "online"
 STATE_OFFLINE = "offline"
 
-# M.efficiency: one row per computation window; scope "system" is the whole canal system
-# (path-weighted), "canal" one canal (tag canal), "level" one canal level (tag level).
-EFFICIENCY_TAGS = ("district", "scope", "canal", "level")
-EFFICIENCY_FIELDS = ("eta", "in_m3", "out_m3")
+# M.efficiency: one row per computation window. Tag scope: "system" the canal system on the graph
+# (path-weighted), "system_level_product" and "system_delivered_over_diverted" the other methods,
+# "canal" one canal (tag canal), "level" one canal level (tag level), "field", "whole" (tag method).
+EFFICIENCY_TAGS = ("district", "scope", "canal", "level", "method")
+EFFICIENCY_FIELDS = ("eta", "in_m3", "out_m3", "coverage", "incomplete", "method")
 SCOPE_SYSTEM = "system"
 SCOPE_CANAL = "canal"
 SCOPE_LEVEL = "level"
+SCOPE_FIELD = "field"
+SCOPE_WHOLE = "whole"
 
 # M.billing: one row per billing unit and billing run, money in yuan (floats for display only;
 # the ledger holds the exact decimals).
 BILLING_TAGS = ("district", "unit", "township", "kind", "season")
-BILLING_FIELDS = ("volume_m3", "quota_m3", "charge_yuan", "surcharge_yuan", "subsidy_yuan", "reward_yuan")
+BILLING_FIELDS = (
+    "volume_m3", "quota_m3", "charge_yuan", "surcharge_yuan", "subsidy_yuan", "reward_yuan", "adjustment_yuan",
+    "total_yuan", "blocked", "run",
+)
 
 
 def escape_tag(value: str) -> str:

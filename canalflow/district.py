@@ -21,6 +21,7 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -348,6 +349,15 @@ class District:
     def name(self) -> str:
         return self.spec.district.name
 
+    # --- time ---
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.spec.district.timezone)
+
+    def local_date(self, t_ms: int) -> dt.date:
+        """The district's local calendar day of an instant (ratings and seasons change at local midnight)."""
+        return dt.datetime.fromtimestamp(t_ms / 1000, self.tz).date()
+
     # --- lookups ---
     @cached_property
     def canals(self) -> dict[str, Canal]:
@@ -656,6 +666,7 @@ def check_semantics(
     ``invalid_ids`` are ids of items that failed structural validation: references to them are
     not reported again.
     """
+    _check_timezone(spec, rep)
     ids = _check_ids(spec, rep)
     for known in ids.values():
         known |= invalid_ids or set()
@@ -663,6 +674,13 @@ def check_semantics(
     _check_points(spec, ids, profiles, rep)
     _check_units(spec, ids, rep)
     _check_seasons_and_tariffs(spec, ids, rep)
+
+
+def _check_timezone(spec: DistrictFile, rep: _Reporter) -> None:
+    try:
+        ZoneInfo(spec.district.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        rep.add(("district", "timezone"), f"unknown time zone {spec.district.timezone!r}", "use an IANA name such as Asia/Shanghai")
 
 
 def _check_ids(spec: DistrictFile, rep: _Reporter) -> dict[str, set[str]]:

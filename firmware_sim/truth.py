@@ -122,10 +122,9 @@ class Truth:
             versions = self._ratings[point.id] = list(point.ratings)
         return versions[0] if len(versions) == 1 else ratings.rating_at(versions, self.day_of(t_ms))
 
-    @staticmethod
-    def day_of(t_ms: int) -> dt.date:
-        """The UTC day a rating version is chosen by (ratings change at midnight UTC)."""
-        return dt.datetime.fromtimestamp(t_ms / 1000, dt.UTC).date()
+    def day_of(self, t_ms: int) -> dt.date:
+        """The day a rating version is chosen by: the district's local day, as ingest and billing do."""
+        return self.district.local_date(t_ms)
 
     @staticmethod
     def _downstream(rating: ratings.Rating, level: float) -> float:

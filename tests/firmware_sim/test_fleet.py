@@ -31,7 +31,7 @@ def metered_flow(district: District, point_id: str, values: dict[str, float], t_
     if profile.kind != "level":
         return values["flow"]
     point = district.points[point_id]
-    rating = ratings.rating_at(list(point.ratings), Truth.day_of(t_ms))
+    rating = ratings.rating_at(list(point.ratings), district.local_date(t_ms))
     return ratings.flow(rating, values["level"], values.get("downstream_level")).flow_m3s
 
 

@@ -1,0 +1,342 @@
+"""The billing ledger in SQL (SQLAlchemy 2): runs, bills, lines, adjustments, and their audit trail.
+
+SQLite by default (``sqlite:///out/ledger.db``), PostgreSQL by URL
+(``postgresql+psycopg://user@host/db``). Money and volumes are stored as decimal *strings*, so
+they round-trip exactly on every backend.
+
+Lifecycle of a run: ``draft`` -> ``approved`` -> ``issued``. A draft may be replaced by a rerun;
+an issued run is never edited: corrections are :class:`AdjustmentRow` entries that the next run
+of the unit carries as adjustment lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, create_engine, func, insert, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+STATUSES = ("draft", "approved", "issued")
+NEXT_STATUS = {"draft": "approved", "approved": "issued"}
+
+
+class LedgerError(ValueError):
+    """A ledger operation that the lifecycle does not allow (with what to do instead)."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    __tablename__ = "billing_runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district_id: Mapped[str] = mapped_column(String(64), index=True)
+    district_sha256: Mapped[str] = mapped_column(String(64))
+    season_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tariff_id: Mapped[str] = mapped_column(String(64))
+    tariff_version: Mapped[int] = mapped_column(Integer)
+    t0_ms: Mapped[int] = mapped_column(BigInteger)
+    t1_ms: Mapped[int] = mapped_column(BigInteger)
+    as_of_ms: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    created_at: Mapped[str] = mapped_column(String(40))
+    manifest: Mapped[str] = mapped_column(Text)
+    bills: Mapped[list[BillRow]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="BillRow.unit_id")
+
+
+class BillRow(Base):
+    __tablename__ = "bills"
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.id"), index=True)
+    unit_id: Mapped[str] = mapped_column(String(64), index=True)
+    volume_m3: Mapped[str] = mapped_column(String(32))
+    quota_m3: Mapped[str] = mapped_column(String(32))
+    total: Mapped[str] = mapped_column(String(32))
+    blocked: Mapped[int] = mapped_column(Integer, default=0)
+    paid_at: Mapped[str | None] = mapped_column(String(40), nullable=True)  # set when an issued bill is paid
+    document: Mapped[str] = mapped_column(Text)  # the bill's canonical JSON
+    run: Mapped[RunRow] = relationship(back_populates="bills")
+    lines: Mapped[list[LineRow]] = relationship(back_populates="bill", cascade="all, delete-orphan", order_by="LineRow.n")
+
+
+class LineRow(Base):
+    __tablename__ = "bill_lines"
+    id: Mapped[str] = mapped_column(String(112), primary_key=True)
+    bill_id: Mapped[str] = mapped_column(ForeignKey("bills.id"), index=True)
+    n: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    crop_class: Mapped[str] = mapped_column(String(16))
+    component: Mapped[str] = mapped_column(String(16))
+    band: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    volume_m3: Mapped[str] = mapped_column(String(32))
+    rate: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text, default="")
+    bill: Mapped[BillRow] = relationship(back_populates="lines")
+
+
+class AdjustmentRow(Base):
+    __tablename__ = "adjustments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    unit_id: Mapped[str] = mapped_column(String(64), index=True)
+    corrects_bill_id: Mapped[str] = mapped_column(ForeignKey("bills.id"))
+    amount: Mapped[str] = mapped_column(String(32))
+    volume_m3: Mapped[str] = mapped_column(String(32), default="0")
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(40))
+    applied_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class EditRow(Base):
+    """A manual edit (VEE): a point's volume over a stretch of time replaced, by a named user, with a reason."""
+
+    __tablename__ = "volume_edits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    district_id: Mapped[str] = mapped_column(String(64), index=True)
+    point: Mapped[str] = mapped_column(String(64))
+    start_ms: Mapped[int] = mapped_column(BigInteger)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    volume_m3: Mapped[str] = mapped_column(String(32))
+    user: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(String(40))
+
+
+class EventRow(Base):
+    """Audit trail: who did what to a run, when."""
+
+    __tablename__ = "billing_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    user: Mapped[str] = mapped_column(String(64))
+    at: Mapped[str] = mapped_column(String(40))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Ledger:
+    """Access to one ledger database; create with :func:`open_ledger`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # --- runs ---------------------------------------------------------------------------------
+    def record_run(self, run: Any, user: str = "system") -> str:
+        """Store a computed run as a draft (idempotent: the same run id is stored once).
+
+        The run id is a hash of every input, so recording the same inputs twice is a no-op.
+        Returns ``"created"`` or ``"unchanged"``.
+        """
+        with self.session() as s:
+            existing = s.get(RunRow, run.run_id)
+            if existing is not None:
+                return "unchanged"
+            s.add(RunRow(
+                id=run.run_id, district_id=run.district_id, district_sha256=run.district_sha256,
+                season_id=run.season_id, tariff_id=run.tariff_id, tariff_version=run.tariff_version,
+                t0_ms=run.t0_ms, t1_ms=run.t1_ms, as_of_ms=run.as_of_ms, status="draft",
+                created_at=_now(), manifest=json.dumps(run.manifest(), sort_keys=True, ensure_ascii=False),
+            ))
+            s.flush()
+            # Bulk inserts (executemany): a district run has tens of thousands of bills and lines.
+            bills = [
+                {"id": b.bill_id, "run_id": run.run_id, "unit_id": b.unit_id, "volume_m3": str(b.volume_m3), "quota_m3": str(b.quota_m3),
+                 "total": str(b.total), "blocked": int(b.blocked), "document": b.to_json()}
+                for b in run.bills
+            ]
+            lines = [
+                {"id": f"{b.bill_id}-L{n}", "bill_id": b.bill_id, "n": n, **line.to_dict()}
+                for b in run.bills for n, line in enumerate(b.lines, start=1)
+            ]
+            if bills:
+                s.execute(insert(BillRow), bills)
+            if lines:
+                s.execute(insert(LineRow), lines)
+            for adj_id in run.adjustment_ids:
+                adj = s.get(AdjustmentRow, adj_id)
+                if adj is not None and adj.applied_run_id is None:
+                    adj.applied_run_id = run.run_id
+            s.add(EventRow(run_id=run.run_id, action="created", user=user, at=_now(), note=""))
+            return "created"
+
+    def run(self, run_id: str) -> RunRow:
+        with self.session() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                row = self._by_prefix(s, run_id)
+            s.expunge(row)
+            return row
+
+    def _by_prefix(self, s: Session, prefix: str) -> RunRow:
+        rows = s.scalars(select(RunRow).where(RunRow.id.like(f"{prefix}%"))).all()
+        if len(rows) != 1:
+            raise LedgerError(f"no billing run {prefix!r} in the ledger" if not rows else f"run id prefix {prefix!r} is ambiguous; give more characters")
+        return rows[0]
+
+    def runs(self, *, offset: int = 0, limit: int = 50) -> list[RunRow]:
+        with self.session() as s:
+            rows = s.scalars(select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id).offset(offset).limit(limit)).all()
+            for r in rows:
+                s.expunge(r)
+            return list(rows)
+
+    def count_runs(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(RunRow)) or 0
+
+    def count_bills(self, run_id: str) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(BillRow).where(BillRow.run_id == run_id)) or 0
+
+    def advance(self, run_id: str, to_status: str, user: str, note: str = "") -> str:
+        """Move a run one step along draft -> approved -> issued; return the new status."""
+        with self.session() as s:
+            row = s.get(RunRow, run_id) or self._by_prefix(s, run_id)
+            expected = NEXT_STATUS.get(row.status)
+            if to_status != expected:
+                raise LedgerError(f"run {row.id[:12]} is {row.status}; it can only become {expected or 'nothing (issued is final)'}; corrections go in adjustments")
+            if to_status == "approved" and any(b.blocked for b in row.bills):
+                blocked = ", ".join(b.unit_id for b in row.bills if b.blocked)
+                raise LedgerError(f"run {row.id[:12]} has blocked bills ({blocked}): fix the data gaps (VEE) and rerun before approving")
+            row.status = to_status
+            s.add(EventRow(run_id=row.id, action=to_status, user=user, at=_now(), note=note))
+            return to_status
+
+    def events(self, run_id: str) -> list[EventRow]:
+        with self.session() as s:
+            rows = s.scalars(select(EventRow).where(EventRow.run_id == run_id).order_by(EventRow.id)).all()
+            for r in rows:
+                s.expunge(r)
+            return list(rows)
+
+    # --- bills --------------------------------------------------------------------------------
+    def bill(self, bill_id: str) -> dict[str, Any]:
+        with self.session() as s:
+            row = s.get(BillRow, bill_id)
+            if row is None:
+                raise LedgerError(f"no bill {bill_id!r} in the ledger")
+            return json.loads(row.document) | {"status": row.run.status}
+
+    def bills_of_run(self, run_id: str, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.scalars(select(BillRow).where(BillRow.run_id == run_id).order_by(BillRow.unit_id).offset(offset).limit(limit)).all()
+            return [json.loads(r.document) for r in rows]
+
+    def mark_paid(self, bill_id: str, user: str) -> None:
+        """Record that an issued bill was paid (until then its unit gets no precise subsidy)."""
+        with self.session() as s:
+            bill = s.get(BillRow, bill_id)
+            if bill is None:
+                raise LedgerError(f"no bill {bill_id!r} in the ledger")
+            if bill.run.status != "issued":
+                raise LedgerError(f"bill {bill_id} is in a {bill.run.status} run; only issued bills are paid")
+            if bill.paid_at is not None:
+                raise LedgerError(f"bill {bill_id} was already paid at {bill.paid_at}")
+            bill.paid_at = _now()
+            s.add(EventRow(run_id=bill.run_id, action="paid", user=user, at=bill.paid_at, note=bill_id))
+
+    def unpaid_units(self, district_id: str, before_ms: int) -> set[str]:
+        """Units with an issued, unpaid bill for a window that ended by ``before_ms`` (fees owed)."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(BillRow.unit_id).join(RunRow, RunRow.id == BillRow.run_id)
+                .where(RunRow.district_id == district_id, RunRow.status == "issued", RunRow.t1_ms <= before_ms,
+                       BillRow.paid_at.is_(None), BillRow.total != "0", BillRow.total != "0.00")
+            ).all()
+            return set(rows)
+
+    # --- adjustments --------------------------------------------------------------------------
+    def add_adjustment(self, bill_id: str, amount: Decimal, reason: str, user: str, volume_m3: Decimal = Decimal(0)) -> int:
+        """Record a correction of an issued bill; it appears as a line on the unit's next run."""
+        if not reason.strip():
+            raise LedgerError("an adjustment needs a reason")
+        with self.session() as s:
+            bill = s.get(BillRow, bill_id)
+            if bill is None:
+                raise LedgerError(f"no bill {bill_id!r} in the ledger")
+            if bill.run.status != "issued":
+                raise LedgerError(f"bill {bill_id} is in a {bill.run.status} run: rerun the draft instead of adjusting it")
+            row = AdjustmentRow(unit_id=bill.unit_id, corrects_bill_id=bill_id, amount=str(amount), volume_m3=str(volume_m3),
+                                reason=reason, created_by=user, created_at=_now())
+            s.add(row)
+            s.flush()
+            s.add(EventRow(run_id=bill.run_id, action="adjustment", user=user, at=_now(), note=f"#{row.id} {amount} on {bill_id}: {reason}"))
+            return row.id
+
+    def pending_adjustments(self, district_id: str) -> list[AdjustmentRow]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(AdjustmentRow).join(BillRow, BillRow.id == AdjustmentRow.corrects_bill_id)
+                .join(RunRow, RunRow.id == BillRow.run_id)
+                .where(AdjustmentRow.applied_run_id.is_(None), RunRow.district_id == district_id)
+                .order_by(AdjustmentRow.id)
+            ).all()
+            for r in rows:
+                s.expunge(r)
+            return list(rows)
+
+    # --- manual edits (VEE) ---------------------------------------------------------------------
+    def add_edit(self, district_id: str, point: str, start_ms: int, end_ms: int, volume_m3: float, user: str, reason: str) -> int:
+        """Record a manual volume edit; later runs covering the stretch use it instead of the readings."""
+        if end_ms <= start_ms:
+            raise LedgerError("an edit's end must be after its start")
+        if volume_m3 < 0:
+            raise LedgerError("an edited volume cannot be negative")
+        if not reason.strip() or not user.strip():
+            raise LedgerError("an edit needs a named user and a reason")
+        with self.session() as s:
+            row = EditRow(district_id=district_id, point=point, start_ms=start_ms, end_ms=end_ms, volume_m3=repr(float(volume_m3)),
+                          user=user, reason=reason, created_at=_now())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def edits(self, district_id: str) -> list[Any]:
+        from billing.vee import Edit
+
+        with self.session() as s:
+            rows = s.scalars(select(EditRow).where(EditRow.district_id == district_id).order_by(EditRow.id)).all()
+            return [Edit(r.id, r.point, r.start_ms, r.end_ms, float(r.volume_m3), r.user, r.reason) for r in rows]
+
+    # --- water-use ledger (用水台账) ------------------------------------------------------------
+    def water_use(self, unit_id: str) -> list[dict[str, Any]]:
+        """Per issued run of a unit: window, volume, quota, amount — the unit's water-use ledger."""
+        with self.session() as s:
+            rows = s.execute(
+                select(RunRow, BillRow).join(BillRow, BillRow.run_id == RunRow.id)
+                .where(BillRow.unit_id == unit_id, RunRow.status == "issued").order_by(RunRow.t0_ms)
+            ).all()
+            return [
+                {"run_id": r.id, "season": r.season_id, "t0_ms": r.t0_ms, "t1_ms": r.t1_ms, "bill_id": b.id,
+                 "volume_m3": b.volume_m3, "quota_m3": b.quota_m3, "total": b.total}
+                for r, b in rows
+            ]
+
+
+def open_ledger(url: str) -> Ledger:
+    """Open (and create the tables of) the ledger at a SQLAlchemy URL (a SQLite file's folder is created)."""
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    Base.metadata.create_all(engine)
+    return Ledger(engine)

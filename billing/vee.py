@@ -1,0 +1,223 @@
+"""VEE — validation, estimation and editing of meter data, as utilities do before billing.
+
+Validation (:func:`validate_series`) reports findings per point, never changing a reading:
+
+- ``range``: negative flow (reverse flow) or flow above the capacity of the canal the point
+  measures (its own or, for a diversion, the canal it feeds);
+- ``rate_of_change``: flow jumping by more than ``MAX_STEP_FRACTION`` of that capacity between
+  consecutive readings;
+- ``stuck``: the same non-zero value ``STUCK_READINGS`` times in a row (a frozen register);
+- ``gap``: stretches the window volume could not bridge (longer than ``max_gap_minutes``);
+- ``totaliser_reset`` / ``totaliser_rollover`` / ``totaliser_decrease`` from the volume method;
+- ``eta_above_1`` on a reach (from the efficiency report: more out than in is a meter error).
+
+Estimation: short gaps are interpolated by :mod:`canalflow.volume`; a point whose window is
+still incomplete is estimated from the balance of its neighbours on the graph
+(:func:`estimate_from_balance`: the other meters of its reach, less the reach's expected
+seepage); where a neighbour is incomplete too, nothing is estimated and the bill line stays
+blocked.
+
+Editing: a manual edit (:class:`Edit`, kept in the ledger with user, reason and time) replaces a
+point's volume over a stretch of time; the raw readings are never touched, and the run records
+which edits it applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from canalflow.district import District, PointRole
+from canalflow.volume import Series, VolumeResult, window_volume
+
+MAX_STEP_FRACTION = 0.5  # of the canal capacity, between consecutive readings
+STUCK_READINGS = 12
+DEFAULT_CAPACITY_M3S = 50.0  # when neither the canal nor the headworks gives one
+
+
+@dataclass(frozen=True)
+class Finding:
+    point: str
+    rule: str
+    start_ms: int
+    end_ms: int
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"point": self.point, "rule": self.rule, "start_ms": self.start_ms, "end_ms": self.end_ms, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A manual replacement of a point's volume over [start_ms, end_ms), by a named user."""
+
+    id: int
+    point: str
+    start_ms: int
+    end_ms: int
+    volume_m3: float
+    user: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class VeeOutcome:
+    """What VEE did in a run: findings, balance estimates and manual edits applied."""
+
+    findings: tuple[Finding, ...] = ()
+    estimates: tuple[str, ...] = ()
+    edits: tuple[Edit, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "findings": [f.to_dict() for f in self.findings],
+            "estimates": list(self.estimates),
+            "edits": [{"id": e.id, "point": e.point, "start_ms": e.start_ms, "end_ms": e.end_ms, "volume_m3": e.volume_m3, "user": e.user, "reason": e.reason} for e in self.edits],
+        }
+
+
+def capacity_m3s(district: District, point_id: str) -> float:
+    point = district.points[point_id]
+    canal = district.canals.get(district.fed_canal(point) or point.canal)
+    if canal is not None and canal.capacity_m3s:
+        return canal.capacity_m3s
+    heads = [h.capacity_m3s for h in district.spec.headworks]
+    return min(heads) if heads else DEFAULT_CAPACITY_M3S
+
+
+def validate_series(district: District, point_id: str, series: Series, t0_ms: int, t1_ms: int, result: VolumeResult | None = None) -> list[Finding]:
+    """Findings for one point's readings in [t0, t1] (bad-quality readings are left out)."""
+    inside = (series.ts_ms >= t0_ms) & (series.ts_ms <= t1_ms) & (series.qcode != 3)
+    ts = series.ts_ms[inside]
+    findings: list[Finding] = []
+    flow = series.values.get("flow")
+    if flow is not None:
+        q = flow[inside]
+        cap = capacity_m3s(district, point_id)
+        findings += _runs(point_id, "range", ts, np.isfinite(q) & (q < 0), "reverse flow (negative)")
+        findings += _runs(point_id, "range", ts, np.isfinite(q) & (q > cap), f"flow above the canal capacity {cap} m3/s")
+        if len(q) > 1:
+            jump = np.abs(np.diff(q)) > MAX_STEP_FRACTION * cap
+            findings += _runs(point_id, "rate_of_change", ts[1:], jump, f"flow changed by more than {MAX_STEP_FRACTION:.0%} of capacity between readings")
+        findings += _stuck(point_id, ts, q)
+    if result is not None:
+        findings += [Finding(point_id, "gap", a, b, f"{(b - a) / 60_000:.0f} min without bridgeable readings") for a, b in result.gaps]
+        findings += [Finding(point_id, flag, t0_ms, t1_ms, "see the totaliser readings") for flag in result.flags]
+    return findings
+
+
+def _run_bounds(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index of each run of True in ``mask``."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return [(int(a), int(b) - 1) for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True)]
+
+
+def _runs(point_id: str, rule: str, ts: np.ndarray, mask: np.ndarray, detail: str) -> list[Finding]:
+    """One finding per run of consecutive flagged readings."""
+    return [Finding(point_id, rule, int(ts[a]), int(ts[b]), f"{detail} ({b - a + 1} reading(s))") for a, b in _run_bounds(mask)]
+
+
+def _stuck(point_id: str, ts: np.ndarray, values: np.ndarray) -> list[Finding]:
+    if len(values) < STUCK_READINGS:
+        return []
+    # same[i]: reading i repeats reading i-1; a run of k repeats is k+1 equal readings
+    same = np.concatenate(([False], (values[1:] == values[:-1]) & (values[1:] != 0) & np.isfinite(values[1:])))
+    return [
+        Finding(point_id, "stuck", int(ts[a - 1]), int(ts[b]), f"the same non-zero value {b - a + 2} times in a row (frozen register?)")
+        for a, b in _run_bounds(same) if b - a + 2 >= STUCK_READINGS
+    ]
+
+
+def reach_of(district: District, point_id: str) -> tuple[str, str, str] | None:
+    """(canal, reach, side) of the balance a point belongs to, as an outflow ("out") or inflow ("in")."""
+    for ref in district.reaches:
+        ins, outs = district.reach_balance_points(ref.canal, ref.reach.id)
+        if any(p.id == point_id for p in outs) and district.points[point_id].role is not PointRole.section:
+            return ref.canal, ref.reach.id, "out"
+    for ref in district.reaches:
+        ins, _ = district.reach_balance_points(ref.canal, ref.reach.id)
+        if any(p.id == point_id for p in ins):
+            return ref.canal, ref.reach.id, "in"
+    return None
+
+
+def neighbours(district: District, point_id: str) -> list[str]:
+    """The other points of the balance a point belongs to (what its estimate needs)."""
+    where = reach_of(district, point_id)
+    if where is None:
+        return []
+    ins, outs = district.reach_balance_points(where[0], where[1])
+    return [p.id for p in (*ins, *outs) if p.id != point_id]
+
+
+def estimate_from_balance(
+    district: District, point_id: str, volumes: Mapping[str, VolumeResult], t0_ms: int, t1_ms: int
+) -> tuple[VolumeResult, str] | None:
+    """The point's window volume from its reach balance, or None when a neighbour is incomplete.
+
+    For an outflow: in − other outs − expected seepage; for an inflow: outs + expected seepage.
+    """
+    from billing.efficiency import expected_seepage_m3
+
+    where = reach_of(district, point_id)
+    if where is None:
+        return None
+    canal, reach_id, side = where
+    ins, outs = district.reach_balance_points(canal, reach_id)
+    others = [p.id for p in (*ins, *outs) if p.id != point_id]
+    results = [volumes.get(p) for p in others]
+    if not ins or any(r is None or r.incomplete for r in results):
+        return None
+    vin = sum(volumes[p.id].volume_m3 for p in ins if p.id != point_id)
+    vout = sum(volumes[p.id].volume_m3 for p in outs if p.id != point_id)
+    reach = next(r for r in district.canals[canal].reach_list if r.id == reach_id)
+    seconds = (t1_ms - t0_ms) / 1000
+    length = reach.to_km - reach.from_km
+    if side == "out":
+        loss = expected_seepage_m3(district, canal, length, vin, seconds)
+        volume = vin - vout - loss
+    else:
+        # the inflow is unknown: solve in = outs + seepage(in) by fixed-point iteration (seepage is small)
+        volume = vout
+        for _ in range(20):
+            volume = vout + expected_seepage_m3(district, canal, length, volume, seconds)
+    coverage = min(r.coverage for r in results if r is not None)
+    note = f"{point_id}: estimated from the balance of reach {canal}/{reach_id} ({', '.join(others)}) less expected seepage"
+    return VolumeResult(max(0.0, volume), coverage, 1.0, "balance_estimate", [], False, 0, ("estimated_from_balance",)), note
+
+
+def apply_edits(series: Series, edits: Sequence[Edit], t0_ms: int, t1_ms: int, *, max_gap_ms: int, rollover_m3: float | None, min_coverage: float) -> VolumeResult:
+    """The window volume with manual edits: measured outside the edited stretches, edited inside.
+
+    Edited stretches count as covered and as estimated; volumes are additive over adjacent
+    windows, so the pieces sum to the window.
+    """
+    cuts = sorted((max(e.start_ms, t0_ms), min(e.end_ms, t1_ms), e) for e in edits if e.end_ms > t0_ms and e.start_ms < t1_ms)
+    volume = edited = covered = 0.0
+    gaps: list[tuple[int, int]] = []
+    flags: list[str] = ["manual_edit"]
+    cursor = t0_ms
+    n = 0
+    for a, b, edit in cuts:
+        if a > cursor:
+            part = window_volume(series, cursor, a, max_gap_ms=max_gap_ms, rollover_m3=rollover_m3, min_coverage=min_coverage)
+            volume, covered, n = volume + part.volume_m3, covered + part.coverage * (a - cursor), n + part.n_readings
+            gaps += part.gaps
+            flags += part.flags
+        share = edit.volume_m3 * (b - max(a, cursor)) / (edit.end_ms - edit.start_ms) if b > max(a, cursor) else 0.0
+        volume, edited, covered = volume + share, edited + abs(share), covered + max(0, b - max(a, cursor))
+        cursor = max(cursor, b)
+    if cursor < t1_ms:
+        part = window_volume(series, cursor, t1_ms, max_gap_ms=max_gap_ms, rollover_m3=rollover_m3, min_coverage=min_coverage)
+        volume, covered, n = volume + part.volume_m3, covered + part.coverage * (t1_ms - cursor), n + part.n_readings
+        gaps += part.gaps
+        flags += part.flags
+    coverage = min(1.0, covered / (t1_ms - t0_ms))
+    share = min(1.0, edited / abs(volume)) if volume else (1.0 if edited else 0.0)
+    return VolumeResult(volume, coverage, share, "manual_edit", gaps, coverage < min_coverage, n, tuple(dict.fromkeys(flags)))
+
+
+def findings_text(findings: Iterable[Finding]) -> list[str]:
+    return [f"{f.point}: {f.rule} {f.start_ms}..{f.end_ms}: {f.detail}" for f in findings]

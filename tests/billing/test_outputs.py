@@ -1,0 +1,114 @@
+"""Bill outputs: PDF (CJK embedded, zh and en), XLSX, and `billing explain` down to the readings."""
+
+from __future__ import annotations
+
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from billing_synth import MIN, write_meter
+
+from billing.explain import explain_line, format_explanation
+from billing.ledger import LedgerError, open_ledger
+from billing.pdf import render_bill
+from billing.run import PointVolume, build_run, charging_points, run_billing, season_window, write_outputs, write_pdfs
+from canalflow.volume import VolumeResult
+
+MONTHS = (("2026-03", 100_000.0), ("2026-04", 150_000.0), ("2026-05", 50_000.0))
+
+
+@pytest.fixture(scope="module")
+def season_run(demo):
+    t0, t1 = season_window(demo, demo.seasons["2026-spring"])
+    volumes = {p: PointVolume(p, VolumeResult(300_000.0, 0.98, 0.01, "flow", [], False, 999), MONTHS) for p in charging_points(demo)}
+    return build_run(demo, volumes, t0, t1, season=demo.seasons["2026-spring"], as_of_ms=t1)
+
+
+def pdftext(path: Path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def test_pdf_in_chinese_with_embedded_cjk_font(demo, season_run, tmp_path):
+    [path] = write_pdfs(demo, _only(season_run, "V01"), tmp_path, workers=1)
+    fonts = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True, check=True).stdout
+    cjk = [row for row in fonts.splitlines() if "WenQuanYi" in row]
+    assert cjk and cjk[0].split()[-5:-2] == ["yes", "yes", "yes"]  # embedded, subset, with a ToUnicode map
+    text = pdftext(path)
+    bill = season_run.bill_of("V01")
+    assert "农业用水水费通知单" in text and "张庄村" in text and "骨干工程水价" in text and "累计用水量与定额" in text
+    assert str(bill.total) in text and f"{bill.bill_id}" in text
+    png = tmp_path / "page"
+    subprocess.run(["pdftoppm", "-r", "40", "-png", "-singlefile", str(path), str(png)], check=True)
+    assert png.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_pdf_in_english_and_byte_identical_rerender(demo, season_run, tmp_path):
+    [a] = write_pdfs(demo, _only(season_run, "OP1"), tmp_path / "a", locale="en", workers=1)
+    [b] = write_pdfs(demo, _only(season_run, "OP1"), tmp_path / "b", locale="en", workers=1)
+    assert a.read_bytes() == b.read_bytes()
+    text = pdftext(a)
+    assert "Irrigation water bill" in text and "water-saving reward" in text and "鲁西农业合作社" in text
+
+
+def test_blocked_bill_pdf_says_why(demo, season_run, tmp_path):
+    from billing.pdf import bill_context
+
+    doc = season_run.bill_of("V02").to_dict() | {"blocked": True, "blocked_reason": "V02-IN coverage 50% below 90%", "lines": []}
+    path = render_bill(doc, bill_context(demo, season_run), tmp_path / "V02.pdf")
+    assert "本账单暂停出具" in pdftext(path) and "V02-IN coverage 50%" in pdftext(path)
+
+
+def test_xlsx_lines_add_up_to_bills(season_run, tmp_path):
+    from openpyxl import load_workbook
+
+    write_outputs(season_run, tmp_path)
+    wb = load_workbook(tmp_path / "bills.xlsx", read_only=True)
+    bills = {r[1]: r for r in wb["Bills"].iter_rows(min_row=2, values_only=True)}
+    sums: dict[str, Decimal] = {}
+    for r in wb["Lines"].iter_rows(min_row=2, values_only=True):
+        sums[r[2]] = sums.get(r[2], Decimal(0)) + Decimal(str(r[9]))
+    assert set(bills) == set(sums)
+    for unit, row in bills.items():
+        assert Decimal(str(row[8])).quantize(Decimal("0.01")) == sums[unit] == season_run.bill_of(unit).total
+    assert dict(wb["Run"].iter_rows(values_only=True))["run_id"] == season_run.run_id
+    towns = {r[0]: r for r in wb["Townships"].iter_rows(min_row=2, values_only=True)}
+    assert set(towns) == {"T1", "T2", "T3"} and towns["T1"][1] == 5  # V01..V05
+    assert sum(Decimal(str(r[4])).quantize(Decimal("0.01")) for r in towns.values()) == season_run.total
+
+
+def test_explain_traces_a_line_to_the_readings(influx, demo, tmp_path):
+    from test_billing_run import METERS, T0, T1  # the same synthetic meters
+
+    for point, meter in METERS.items():
+        write_meter(influx, demo, point, meter, T0 - 60 * MIN, T1 + 60 * MIN)
+    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
+    run = run_billing(demo, influx, T0, T1, ledger_url=ledger_url, as_of_ms=T1 + 60 * MIN)
+    bill = run.bill_of("V01")
+    line_id = bill.line_id(1)
+    ex = explain_line(open_ledger(ledger_url), line_id, influx)
+    assert ex["line"]["amount"] == str(bill.lines[0].amount)
+    assert ex["allocations"][0]["point"] == "V01-IN"
+    readings = ex["readings"]["V01-IN"]
+    assert readings["counts"]["good"] == (T1 - T0) // (5 * MIN) + 1 and readings["counts"]["bad"] == 0
+    assert readings["first"]["time"] == T0
+    text = format_explanation(ex)
+    assert line_id in text and "totaliser_rollover" in text and "rounded half up" in text
+    with pytest.raises(LedgerError, match="there is no line 99"):
+        explain_line(open_ledger(ledger_url), bill.line_id(99))
+    with pytest.raises(LedgerError, match="not a bill line id"):
+        explain_line(open_ledger(ledger_url), "nonsense")
+
+
+def _only(run, unit_id):
+    from dataclasses import replace
+
+    return replace(run, bills=(run.bill_of(unit_id),))
+
+
+def test_notes_are_in_chinese_on_a_chinese_bill():
+    from billing.pdf import localize_note
+
+    assert localize_note("use 8874 m3 exceeds quota 8571.360 m3: subsidy and reward refused", "zh") == "用水量 8874 m³ 超过定额 8571.360 m³：不享受精准补贴和节水奖励"
+    assert localize_note("quota for this window: 3.57% of the season quota (its share of the season's irrigation rounds)", "zh").startswith("本期定额为灌溉季定额的 3.57%")
+    assert localize_note("no water used: no charge, no subsidy, no reward", "en") == "no water used: no charge, no subsidy, no reward"
