@@ -16,9 +16,8 @@ Errors are JSON ``{"detail": ...}``: 401 no/unknown token, 403 role too low, 404
 
 # No `from __future__ import annotations` here: FastAPI must resolve the closures in route signatures.
 import datetime as dt
-import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -26,12 +25,21 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from billing.ledger import Ledger, LedgerError, open_ledger
+from canalflow.credentials import hash_api_token
 
 ROLES = ("viewer", "clerk", "manager")
 MAX_PAGE = 500
+MAX_OFFSET = 1_000_000_000  # SQLite integers are 64-bit: a larger offset would be a 500, not a page
+MAX_BODY_BYTES = 1_000_000  # the largest legitimate body (an edit or adjustment) is well under 1 kB
+# Date-times outside this range are typos or probes; beyond year 1..9999 they cannot even be converted.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -57,15 +65,22 @@ def load_tokens(path: Path) -> dict[str, Principal]:
         where = f"{path}: entry {index + 1}"
         if not isinstance(entry, dict) or "user" not in entry or entry.get("role") not in ROLES:
             raise TokenFileError(f"{where}: needs user and role (one of {', '.join(ROLES)})")
-        digest = entry.get("sha256") or (hash_token(str(entry["token"])) if "token" in entry else None)
+        digest = entry.get("sha256") or (hash_api_token(str(entry["token"])) if "token" in entry else None)
         if not digest:
             raise TokenFileError(f"{where}: needs sha256 (of the token) or token; make one with: python -c \"import hashlib,sys;print(hashlib.sha256(sys.argv[1].encode()).hexdigest())\" TOKEN")
         tokens[str(digest).lower()] = Principal(str(entry["user"]), entry["role"])
     return tokens
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def check_datetimes(*values: dt.datetime | None) -> None:
+    """Raise ValueError unless every given date-time has a time zone and lies in [EARLIEST, LATEST)."""
+    for value in values:
+        if value is None:
+            continue
+        if value.tzinfo is None:
+            raise ValueError("date-times need a time zone, e.g. 2026-03-10T00:00:00+08:00")
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"date-time {value.isoformat()} is outside {EARLIEST.year}..{LATEST.year - 1}")
 
 
 class RunRequest(BaseModel):
@@ -83,9 +98,7 @@ class RunRequest(BaseModel):
             raise ValueError("give either season, or from and to")
         if not self.season and not (self.start and self.end):
             raise ValueError("a window needs both from and to")
-        for value in (self.start, self.end, self.as_of):
-            if value is not None and value.tzinfo is None:
-                raise ValueError("date-times need a time zone, e.g. 2026-03-10T00:00:00+08:00")
+        check_datetimes(self.start, self.end, self.as_of)
         if self.start and self.end and self.end <= self.start:
             raise ValueError("to must be after from")
         return self
@@ -104,13 +117,12 @@ class EditRequest(BaseModel):
     point: str
     start: dt.datetime = Field(alias="from")
     end: dt.datetime = Field(alias="to")
-    volume_m3: float = Field(ge=0)
+    volume_m3: float = Field(ge=0, allow_inf_nan=False)
     reason: str = Field(min_length=3, max_length=500)
 
     @model_validator(mode="after")
     def _window(self) -> "EditRequest":
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("from and to need a time zone, e.g. 2026-03-10T00:00:00+08:00")
+        check_datetimes(self.start, self.end)
         if self.end <= self.start:
             raise ValueError("to must be after from")
         return self
@@ -138,6 +150,9 @@ def page(items: list[Any], offset: int, limit: int, total: int) -> dict[str, Any
 
 def create_app(config: ApiConfig) -> FastAPI:
     app = FastAPI(title="canalflow billing", version="1", description=__doc__)
+    app.add_middleware(BodyLimit)
+    _influx_down_is_503(app)
+    _validation_errors_without_input(app)
     ledger = open_ledger(config.ledger_url)
     state: dict[str, Any] = {}
 
@@ -146,7 +161,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise HTTPException(401, "missing bearer token: send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
-        digest = hash_token(token.strip())
+        digest = hash_api_token(token.strip())
         for known, who in config.tokens.items():
             if hmac.compare_digest(known, digest):
                 return who
@@ -162,7 +177,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     Viewer = Annotated[Principal, Depends(require("viewer"))]
     Clerk = Annotated[Principal, Depends(require("clerk"))]
     Manager = Annotated[Principal, Depends(require("manager"))]
-    Offset = Annotated[int, Query(ge=0)]
+    Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
     Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
     def district() -> Any:
@@ -224,6 +239,8 @@ def create_app(config: ApiConfig) -> FastAPI:
                 run = run_billing(d, client, t0, t1, ledger_url=config.ledger_url, season_id=body.season, as_of_ms=as_of, user=who.user, source=body.source)
         except BillingError as exc:
             raise HTTPException(422, str(exc)) from exc
+        except LedgerError as exc:
+            raise HTTPException(409, str(exc)) from exc
         return run.manifest() | {"ledger": run.ledger_status}
 
     @app.post("/runs/{run_id}/approve", tags=["runs"])
@@ -288,8 +305,12 @@ def create_app(config: ApiConfig) -> FastAPI:
     def efficiency(_: Viewer, start: Annotated[dt.datetime, Query(alias="from")], end: Annotated[dt.datetime, Query(alias="to")]) -> dict[str, Any]:
         from billing.efficiency import efficiency_from_influx
 
-        if start.tzinfo is None or end.tzinfo is None or end <= start:
-            raise HTTPException(422, "from and to need a time zone (e.g. 2026-03-10T00:00:00+08:00) and to must be after from")
+        try:
+            check_datetimes(start, end)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if end <= start:
+            raise HTTPException(422, "to must be after from")
         d = district()
         t0, t1 = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
         from billing.run import season_window
@@ -301,6 +322,59 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     app.state.ledger = ledger
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``max_bytes`` gets 413 before it is read into memory.
+
+    A declared Content-Length is checked up front; a chunked body is counted as it arrives.
+    """
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body over {self.max_bytes} bytes"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, too_large)  # FastAPI turns it into the response while reading the body
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _influx_down_is_503(app: FastAPI) -> None:
+    from canalflow.influx import InfluxUnavailable
+
+    @app.exception_handler(InfluxUnavailable)
+    async def unavailable(_: Request, exc: InfluxUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"{exc}; retry when InfluxDB is back"}, status_code=503)
+
+
+def _validation_errors_without_input(app: FastAPI) -> None:
+    """422 details name the field and the problem but do not echo the input.
+
+    The echo could be megabytes long, and a NaN or Infinity in it (Python's json accepts them in a
+    body) cannot be encoded as JSON, which turned a 422 into a 500.
+    """
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 def _run_dict(row: Any) -> dict[str, Any]:

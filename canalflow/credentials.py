@@ -288,6 +288,39 @@ def generate_credentials(
     return report
 
 
+API_TOKENS_FILE = "api-tokens.yaml"
+API_ROLES = ("viewer", "clerk", "manager")
+
+
+def hash_api_token(token: str) -> str:
+    """How the billing API stores a bearer token: the SHA-256 hex digest, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_api_user(spec: str) -> tuple[str, str]:
+    """``NAME:ROLE`` from the command line, e.g. ``li:clerk``."""
+    name, _, role = spec.partition(":")
+    if not name or role not in API_ROLES:
+        raise CredentialsError(f"--api-user {spec!r}: expected NAME:ROLE with ROLE one of {', '.join(API_ROLES)}")
+    return name, role
+
+
+def generate_api_tokens(out_dir: Path | str, users: Sequence[tuple[str, str]], *, rotate: bool = False) -> GenerateReport:
+    """Bearer tokens for the billing API: a secret file per user and ``api-tokens.yaml`` with digests.
+
+    Existing tokens are kept unless ``rotate``, so a re-run does not lock out deployed clients.
+    """
+    out = Path(out_dir)
+    _make_private_dir(out / SECRETS_DIR)
+    report = GenerateReport(out, [])
+    entries = []
+    for name, role in users:
+        token = _ensure_secret(out, f"api-{name}", rotate, report)
+        entries.append(f"- {{user: {name}, role: {role}, sha256: {hash_api_token(token)}}}\n")
+    _write_private(out / API_TOKENS_FILE, "# billing API users: canalflow billing serve --tokens FILE\n" + "".join(entries))
+    return report
+
+
 def _ensure_secret(out: Path, username: str, rotate: bool, report: GenerateReport) -> str:
     path = secret_file(out, username)
     existing = _read_secret(path) if path.exists() else None
@@ -579,6 +612,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ingest-user", action="append", metavar="NAME", help="ingest service user (repeatable; default: those of the last run, else ingest)")
     parser.add_argument("--billing-user", action="append", metavar="NAME", help="billing service user: reads gateway status (repeatable; default: those of the last run)")
     parser.add_argument("--operator-user", action="append", metavar="NAME", help="operator user: sends gateway commands (repeatable; default: those of the last run)")
+    parser.add_argument("--api-user", action="append", metavar="NAME:ROLE",
+                        help="billing API user and role (viewer, clerk, manager): a token in secrets/ and its digest in api-tokens.yaml (repeatable)")
     parser.add_argument("--rotate", nargs="*", metavar="USER", help="replace the secrets of these users (all users if none named)")
     parser.add_argument("--tls-host", action="append", metavar="HOST",
                         help="also make a CA and the broker's TLS certificate for this host name or IP (repeatable)")
@@ -624,6 +659,11 @@ def _run_generate(district: District, args: argparse.Namespace) -> int:
     )
     print("\n".join(report.summary_lines()))
     print(f"broker: password_file {report.out_dir / PASSWD_FILE}, acl_file {report.out_dir / ACL_FILE}")
+    if args.api_user:
+        users = [parse_api_user(spec) for spec in args.api_user]
+        api = generate_api_tokens(args.out, users, rotate=rotate is True)
+        print(f"billing API: {len(users)} token(s) ({len(api.created)} new, {len(api.kept)} kept), "
+              f"digests in {api.out_dir / API_TOKENS_FILE}, tokens in {api.out_dir / SECRETS_DIR}/api-*.password")
     if args.tls_host:
         for line in generate_tls(args.out, args.tls_host, rotate=args.rotate_tls):
             print(f"tls: {line}")

@@ -14,9 +14,10 @@ import pytest
 from billing_synth import DEMO, MIN, Meter, write_meter
 from fastapi.testclient import TestClient
 
-from billing.api import ApiConfig, Principal, TokenFileError, create_app, hash_token, load_tokens
+from billing.api import ApiConfig, Principal, TokenFileError, create_app, load_tokens
 from billing.ledger import open_ledger
 from billing.run import PointVolume, build_run, charging_points, season_window
+from canalflow.credentials import hash_api_token as hash_token
 from canalflow.volume import VolumeResult
 
 TOKENS = {hash_token(t): Principal(u, r) for t, u, r in (("v-token", "zhao", "viewer"), ("c-token", "li", "clerk"), ("m-token", "wang", "manager"))}
