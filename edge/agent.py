@@ -1,0 +1,433 @@
+"""The edge agent: poll the gateway's meters, buffer every reading durably, publish with QoS 1.
+
+    agent = EdgeAgent(district, "GW-B1", mqtt_url="mqtt://127.0.0.1:1883", buffer_path="edge.db",
+                      clock=SimClock.real())
+    await agent.run()          # until agent.stop()
+
+Data path: BusPoller -> Reading -> SQLite buffer (committed) -> publish loop -> broker PUBACK ->
+row deleted. Live rows (stored since the current MQTT connection began) go first; the backlog
+(stored before it, or before a restart) is replayed marked ``historical`` at ``replay_rate``
+readings per second in the room the live data leaves in the in-flight window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from canalflow import __version__
+from canalflow.clock import SimClock
+from canalflow.contract import (
+    GatewayStatus,
+    Reading,
+    cmd_result_topic,
+    cmd_topic,
+    readings_topic,
+    status_topic,
+)
+from edge.buffer import Buffer, Row
+from edge.config import EdgeConfig, EndpointSpec, edge_config_from_district
+from edge.metrics import EdgeMetrics
+from edge.modbus import ModbusLink
+from edge.mqtt import MqttLink
+from edge.poller import BusPoller, nap
+
+if TYPE_CHECKING:
+    from canalflow.district import District
+
+log = logging.getLogger("canalflow.edge.agent")
+T = TypeVar("T")
+
+
+class EdgeAgent:
+    """One agent for one gateway (one bus). ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        district: District | Path | str | None,
+        gateway_id: str | None = None,
+        *,
+        mqtt_url: str | None = None,
+        buffer_path: Path | str | None = None,
+        clock: SimClock | None = None,
+        endpoints: Path | str | EndpointSpec | None = None,
+        config: EdgeConfig | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
+        if config is None:
+            if district is None or gateway_id is None:
+                raise ValueError("give a district and a gateway id, or an EdgeConfig")
+            manifest = endpoints if isinstance(endpoints, str | Path) else None
+            config = edge_config_from_district(district, gateway_id, manifest=manifest)
+        if isinstance(endpoints, EndpointSpec):
+            config.endpoint = endpoints
+        if mqtt_url:
+            config.mqtt = config.mqtt.model_copy(update={"url": mqtt_url})
+        if metrics_port is not None:
+            config.metrics_port = metrics_port
+        self.config = config
+        self.clock = clock or SimClock.real()
+        path = buffer_path or config.buffer.path or f"edge-{config.district_id}-{config.gateway}.db"
+        self.buffer_path = Path(path)
+        self.metrics = EdgeMetrics(config.gateway)
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edge-buffer")
+        self._pending: list[tuple[str, int, str]] = []
+        self._inflight: dict[int, tuple[list[int], float]] = {}  # mid -> (row ids, published at)
+        self._inflight_ids: set[int] = set()
+        self._acked: list[int] = []
+        self._connected_epoch = 0
+        self._boundary: int | None = None
+        self._live_after = 0
+        self._backlog_after = 0
+        self._replay_tokens = 0.0
+        self._seq = 0
+        self._seq_end = 0
+        self._commands: set[asyncio.Future[None]] = set()
+        self._closing = False
+        self._flush_lock = asyncio.Lock()
+        self.published_readings = 0
+        self.readings_taken = 0
+        self.published_messages = 0
+        self.buffer: Buffer | None = None
+        self.pollers: list[BusPoller] = []
+        self._polling: list[asyncio.Task[None]] = []
+        self.reloader: Callable[[], EdgeConfig] | None = None  # set by whoever built the config from a file
+        self._health_index: dict[str, Any] = {}
+        self.link: MqttLink | None = None
+        self.metrics_port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    @property
+    def district_id(self) -> str:
+        return self.config.district_id
+
+    @property
+    def gateway(self) -> str:
+        return self.config.gateway
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish (safe from a signal handler in the loop's thread)."""
+        self._stop.set()
+        self._wake.set()
+        for poller in self.pollers:
+            poller.stop()
+
+    async def _in_db(self, func: Callable[..., T], *args: Any) -> T:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._db, func, *args)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        buf = self.config.buffer
+        self.buffer = await self._in_db(lambda: Buffer(self.buffer_path, max_rows=buf.max_rows,
+                                                       max_age_s=buf.max_age_h * 3600, when_full=buf.when_full,
+                                                       synchronous=buf.synchronous, exclusive=True))
+        log.info("gateway %s: %d meters on %s, buffer %s holds %d readings", self.gateway, len(self.config.points),
+                 self.config.endpoint.target(), self.buffer_path, self.buffer.depth)
+        self.pollers = self._make_pollers()
+        self._health_index = {point: h for p in self.pollers for point, h in p.health.items()}
+        self.link = self._make_link()
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics_port)
+        self.link.start()
+        self._polling = [asyncio.create_task(p.run()) for p in self.pollers]
+        tasks = [asyncio.create_task(c) for c in (self._store_loop(), self._publish_loop(), self._status_loop())]
+        try:
+            await self._stop.wait()
+        finally:
+            for poller in self.pollers:
+                poller.stop()
+            await self._finish(tasks)
+
+    async def _stop_polling(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
+        if self._polling:
+            await asyncio.wait(self._polling, timeout=self.config.poll.timeout_s * 3 + 1)
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the configuration (``reloader``) and restart polling with it; MQTT and buffer stay."""
+        if self.reloader is None:
+            raise ValueError("this agent was not started from a file it can re-read")
+        config = self.reloader()
+        if (config.district_id, config.gateway) != (self.district_id, self.gateway):
+            raise ValueError(f"the new config is for {config.district_id}/{config.gateway}, not "
+                             f"{self.district_id}/{self.gateway}: restart the agent to change gateway")
+        await self._stop_polling()
+        config.mqtt, config.buffer = self.config.mqtt, self.config.buffer  # a reconnect is a restart
+        self.config = config
+        self.pollers = self._make_pollers()
+        self._health_index = {point: h for p in self.pollers for point, h in p.health.items()}
+        self._polling = [asyncio.create_task(p.run()) for p in self.pollers]
+        log.info("configuration reloaded: %d meters on %d bus(es)", len(config.points), len(self.pollers))
+        return {"meters": len(config.points), "buses": len(self.pollers)}
+
+    async def _finish(self, tasks: list[asyncio.Task[None]]) -> None:
+        polling = self._polling
+        await self._stop_polling()
+        await self._flush_pending()
+        # while connected, give the publish loop a moment to drain (the rest waits for the next start)
+        self._wake.set()
+        deadline = time.monotonic() + 2.0
+        while self.link is not None and self.link.connected and time.monotonic() < deadline:
+            if self.buffer is not None and self.buffer.depth == 0 and not self._inflight:
+                break
+            await asyncio.sleep(0.02)
+        self._closing = True
+        tasks[-1].cancel()  # the status loop only sleeps; the others see _closing
+        await asyncio.gather(*polling, *tasks, return_exceptions=True)
+        await self._apply_acks()
+        if self.link is not None:
+            if self.link.connected:
+                info = self.link.client.publish(status_topic(self.district_id, self.gateway),
+                                                self._status("offline"), qos=1, retain=True)
+                with contextlib.suppress(Exception):
+                    info.wait_for_publish(1.0)
+            self.link.stop()
+        self.metrics.close()
+        if self.buffer is not None:
+            await self._in_db(self.buffer.close)
+        self._db.shutdown(wait=True)
+        log.info("gateway %s stopped: %d readings taken, %d published, %d left in the buffer", self.gateway,
+                 self.readings_taken, self.published_readings, self.buffer.depth if self.buffer else 0)
+
+    def _make_pollers(self) -> list[BusPoller]:
+        """One poller per bus: the gateway's endpoint, plus any point-level endpoint (own TCP meter)."""
+        buses: dict[str, tuple[EndpointSpec, list[Any]]] = {}
+        for plan in self.config.points:
+            ep = plan.endpoint or self.config.endpoint
+            buses.setdefault(ep.target(), (ep, []))[1].append(plan)
+        pollers = []
+        for target, (ep, plans) in buses.items():
+            link = ModbusLink(target, baud=ep.baud, parity=ep.parity, stopbits=ep.stopbits,
+                              pause_after_connect_s=self.config.poll.pause_after_connect_s)
+            pollers.append(BusPoller(target, link, plans, clock=self.clock, options=self.config.poll,
+                                     quality=self.config.quality, on_reading=self._on_reading))
+        return pollers
+
+    def poller_of(self, point: str) -> BusPoller:
+        for poller in self.pollers:
+            if point in poller.plans:
+                return poller
+        raise KeyError(f"no point {point!r} on gateway {self.gateway} (points: {', '.join(self.config.point_ids)})")
+
+    @property
+    def polls(self) -> int:
+        return sum(p.polls for p in self.pollers)
+
+    def _make_link(self) -> MqttLink:
+        opts = self.config.mqtt
+        assert self._loop is not None
+        return MqttLink(
+            opts.target(), opts.client_id or f"canalflow-edge-{self.district_id}-{self.gateway}", loop=self._loop,
+            will=(status_topic(self.district_id, self.gateway), self._status("offline")),
+            subscribe=[cmd_topic(self.district_id, self.gateway)], on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect, on_ack=self._on_ack, on_message=self._on_message,
+            max_inflight=self.config.publish.max_inflight,
+        )
+
+    # ---- readings into the buffer -------------------------------------------------------------
+    def _on_reading(self, point: str, reading: Reading) -> None:
+        self.metrics.reading(point, reading)
+        health = self._health_index.get(point)
+        if health is not None and health.rtt_ms is not None:
+            self.metrics.roundtrip(point, health.rtt_ms / 1000)
+        self.readings_taken += 1
+        self._pending.append((point, reading.ts, reading.model_dump_json(exclude_none=True)))
+
+    async def _flush_pending(self) -> bool:
+        async with self._flush_lock:  # so a caller knows the rows handed over so far are stored
+            if self._pending and self.buffer is not None:
+                rows, self._pending = self._pending, []
+                await self._in_db(self.buffer.add, rows)
+                return True
+            return False
+
+    async def _store_loop(self) -> None:
+        expire_at = time.monotonic() + 60
+        while not self._closing:
+            if await self._flush_pending():
+                self._wake.set()  # one publish round per batch of stored readings, not per reading
+            if self.buffer is not None:
+                self.metrics.buffer(self.buffer.depth, self.buffer.dropped)
+                self.metrics.lateness(sum(p.late for p in self.pollers),
+                                      sum(p.link.stats.requests for p in self.pollers),
+                                      max((p.max_lag_s for p in self.pollers), default=0.0))
+            if time.monotonic() > expire_at and self.buffer is not None:
+                await self._in_db(self.buffer.expire)
+                expire_at = time.monotonic() + 60
+            await asyncio.sleep(0.02)
+
+    # ---- MQTT events (in the loop's thread) -----------------------------------------------------
+    def _on_connect(self) -> None:
+        self._connected_epoch += 1
+        self._boundary = None  # set by the publish loop: everything stored so far is backlog
+        log.info("connected to %s", self.link.target.redacted_url if self.link else "?")
+        assert self.link is not None
+        self.link.publish(status_topic(self.district_id, self.gateway), self._status("online"), retain=True)
+        self._wake.set()
+
+    def _on_disconnect(self) -> None:
+        if self._closing:
+            return
+        log.warning("lost the broker %s; buffering (%d readings in the buffer)",
+                    self.link.target.redacted_url if self.link else "?",
+                    self.buffer.depth if self.buffer else 0)
+
+    def _take_acks(self) -> None:
+        """PUBACKs collected by the paho thread (drained here, not one loop wake-up per ack)."""
+        assert self.link is not None
+        full = self._room() <= 0
+        acks = self.link.acks
+        while acks:
+            entry = self._inflight.pop(acks.popleft(), None)
+            if entry is None:
+                continue
+            ids, published = entry
+            self._acked.extend(ids)  # they stay in _inflight_ids until deleted, so no query re-sends them
+            self.metrics.acked(len(ids), time.monotonic() - published)
+        if full and self._room() > 0:
+            self._wake.set()
+
+    def _on_ack(self) -> None:
+        self._take_acks()
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        task = asyncio.ensure_future(self._command(payload))
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    # ---- publishing --------------------------------------------------------------------------
+    async def _apply_acks(self) -> None:
+        if self.link is not None:
+            self._take_acks()
+        if self._acked and self.buffer is not None:
+            ids, self._acked = self._acked, []
+            await self._in_db(self.buffer.acknowledge, ids)
+            self._inflight_ids.difference_update(ids)
+
+    async def _publish_loop(self) -> None:
+        last = time.monotonic()
+        while not self._closing:
+            await nap(self._wake, 0.05 if self._room() > 0 else 0.005)
+            self._wake.clear()
+            await self._apply_acks()
+            now = time.monotonic()
+            rate = self.config.publish.replay_rate
+            self._replay_tokens = min(self._replay_tokens + (now - last) * rate, max(rate, 1.0))
+            last = now
+            assert self.link is not None and self.buffer is not None
+            if not self.link.connected:
+                continue
+            if self._boundary is None:
+                self._boundary = await self._in_db(self.buffer.max_id)
+                self._live_after = self._boundary
+                self._backlog_after = 0
+            await self._publish_live()
+            await self._publish_backlog()
+
+    def _room(self) -> int:
+        return self.config.publish.max_inflight - len(self._inflight)
+
+    async def _publish_live(self) -> None:
+        assert self.buffer is not None
+        while self._room() > 0 and self.buffer.last_id > self._live_after:
+            rows = await self._in_db(self.buffer.rows_after, self._live_after, self._room())
+            if not rows:
+                return
+            self._live_after = rows[-1].id
+            await self._send(rows, historical=False, per_message=8)
+
+    async def _publish_backlog(self) -> None:
+        assert self.buffer is not None and self._boundary is not None
+        while self._room() > 0 and self._replay_tokens >= 1 and self._backlog_after < self._boundary:
+            limit = int(min(self._replay_tokens, self._room() * self.config.publish.max_batch))
+            rows = await self._in_db(self.buffer.rows_after, self._backlog_after, limit, self._boundary)
+            if not rows:
+                self._backlog_after = self._boundary
+                return
+            self._backlog_after = rows[-1].id
+            fresh = [r for r in rows if r.id not in self._inflight_ids]
+            self._replay_tokens -= len(fresh)
+            await self._send(fresh, historical=True, per_message=self.config.publish.max_batch)
+
+    async def _ensure_seq(self, n: int) -> None:
+        if self._seq + n > self._seq_end:
+            block = max(n, 10 * self.config.publish.max_inflight)
+            assert self.buffer is not None
+            self._seq = await self._in_db(self.buffer.reserve_seq, block)
+            self._seq_end = self._seq + block
+
+    async def _send(self, rows: list[Row], *, historical: bool, per_message: int) -> None:
+        by_point: dict[str, list[Row]] = defaultdict(list)
+        for row in rows:
+            by_point[row.point].append(row)
+        await self._ensure_seq(sum(-(-len(r) // per_message) for r in by_point.values()))
+        assert self.link is not None and self.buffer is not None
+        for point, point_rows in by_point.items():
+            for start in range(0, len(point_rows), per_message):
+                chunk = point_rows[start:start + per_message]
+                payload = self._payload(point, chunk, historical)
+                mid = self.link.publish(readings_topic(self.district_id, self.gateway, point), payload)
+                ids = [r.id for r in chunk]
+                self._inflight[mid] = (ids, time.monotonic())
+                self._inflight_ids.update(ids)
+                self.published_messages += 1
+                self.published_readings += len(chunk)
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq += 1
+        return seq
+
+    def _payload(self, point: str, rows: list[Row], historical: bool) -> bytes:
+        # The readings were validated (contract.Reading) when stored; splice their JSON as is.
+        assert self.buffer is not None
+        head = json.dumps({"v": 1, "district": self.district_id, "gateway": self.gateway, "point": point,
+                           "seq": self._next_seq(), "historical": historical,
+                           "sent_ms": self.clock.now_ms()})
+        body = ",".join(r.body for r in sorted(rows, key=lambda r: r.ts))
+        return f'{head[:-1]}, "readings": [{body}]}}'.encode()
+
+    # ---- status and commands ----------------------------------------------------------------------
+    def health(self) -> dict[str, dict[str, Any]]:
+        return {point: h.as_status() for point, h in self._health_index.items()}
+
+    def _status(self, state: str) -> bytes:
+        depth = self.buffer.depth if self.buffer else None
+        return GatewayStatus(
+            state=state, agent_version=__version__, ts=self.clock.now_ms(), meters=len(self.config.points),
+            buffer_depth=depth, buffer_dropped=self.buffer.dropped if self.buffer else None,
+            health=self.health() if state == "online" else {},
+        ).model_dump_json(exclude_none=True).encode()
+
+    async def _status_loop(self) -> None:
+        interval = self.config.publish.status_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            assert self.buffer is not None
+            self.metrics.buffer(self.buffer.depth, self.buffer.dropped)
+            log.info("polls %d (late %d), published %d readings in %d messages, buffer %d (dropped %d), "
+                     "in flight %d, %s", self.polls, sum(p.late for p in self.pollers), self.published_readings, self.published_messages, self.buffer.depth,
+                     self.buffer.dropped, len(self._inflight),
+                     "connected" if self.link and self.link.connected else "DISCONNECTED")
+            if self.link is not None and self.link.connected:
+                self.link.publish(status_topic(self.district_id, self.gateway), self._status("online"), retain=True)
+
+    async def _command(self, payload: bytes) -> None:
+        from edge.commands import run_command
+
+        result = await run_command(self, payload)
+        if self.link is not None:
+            self.link.publish(cmd_result_topic(self.district_id, self.gateway), json.dumps(result).encode())

@@ -1,0 +1,223 @@
+"""The durable store-and-forward buffer: a SQLite database in WAL mode.
+
+Every reading is committed here before it is published, and deleted only once the broker has
+acknowledged (QoS 1 PUBACK) the message that carried it, so a crash, a kill -9 or a power cut
+loses nothing that was read. The buffer is bounded by rows and by age; when full it applies its
+declared policy (``drop_oldest`` or ``drop_newest``), logs it and counts every dropped reading.
+
+The per-gateway message sequence is persisted in the same file in blocks (hi-lo), so it keeps
+increasing across restarts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("canalflow.edge.buffer")
+
+
+class BufferBusy(RuntimeError):
+    """Another process (a running agent) publishes from this buffer."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    point TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (point, ts)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+SEQ_BLOCK = 1000
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    point: str
+    ts: int
+    body: str  # the Reading as JSON
+    created: float
+
+
+class Buffer:
+    """Readings waiting for a broker acknowledgement."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_rows: int = 2_000_000,
+        max_age_s: float = 30 * 86400,
+        when_full: str = "drop_oldest",
+        synchronous: str = "FULL",
+        exclusive: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._take_lock() if exclusive else None
+        self.max_rows = max_rows
+        self.max_age_s = max_age_s
+        self.when_full = when_full
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.executescript(SCHEMA)
+        self.dropped = int(self._meta("dropped", "0"))
+        self.duplicates = 0
+        self._seq = int(self._meta("seq_hi", "0"))
+        self._depth = self._count()
+        self.last_id = self.max_id()  # highest row id stored (the publisher skips queries when nothing is new)
+
+    def _take_lock(self) -> Any:
+        """One publisher per buffer: the agent, or ``buffer replay`` while the agent is stopped."""
+        handle = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115 (held while open)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise BufferBusy(f"{self.path} is in use by {owner}: a running agent replays its own backlog; "
+                             "stop it first to replay or move the buffer by hand") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        return handle
+
+    # ---- meta ------------------------------------------------------------------------------
+    def _meta(self, key: str, default: str) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def reserve_seq(self, n: int = SEQ_BLOCK) -> int:
+        """Reserve ``n`` message sequence numbers on disk; return the first (numbers never repeat)."""
+        start = int(self._meta("seq_hi", "0"))
+        self._set_meta("seq_hi", str(start + n))
+        self._seq = start + n
+        return start
+
+    # ---- writing ---------------------------------------------------------------------------
+    def _count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def add(self, readings: Iterable[tuple[str, int, str]]) -> int:
+        """Store ``(point, ts, reading json)`` rows in one transaction; return how many were new."""
+        rows = list(readings)
+        if not rows:
+            return 0
+        room = self.max_rows - self._depth
+        if len(rows) > room and self.when_full == "drop_newest":
+            self._drop(len(rows) - max(room, 0), "newest (incoming)")
+            rows = rows[: max(room, 0)]
+        now = time.time()
+        self.db.execute("BEGIN")
+        before = self.db.total_changes
+        self.db.executemany(
+            "INSERT OR IGNORE INTO readings (point, ts, body, created) VALUES (?, ?, ?, ?)",
+            [(p, ts, body, now) for p, ts, body in rows],
+        )
+        added = self.db.total_changes - before
+        self.db.execute("COMMIT")
+        self.last_id = self.max_id()
+        self.duplicates += len(rows) - added
+        self._depth += added
+        if self._depth > self.max_rows:
+            self._delete_oldest(self._depth - self.max_rows, "oldest (buffer full)")
+        return added
+
+    def _drop(self, n: int, what: str) -> None:
+        if n <= 0:
+            return
+        self.dropped += n
+        self._set_meta("dropped", str(self.dropped))
+        log.warning("buffer %s: dropped %d %s reading(s) under policy %s (max_rows %d, max_age %.0f s); "
+                    "%d dropped in total", self.path, n, what, self.when_full, self.max_rows, self.max_age_s,
+                    self.dropped)
+
+    def _delete_oldest(self, n: int, what: str) -> None:
+        self.db.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)", (n,))
+        self._depth = self._count()
+        self._drop(n, what)
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop readings stored longer than max_age_s ago (counted and logged); return how many."""
+        cutoff = (now or time.time()) - self.max_age_s
+        cur = self.db.execute("DELETE FROM readings WHERE created < ?", (cutoff,))
+        if cur.rowcount:
+            self._depth -= cur.rowcount
+            self._drop(cur.rowcount, "expired")
+        return cur.rowcount
+
+    # ---- reading and acknowledging ----------------------------------------------------------
+    def max_id(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0])
+
+    def rows_after(self, after_id: int, limit: int, upto_id: int | None = None) -> list[Row]:
+        """Rows with ``after_id < id (<= upto_id)``, oldest first."""
+        if upto_id is None:
+            cur = self.db.execute("SELECT id, point, ts, body, created FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+                                  (after_id, limit))
+        else:
+            cur = self.db.execute("SELECT id, point, ts, body, created FROM readings WHERE id > ? AND id <= ? "
+                                  "ORDER BY id LIMIT ?", (after_id, upto_id, limit))
+        return [Row(*r) for r in cur.fetchall()]
+
+    def acknowledge(self, ids: Sequence[int]) -> None:
+        """Delete rows the broker acknowledged."""
+        if not ids:
+            return
+        self.db.execute("BEGIN")
+        before = self.db.total_changes
+        self.db.executemany("DELETE FROM readings WHERE id = ?", [(i,) for i in ids])
+        removed = self.db.total_changes - before  # fewer than ids if the full-buffer policy dropped some
+        self.db.execute("COMMIT")
+        self._depth = max(0, self._depth - removed)
+
+    # ---- technician views -------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        oldest = self.db.execute("SELECT MIN(ts), MAX(ts), MIN(created) FROM readings").fetchone()
+        per_point = self.db.execute("SELECT point, COUNT(*) FROM readings GROUP BY point ORDER BY point").fetchall()
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.exists())
+        return {
+            "path": str(self.path), "depth": self._count(), "dropped": self.dropped, "bytes": size,
+            "oldest_ts": oldest[0], "newest_ts": oldest[1],
+            "oldest_age_s": None if oldest[2] is None else round(time.time() - oldest[2], 1),
+            "max_rows": self.max_rows, "max_age_s": self.max_age_s, "when_full": self.when_full,
+            "next_seq": self._seq, "points": dict(per_point),
+        }
+
+    def export(self) -> Iterable[dict[str, object]]:
+        for row in self.db.execute("SELECT point, ts, body FROM readings ORDER BY id"):
+            yield {"point": row[0], "ts": row[1], "reading": json.loads(row[2])}
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,88 @@
+"""Prometheus metrics of one agent (``/metrics`` when ``metrics_port`` is set).
+
+Polls and readings by point and quality, errors by device and kind, Modbus round-trip, buffer
+depth and drops, publish latency (buffered -> broker PUBACK). A private registry per agent, so
+several agents (or tests) in one process do not collide.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from canalflow.contract import Reading
+
+log = logging.getLogger("canalflow.edge.metrics")
+
+
+class EdgeMetrics:
+    def __init__(self, gateway: str) -> None:
+        self.gateway = gateway
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.readings = Counter("canalflow_edge_readings", "Readings taken, by point and quality",
+                                ["gateway", "point", "quality"], registry=r)
+        self.errors = Counter("canalflow_edge_poll_errors", "Failed polls by point and flag",
+                              ["gateway", "point", "flag"], registry=r)
+        self.rtt = Gauge("canalflow_edge_roundtrip_seconds", "Last Modbus round-trip per request",
+                         ["gateway", "point"], registry=r)
+        self.depth = Gauge("canalflow_edge_buffer_depth", "Readings waiting for a broker ack", ["gateway"], registry=r)
+        self.dropped = Gauge("canalflow_edge_buffer_dropped", "Readings dropped by the buffer policy",
+                             ["gateway"], registry=r)
+        self.late = Gauge("canalflow_edge_polls_late", "Polls started more than one interval late (bus overloaded)",
+                          ["gateway"], registry=r)
+        self.lag = Gauge("canalflow_edge_poll_max_lag_seconds", "Largest delay of a poll after its due time",
+                         ["gateway"], registry=r)
+        self.requests = Gauge("canalflow_edge_modbus_requests", "Modbus requests sent since start", ["gateway"],
+                              registry=r)
+        self.published = Counter("canalflow_edge_published_readings", "Readings acknowledged by the broker",
+                                 ["gateway"], registry=r)
+        self.latency = Histogram("canalflow_edge_publish_latency_seconds", "Publish to PUBACK",
+                                 ["gateway"], registry=r, buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300))
+        self._server: Any = None
+        # labelled children looked up once per point: labels() costs more than the increment
+        self._reading_children: dict[tuple[str, str], Any] = {}
+        self._rtt_children: dict[str, Any] = {}
+
+    def reading(self, point: str, reading: Reading) -> None:
+        key = (point, reading.quality.value)
+        child = self._reading_children.get(key)
+        if child is None:
+            child = self._reading_children[key] = self.readings.labels(self.gateway, *key)
+        child.inc()
+        if not reading.values:
+            for flag in reading.flags:
+                self.errors.labels(self.gateway, point, flag.value).inc()
+
+    def roundtrip(self, point: str, seconds: float) -> None:
+        child = self._rtt_children.get(point)
+        if child is None:
+            child = self._rtt_children[point] = self.rtt.labels(self.gateway, point)
+        child.set(seconds)
+
+    def acked(self, readings: int, latency_s: float) -> None:
+        self.published.labels(self.gateway).inc(readings)
+        self.latency.labels(self.gateway).observe(latency_s)
+
+    def lateness(self, late_polls: int, requests: int, max_lag_s: float) -> None:
+        self.late.labels(self.gateway).set(late_polls)
+        self.lag.labels(self.gateway).set(max_lag_s)
+        self.requests.labels(self.gateway).set(requests)
+
+    def buffer(self, depth: int, dropped: int) -> None:
+        self.depth.labels(self.gateway).set(depth)
+        self.dropped.labels(self.gateway).set(dropped)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        self._server = server
+        bound = int(server.server_address[1])
+        log.info("metrics on http://%s:%d/metrics", addr, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

@@ -1,0 +1,197 @@
+"""The technician CLI against simulated meters on a real socket, and the offline tools."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from edge_testkit import DEMO, BusThread, Collector, gateway_bus
+
+from canalflow.cli import main
+from canalflow.clock import SimClock
+from canalflow.contract import Reading
+from canalflow.district import load_district
+from canalflow.services import Mosquitto
+from edge.buffer import Buffer
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[BusThread, int]]:
+    bus = BusThread(gateway_bus(load_district(DEMO), "GW-B1"))
+    port = bus.start_tcp()
+    yield bus, port
+    bus.stop()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_action_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    actions = ["run", "scan", "read", "probe", "watch", "commission", "buffer", "rating", "buffer status",
+               "buffer export", "buffer replay", "rating parshall", "rating weir", "rating curve"]
+    for action in actions:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["edge", *action.split(), "--help"])
+        assert exit_info.value.code == 0
+        assert "canalflow edge" in capsys.readouterr().out.split("example:\n")[-1].split("examples:\n")[-1], action
+
+
+def test_probe_words_offline_every_type_and_order(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "edge", "probe", "--words", "0x806B,0x4212", "--json")
+    assert code == 0
+    decoded = json.loads(out)["decoded"]
+    assert decoded["float32"]["CDAB"] == pytest.approx(36.6254, rel=1e-5)  # low word first
+    assert set(decoded["uint32"]) == {"ABCD", "CDAB", "BADC", "DCBA"}
+    code, _, err = run(capsys, "edge", "probe", "--words", "0x1FFFF")
+    assert code == 1 and "16 bits" in err
+
+
+def test_probe_live_with_4xxxx_notation_and_plain_word_exceptions(
+    capsys: pytest.CaptureFixture[str], gateway: tuple[BusThread, int]
+) -> None:
+    _, port = gateway
+    # V01-IN (unit 11, em-pipe): flow float32 ABCD at wire address 2 = 40003 in 4xxxx notation
+    code, out, _ = run(capsys, "edge", "probe", "--host", f"127.0.0.1:{port}", "--unit", "11", "--address", "40003",
+                       "--count", "2", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert "wire address 2" in result["address"]
+    assert result["decoded"]["float32"]["ABCD"] == pytest.approx(0.05 * 3600, rel=1e-6)  # m3/h on the meter
+    code, _, err = run(capsys, "edge", "probe", "--host", f"127.0.0.1:{port}", "--unit", "11", "--address", "500")
+    assert code == 1 and "illegal data address" in err and "address - 1" in err
+    code, _, err = run(capsys, "edge", "probe", "--host", f"127.0.0.1:{port}", "--unit", "99", "--timeout", "0.2")
+    assert code == 1 and "unit 99" in err and "no answer" in err
+
+
+def test_scan_finds_and_identifies_the_meters(capsys: pytest.CaptureFixture[str], gateway: tuple[BusThread, int]) -> None:
+    _, port = gateway
+    code, out, _ = run(capsys, "edge", "scan", "--host", f"127.0.0.1:{port}", "--units", "1-4,10-15", "--json")
+    assert code == 0
+    found = {f["unit"]: f["model"] for f in json.loads(out)}
+    assert found == {1: "radar-parshall", 2: "radar-parshall", 3: "radar-parshall", 11: "em-pipe", 12: "em-pipe",
+                     13: "em-pipe", 14: "em-pipe"}
+    code, out, err = run(capsys, "edge", "scan", "--host", f"127.0.0.1:{port}", "--units", "11")
+    assert code == 0 and "em-pipe" in out and "scanning" in err  # table out, progress on stderr
+
+
+def test_read_one_meter_decoded_with_units(capsys: pytest.CaptureFixture[str], gateway: tuple[BusThread, int]) -> None:
+    _, port = gateway
+    code, out, _ = run(capsys, "edge", "read", "--host", f"127.0.0.1:{port}", "--unit", "11", "--profile", "em-pipe",
+                       "--json")
+    assert code == 0
+    regs = {r["name"]: r for r in json.loads(out)["registers"]}
+    assert regs["flow"]["value"] == pytest.approx(0.05) and regs["flow"]["unit"] == "m3/s"
+    assert regs["total"]["value"] == pytest.approx(1234.5)
+    code, _, err = run(capsys, "edge", "read", "--host", f"127.0.0.1:{port}", "--unit", "11", "--profile", "nope")
+    assert code == 1 and "unknown profile 'nope'" in err
+
+
+def test_rating_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "edge", "rating", "parshall", "--throat-mm", "610", "--ha-m", "0.35", "--hb-m", "0.3",
+                       "--json")
+    data = json.loads(out)
+    assert code == 0 and data["regime"] == "submerged" and data["flow_m3s"] == pytest.approx(1.428 * 0.35**1.55)
+    code, out, _ = run(capsys, "edge", "rating", "weir", "--width-m", "1", "--head-m", "0.2")
+    assert code == 0 and "free flow" in out
+    code, out, _ = run(capsys, "edge", "rating", "curve", "--district", str(DEMO), "--point", "L12-HEAD",
+                       "--level-m", "0.3", "--json")
+    assert code == 0 and json.loads(out)["method"] == "parshall-si-457mm"
+    code, out, _ = run(capsys, "edge", "rating", "curve", "--a", "2", "--h0", "0.1", "--b", "1.5", "--level-m", "0.5")
+    assert code == 0 and "0.50596" in out  # 2 * 0.4^1.5
+    code, _, err = run(capsys, "edge", "rating", "parshall", "--throat-mm", "100", "--ha-m", "0.3")
+    assert code == 1 and "throat" in err
+
+
+def test_buffer_status_export_and_replay(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                         make_mosquitto: object) -> None:
+    db = tmp_path / "edge.db"
+    clock = SimClock.starting_at(1_772_323_200_000)
+    with Buffer(db) as buffer:
+        buffer.add((p, clock.sim_start_ms + i * 60_000, Reading(ts=clock.sim_start_ms + i * 60_000,
+                    values={"flow": 0.1 * i}).model_dump_json()) for p in ("A", "B") for i in range(50))
+    code, out, _ = run(capsys, "edge", "buffer", "status", "--buffer", str(db), "--json")
+    assert code == 0 and json.loads(out)["depth"] == 100 and json.loads(out)["points"] == {"A": 50, "B": 50}
+    code, out, _ = run(capsys, "edge", "buffer", "export", "--buffer", str(db))
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 100 and lines[0]["reading"]["values"] == {"flow": 0.0}
+    broker: Mosquitto = make_mosquitto()  # type: ignore[operator]
+    with Buffer(db, exclusive=True):  # an agent running on this buffer
+        code, _, err = run(capsys, "edge", "buffer", "replay", "--buffer", str(db), "--mqtt", broker.url,
+                           "--district", "demo", "--gateway", "GW-B1")
+        assert code == 1 and "in use by pid" in err
+    collector = Collector(broker.url, ["canalflow/v1/demo/+/+/readings"])
+    code, out, _ = run(capsys, "edge", "buffer", "replay", "--buffer", str(db), "--mqtt", broker.url,
+                       "--district", "demo", "--gateway", "GW-B1")
+    assert code == 0 and "replayed 100" in out
+    assert collector.wait_for(lambda: len(collector.readings()) == 100, 10)
+    collector.close()
+    assert all(b.historical for b in collector.batches)
+    assert Buffer(db).depth == 0
+    code, _, err = run(capsys, "edge", "buffer", "status", "--buffer", str(tmp_path / "missing.db"))
+    assert code == 1 and "no buffer file" in err
+
+
+def test_commission_adds_a_point_that_answered_and_validates_the_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, gateway: tuple[BusThread, int]
+) -> None:
+    bus, port = gateway
+    from canalflow.profiles import load_profiles
+    from edge.simdevice import meter_from_profile
+
+    bus.call(lambda: bus.bus.add(meter_from_profile(21, load_profiles()["em-pipe"], {"flow": 0.07, "battery": 3.6})))
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({"district": str(DEMO), "gateway": "GW-B1",
+                                      "endpoint": {"host": "127.0.0.1", "port": port}}))
+    code, out, _ = run(capsys, "edge", "commission", "--config", str(config), "--point", "V13-IN", "--unit", "21",
+                       "--profile", "em-pipe")
+    assert code == 0 and "added" in out
+    assert yaml.safe_load(config.read_text())["points"][0]["id"] == "V13-IN"
+    code, out, _ = run(capsys, "edge", "run", "--config", str(config), "--check")
+    assert code == 0 and "V13-IN" in out and "8 meters" in out
+    code, _, err = run(capsys, "edge", "commission", "--config", str(config), "--point", "V14-IN", "--unit", "1",
+                       "--profile", "em-pipe")  # unit 1 is a radar sensor
+    assert code == 1 and "signature" in err
+    assert len(yaml.safe_load(config.read_text())["points"]) == 1
+
+
+def test_config_errors_name_file_line_and_field(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"district: {DEMO}\ngateway: GW-B1\npublish:\n  replay_rat: 5\n")
+    code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
+    assert code == 1 and f"{config}:4: publish.replay_rat: unknown field" in err
+    code, _, err = run(capsys, "edge", "run", "--district", str(DEMO), "--gateway", "GW-X", "--check")
+    assert code == 1 and "no gateway 'GW-X'" in err
+
+
+def test_watch_shows_the_latest_reading_of_each_point(capsys: pytest.CaptureFixture[str], mosquitto: Mosquitto) -> None:
+    import threading
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from canalflow.contract import ReadingBatch, readings_topic
+
+    batch = ReadingBatch(district="demo", gateway="GW-B1", point="V01-IN", seq=1,
+                         readings=(Reading(ts=1_772_323_200_000, values={"flow": 0.05}),))
+
+    def publish_soon() -> None:
+        time.sleep(1.0)
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+        client.connect(mosquitto.host, mosquitto.port)
+        client.loop_start()
+        client.publish(readings_topic("demo", "GW-B1", "V01-IN"), batch.to_json(), qos=1).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+
+    thread = threading.Thread(target=publish_soon)
+    thread.start()
+    code, out, _ = run(capsys, "edge", "watch", "--mqtt", mosquitto.url, "--district", "demo", "--duration", "2.5")
+    thread.join()
+    assert code == 0
+    assert "V01-IN" in out and "0.05" in out and "good" in out
