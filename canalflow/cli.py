@@ -44,7 +44,9 @@ def _not_available(command: str, reason: str) -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that command's component is imported (the others stay
+    one-line entries), so `canalflow edge run` does not load billing, dashboards and the rest."""
     parser = argparse.ArgumentParser(
         prog="canalflow",
         description="Irrigation-district water metering: Modbus meters -> MQTT -> InfluxDB -> efficiency and bills.",
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"canalflow {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command, module_name, help_text in COMPONENTS:
+        if only is not None and command != only:
+            subparsers.add_parser(command, help=help_text)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -67,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    known = {command for command, _, _ in COMPONENTS}
+    parser = build_parser(args_list[0] if args_list and args_list[0] in known else None)
+    args = parser.parse_args(args_list)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -67,23 +67,31 @@ def make_locator(lines: dict[PathKey, int]) -> Locator:
 
 
 def load_yaml_text(text: str, file: Path) -> tuple[Any, Locator]:
-    """Parse YAML text; return the plain data and a locator for line numbers."""
-    loader = _Loader(text)
+    """Parse YAML text; return the plain data and a locator for line numbers.
+
+    The node tree that knows the lines is built only when a line is first asked for (that is,
+    when there is a problem to report): a valid 10,000-point district file loads without it.
+    """
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        data = yaml.load(text, Loader=_Loader)  # a safe loader: CSafeLoader or SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise YamlSyntaxError(file, line, f"{exc.problem or exc}") from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(file, None, str(exc)) from exc
-    finally:
-        loader.dispose()
-    lines: dict[PathKey, int] = {}
-    if node is not None:
-        _walk(node, (), lines)
-    return data, make_locator(lines)
+    lines: dict[PathKey, int] | None = None
+
+    def locate(path: Sequence[str | int]) -> int | None:
+        nonlocal lines
+        if lines is None:
+            lines = {}
+            node = yaml.compose(text, Loader=_Loader)
+            if node is not None:
+                _walk(node, (), lines)
+        return make_locator(lines)(path)
+
+    return data, locate
 
 
 def load_yaml_with_lines(path: Path | str) -> tuple[Any, Locator]:
