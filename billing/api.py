@@ -10,18 +10,21 @@ carry one role:
 
 Lists are paginated with ``offset`` and ``limit`` (≤ 500) and answer ``{items, offset, limit, total}``.
 Errors are JSON ``{"detail": ...}``: 401 no/unknown token, 403 role too low, 404 unknown id,
-409 lifecycle conflict, 422 invalid input.
+409 lifecycle conflict (an issued run is final, and no other run may bill its window), 413 body
+over 1 MB, 422 invalid input (field and problem, without echoing the input), 503 InfluxDB down.
 """
 
 
 # No `from __future__ import annotations` here: FastAPI must resolve the closures in route signatures.
 import datetime as dt
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -40,6 +43,7 @@ MAX_BODY_BYTES = 1_000_000  # the largest legitimate body (an edit or adjustment
 # Date-times outside this range are typos or probes; beyond year 1..9999 they cannot even be converted.
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+MAX_WINDOW = dt.timedelta(days=366)  # a season or a year; a longer window is a probe that would keep the server reading for long
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,14 @@ def load_tokens(path: Path) -> dict[str, Principal]:
     return tokens
 
 
+def check_window(start: dt.datetime, end: dt.datetime) -> None:
+    """Raise ValueError unless ``start < end`` and the window spans at most MAX_WINDOW."""
+    if end <= start:
+        raise ValueError("to must be after from")
+    if end - start > MAX_WINDOW:
+        raise ValueError(f"the window from {start.isoformat()} to {end.isoformat()} is longer than {MAX_WINDOW.days} days; bill a season or a year at a time")
+
+
 def check_datetimes(*values: dt.datetime | None) -> None:
     """Raise ValueError unless every given date-time has a time zone and lies in [EARLIEST, LATEST)."""
     for value in values:
@@ -86,7 +98,7 @@ def check_datetimes(*values: dt.datetime | None) -> None:
 class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    season: str | None = Field(default=None, description="season id from the district file")
+    season: str | None = Field(default=None, max_length=64, description="season id from the district file")
     start: dt.datetime | None = Field(default=None, alias="from", description="window start (ISO, with time zone)")
     end: dt.datetime | None = Field(default=None, alias="to", description="window end (ISO, with time zone)")
     as_of: dt.datetime | None = None
@@ -99,8 +111,8 @@ class RunRequest(BaseModel):
         if not self.season and not (self.start and self.end):
             raise ValueError("a window needs both from and to")
         check_datetimes(self.start, self.end, self.as_of)
-        if self.start and self.end and self.end <= self.start:
-            raise ValueError("to must be after from")
+        if self.start and self.end:
+            check_window(self.start, self.end)
         return self
 
 
@@ -114,7 +126,7 @@ class AdjustmentRequest(BaseModel):
 class EditRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    point: str
+    point: str = Field(max_length=64)
     start: dt.datetime = Field(alias="from")
     end: dt.datetime = Field(alias="to")
     volume_m3: float = Field(ge=0, allow_inf_nan=False)
@@ -298,6 +310,8 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @app.get("/units/{unit_id}/water-use", tags=["ledger"])
     def water_use(unit_id: str, _: Viewer, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
+        if config.district_path is not None and unit_id not in district().units:
+            raise HTTPException(404, f"no billing unit {unit_id!r} in district {district().id}")
         entries = ledger.water_use(unit_id)
         return page(entries[offset:offset + limit], offset, limit, len(entries))
 
@@ -307,10 +321,9 @@ def create_app(config: ApiConfig) -> FastAPI:
 
         try:
             check_datetimes(start, end)
+            check_window(start, end)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        if end <= start:
-            raise HTTPException(422, "to must be after from")
         d = district()
         t0, t1 = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
         from billing.run import season_window
@@ -393,7 +406,26 @@ def serve(config: ApiConfig, host: str, port: int) -> None:
     # let those be no-ops so a requested stop ends the command normally instead of killing it.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+    server_config = uvicorn.Config(create_app(config), host=host, port=port, log_level="info")  # configures uvicorn's loggers
+    logging.getLogger("uvicorn.access").addFilter(redact_query_in_access_log)
+    uvicorn.Server(server_config).run()
+
+
+LOGGED_QUERY_PARAMS = frozenset({"offset", "limit", "from", "to"})
+
+
+def redact_query_in_access_log(record: logging.LogRecord) -> bool:
+    """Show only the API's own query parameters in uvicorn's access log; anything else becomes ``***``.
+
+    The API takes no secret in a URL, but a client that puts its token there (``?access_token=...``)
+    must not get it written to the log.
+    """
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+        path, _, query = args[2].partition("?")
+        shown = [(k, v if k in LOGGED_QUERY_PARAMS else "***") for k, v in parse_qsl(query, keep_blank_values=True)]
+        record.args = (*args[:2], f"{path}?{urlencode(shown, safe=':+*')}" if shown else f"{path}?***", *args[3:])
+    return True
 
 
 __all__ = ["ApiConfig", "Ledger", "create_app", "load_tokens", "serve"]

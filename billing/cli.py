@@ -218,7 +218,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     if args.district is not None and load_or_report(args.district) is None:
         return 1
-    print(f"billing API on http://{args.host}:{args.port} (ledger {args.ledger}, {len(tokens)} token(s))", file=sys.stderr)
+    from sqlalchemy.engine import make_url
+
+    ledger = make_url(args.ledger).render_as_string(hide_password=True)
+    print(f"billing API on http://{args.host}:{args.port} (ledger {ledger}, {len(tokens)} token(s))", file=sys.stderr)
     serve(ApiConfig(args.ledger, tokens, args.district, args.influx, args.db, args.token), args.host, args.port)
     return 0
 

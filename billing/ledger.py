@@ -150,6 +150,7 @@ class Ledger:
             existing = s.get(RunRow, run.run_id)
             if existing is not None:
                 return "unchanged"
+            self._refuse_rebilling(s, run.district_id, run.t0_ms, run.t1_ms, run.run_id)
             s.add(RunRow(
                 id=run.run_id, district_id=run.district_id, district_sha256=run.district_sha256,
                 season_id=run.season_id, tariff_id=run.tariff_id, tariff_version=run.tariff_version,
@@ -187,7 +188,7 @@ class Ledger:
             return row
 
     def _by_prefix(self, s: Session, prefix: str) -> RunRow:
-        rows = s.scalars(select(RunRow).where(RunRow.id.like(f"{prefix}%"))).all()
+        rows = s.scalars(select(RunRow).where(RunRow.id.startswith(prefix, autoescape=True))).all()
         if len(rows) != 1:
             raise LedgerError(f"no billing run {prefix!r} in the ledger" if not rows else f"run id prefix {prefix!r} is ambiguous; give more characters")
         return rows[0]
@@ -214,12 +215,24 @@ class Ledger:
             expected = NEXT_STATUS.get(row.status)
             if to_status != expected:
                 raise LedgerError(f"run {row.id[:12]} is {row.status}; it can only become {expected or 'nothing (issued is final)'}; corrections go in adjustments")
+            self._refuse_rebilling(s, row.district_id, row.t0_ms, row.t1_ms, row.id)
             if to_status == "approved" and any(b.blocked for b in row.bills):
                 blocked = ", ".join(b.unit_id for b in row.bills if b.blocked)
                 raise LedgerError(f"run {row.id[:12]} has blocked bills ({blocked}): fix the data gaps (VEE) and rerun before approving")
             row.status = to_status
             s.add(EventRow(run_id=row.id, action=to_status, user=user, at=_now(), note=note))
             return to_status
+
+    @staticmethod
+    def _refuse_rebilling(s: Session, district_id: str, t0_ms: int, t1_ms: int, run_id: str) -> None:
+        """An issued run's window is billed for good: another run over any of it would bill the water twice."""
+        clash = s.scalars(select(RunRow).where(
+            RunRow.district_id == district_id, RunRow.status == "issued", RunRow.id != run_id,
+            RunRow.t0_ms < t1_ms, t0_ms < RunRow.t1_ms,
+        ).limit(1)).first()
+        if clash is not None:
+            raise LedgerError(f"run {clash.id[:12]} is issued and already bills part of this window ({clash.t0_ms}..{clash.t1_ms} ms): "
+                              "an issued run is never billed again; record corrections as adjustments on its bills")
 
     def events(self, run_id: str) -> list[EventRow]:
         with self.session() as s:

@@ -69,10 +69,15 @@ def test_metrics_endpoint_stats_rows_and_periodic_rollup(mqtt_url: str, influx: 
     publish(mqtt_url, "--district", str(DEMO), "--points", "V01-IN,V02-IN", "--messages", "3", "--readings", "49",
             "--start-ms", str(DAY1), "--step-ms", "600000")
     wait_for_rows(influx, 2 * 147, ingest=ingest)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    written = 'canalflow_ingest_messages_total{result="written"} 6.0'
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline and written not in text:  # counted after the ack, just after the rows
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        time.sleep(0.2)
     assert "canalflow_ingest_readings_total 294.0" in text
-    assert 'canalflow_ingest_messages_total{result="written"} 6.0' in text
+    assert written in text
     assert "canalflow_ingest_write_seconds_bucket" in text
 
     deadline = time.monotonic() + 30
