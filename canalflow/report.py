@@ -65,7 +65,7 @@ def efficiency_lines(efficiency: dict[str, Any], true_eta: float | None) -> list
         target = "" if fig.get("target") is None else f"{fig['target']:.2f}"
         lines.append(f"| canal system ({name}) | {value} | {fig['method']} | {target} | {fig['coverage']:.0%} |")
     if true_eta is not None:
-        lines.append(f"| canal system, simulator ground truth | {true_eta:.3f} | delivered / diverted | | |")
+        lines.append(f"| canal system, simulator ground truth | {true_eta:.3f} | delivered_over_diverted (truth) | | |")
     for level, fig in efficiency.get("levels", {}).items():
         value = "incomplete" if fig["value"] is None else f"{fig['value']:.3f}"
         lines.append(f"| {level} canals | {value} | {fig['method']} | | {fig['coverage']:.0%} |")
