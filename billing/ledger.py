@@ -174,7 +174,9 @@ class Ledger:
                 s.execute(insert(LineRow), lines)
             for adj_id in run.adjustment_ids:
                 adj = s.get(AdjustmentRow, adj_id)
-                if adj is not None and adj.applied_run_id is None:
+                # A draft that carried the adjustment is superseded by this run (a rerun): the newest
+                # run carries it, and only that run may be approved with it.
+                if adj is not None and (adj.applied_run_id is None or self._is_draft(s, adj.applied_run_id)):
                     adj.applied_run_id = run.run_id
             s.add(EventRow(run_id=run.run_id, action="created", user=user, at=_now(), note=""))
             return "created"
@@ -216,12 +218,28 @@ class Ledger:
             if to_status != expected:
                 raise LedgerError(f"run {row.id[:12]} is {row.status}; it can only become {expected or 'nothing (issued is final)'}; corrections go in adjustments")
             self._refuse_rebilling(s, row.district_id, row.t0_ms, row.t1_ms, row.id)
+            if to_status == "approved":
+                self._refuse_superseded_adjustments(s, row)
             if to_status == "approved" and any(b.blocked for b in row.bills):
                 blocked = ", ".join(b.unit_id for b in row.bills if b.blocked)
                 raise LedgerError(f"run {row.id[:12]} has blocked bills ({blocked}): fix the data gaps (VEE) and rerun before approving")
             row.status = to_status
             s.add(EventRow(run_id=row.id, action=to_status, user=user, at=_now(), note=note))
             return to_status
+
+    @staticmethod
+    def _is_draft(s: Session, run_id: str) -> bool:
+        run = s.get(RunRow, run_id)
+        return run is not None and run.status == "draft"
+
+    @staticmethod
+    def _refuse_superseded_adjustments(s: Session, row: RunRow) -> None:
+        """A run whose adjustments a newer run now carries would apply them twice if both were issued."""
+        for adj_id in json.loads(row.manifest).get("adjustments", []):
+            adj = s.get(AdjustmentRow, adj_id)
+            if adj is not None and adj.applied_run_id not in (None, row.id):
+                raise LedgerError(f"adjustment #{adj_id} is carried by the newer run {adj.applied_run_id[:12]}: "
+                                  f"approve that run instead of {row.id[:12]}")
 
     @staticmethod
     def _refuse_rebilling(s: Session, district_id: str, t0_ms: int, t1_ms: int, run_id: str) -> None:
@@ -300,7 +318,12 @@ class Ledger:
             rows = s.scalars(
                 select(AdjustmentRow).join(BillRow, BillRow.id == AdjustmentRow.corrects_bill_id)
                 .join(RunRow, RunRow.id == BillRow.run_id)
-                .where(AdjustmentRow.applied_run_id.is_(None), RunRow.district_id == district_id)
+                .where(
+                    AdjustmentRow.applied_run_id.is_(None) | AdjustmentRow.applied_run_id.in_(
+                        select(RunRow.id).where(RunRow.status == "draft")
+                    ),
+                    RunRow.district_id == district_id,
+                )
                 .order_by(AdjustmentRow.id)
             ).all()
             for r in rows:

@@ -122,13 +122,16 @@ def test_lifecycle_and_adjustment_on_next_run(metered, demo, tmp_path):
     ledger.advance(first.run_id, "issued", "manager")
     with pytest.raises(LedgerError, match="issued is final"):
         ledger.advance(first.run_id, "approved", "clerk")
-    ledger.add_adjustment(first.bill_of("V01").bill_id, Decimal("-5.00"), "meter over-read in March", "clerk")
+    adj_id = ledger.add_adjustment(first.bill_of("V01").bill_id, Decimal("-5.00"), "meter over-read in March", "clerk")
     second = run_billing(demo, metered, T1, T1 + HOUR, ledger_url=ledger_url, as_of_ms=T1 + 2 * HOUR)
     adj = [line for line in second.bill_of("V01").lines if line.kind == "adjustment"]
     assert len(adj) == 1 and adj[0].amount == Decimal("-5.00")
     assert ledger.bill(first.bill_of("V01").bill_id)["total"] == str(first.bill_of("V01").total)  # issued bill unchanged
     assert [e.action for e in ledger.events(first.run_id)] == ["created", "approved", "issued", "adjustment"]
     assert [w["bill_id"] for w in ledger.water_use("V01")] == [first.bill_of("V01").bill_id]
+    # carried by a draft, the adjustment stays pending (a rerun of the draft carries it again) until approved
+    assert [a.id for a in ledger.pending_adjustments(demo.id)] == [adj_id]
+    ledger.advance(second.run_id, "approved", "clerk")
     assert ledger.pending_adjustments(demo.id) == []
     # the first run's bills are issued and unpaid: the second run knows (and refuses subsidies to) their units
     assert "V01" in second.unpaid_units and "V01" in second.manifest()["unpaid_units"]
@@ -215,3 +218,20 @@ def test_efficiency_from_daily_rollups(influx, demo):
     assert report.canals["L11"].value is None and "no inflow" in report.canals["L11"].note
     with pytest.raises(ValueError, match="needs raw readings"):
         efficiency_from_influx(demo, influx, t0, t0 + DAY_MS, source="rollups", travel_time=True)
+
+
+def test_a_draft_superseded_by_a_newer_run_carrying_its_adjustment_cannot_be_approved(metered, demo, tmp_path):
+    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
+    ledger = open_ledger(ledger_url)
+    first = run_billing(demo, metered, T0, T0 + 3 * HOUR, ledger_url=ledger_url, as_of_ms=T1 + HOUR)
+    ledger.advance(first.run_id, "approved", "clerk")
+    ledger.advance(first.run_id, "issued", "manager")
+    ledger.add_adjustment(first.bill_of("V01").bill_id, Decimal("-5.00"), "meter over-read", "clerk")
+    older = run_billing(demo, metered, T0 + 3 * HOUR, T0 + 4 * HOUR, ledger_url=ledger_url, as_of_ms=T1 + HOUR)
+    newer = run_billing(demo, metered, T0 + 3 * HOUR, T0 + 5 * HOUR, ledger_url=ledger_url, as_of_ms=T1 + HOUR)
+    for run in (older, newer):
+        assert [line.amount for line in run.bill_of("V01").lines if line.kind == "adjustment"] == [Decimal("-5.00")]
+    with pytest.raises(LedgerError, match="carried by the newer run"):
+        ledger.advance(older.run_id, "approved", "clerk")
+    ledger.advance(newer.run_id, "approved", "clerk")
+    assert ledger.pending_adjustments(demo.id) == []
