@@ -81,6 +81,7 @@ class Flag(StrEnum):
     device_alarm = "device_alarm"
     low_battery = "low_battery"
     clock_drift = "clock_drift"
+    low_signal = "low_signal"  # the sensor's signal degraded (fouling, silt, coating): clean it
 
 
 # ---------------------------------------------------------------------------------------------

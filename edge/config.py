@@ -41,6 +41,11 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
 }
 # largest plausible change per simulated second (m3/s per s, m per s, ...)
 DEFAULT_MAX_RATE: dict[str, float] = {"flow": 2.0, "level": 0.05, "downstream_level": 0.05, "velocity": 0.2}
+# status bits (names in the meter profiles) that mean the sensor's signal is weak: flagged low_signal
+DEFAULT_SIGNAL_BITS: tuple[str, ...] = (
+    "no_signal", "low_signal", "poor_signal", "echo_lost", "downstream_echo_lost", "silt_on_sensor",
+    "electrode_coating",
+)
 
 
 class ConfigError(ValueError):
@@ -69,6 +74,12 @@ class QualityOptions(_Strict):
     max_rate_per_s: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MAX_RATE))
     stuck_polls: int = Field(default=30, ge=2, description="identical non-zero values in a row flagged stuck")
     max_future_s: float = Field(default=300.0, gt=0, description="readings further ahead than this are flagged")
+    max_clock_drift_s: float = Field(default=300.0, gt=0, description="a meter clock (register device_time) "
+                                     "further than this from the edge clock flags clock_drift")
+    min_signal_quality: float = Field(default=60.0, ge=0, le=100, description="signal quality (%) below this "
+                                      "flags low_signal")
+    signal_bits: list[str] = Field(default_factory=lambda: list(DEFAULT_SIGNAL_BITS),
+                                   description="status bits flagged low_signal instead of device_alarm")
 
     @field_validator("limits", "max_rate_per_s", mode="after")
     @classmethod

@@ -29,6 +29,9 @@ from edge.quality import QualityChecker
 
 log = logging.getLogger("canalflow.edge.poller")
 
+CLOCK_REGISTER = "device_time"  # a profile's real-time clock: uint32 UTC epoch seconds
+_CLOCK_READ_AT = "@clock_read_at_ms"  # key in the raw values: (sent, answered) edge ms of the clock's read
+
 
 @dataclass
 class DeviceHealth:
@@ -216,8 +219,9 @@ class BusPoller:
         health.breaker_open_until = 0.0
         health.rtt_ms = rtt * 1000
         values, alarms, rollover = self._to_quantities(plan, raw)
+        device_clock = (float(raw[CLOCK_REGISTER]), *raw[_CLOCK_READ_AT]) if _CLOCK_READ_AT in raw else None
         verdict = self.checker.check(plan.point, ts, values, now_ms=self.clock.now_ms(),
-                                     rollover=rollover, alarms=alarms)
+                                     rollover=rollover, alarms=alarms, device_clock=device_clock)
         self._rate(plan, ts, verdict)
         if verdict.quality is not Quality.bad:
             health.good += 1
@@ -252,9 +256,13 @@ class BusPoller:
         requests = 0
         for group in groups:
             for block in self._plan(plan.profile, group, health.read_mode):
+                sent_ms = self.clock.now_ms()
                 words = await self._request(plan, health, block, retries)
                 requests += 1
-                raw.update(block.decode(words))
+                decoded = block.decode(words)
+                if CLOCK_REGISTER in decoded:  # the meter read its clock somewhere in this round trip
+                    raw[_CLOCK_READ_AT] = (sent_ms, self.clock.now_ms())
+                raw.update(decoded)
         return raw, (time.monotonic() - started) / max(1, requests)
 
     async def _request(self, plan: PointPlan, health: DeviceHealth, block: Any, retries: int | None) -> list[int]:

@@ -12,6 +12,11 @@ the decoded values of one poll into a ``canalflow.contract.Reading`` with a qual
 - ``future_timestamp``: the timestamp is ahead of the clock by more than ``max_future_s`` (suspect),
 - ``device_exception`` / ``comm_error``: the poll failed (bad, no values),
 - ``device_alarm`` / ``low_battery``: status bits set by the meter (suspect),
+- ``low_signal``: signal quality under ``min_signal_quality``, or a status bit of ``signal_bits``
+  (a fouled, silted or coated sensor: suspect, its reading drifts),
+- ``clock_drift``: the meter's clock (register ``device_time``) is further than ``max_clock_drift_s``
+  from the edge clock (suspect: the meter's values may lag); it stays on the point's readings until
+  the next clock read says otherwise; a clock reading 0 is not set and not judged,
 - ``reverse_flow``: a negative flow (suspect: an intake does not give water back).
 """
 
@@ -36,6 +41,7 @@ class _PointState:
     last_ts: int | None = None
     last: dict[str, float] = field(default_factory=dict)
     repeats: dict[str, int] = field(default_factory=dict)
+    clock_drifted: bool = False
 
 
 @dataclass
@@ -65,8 +71,11 @@ class QualityChecker:
     def check(
         self, point: str, ts: int, values: dict[str, float], *, now_ms: int,
         rollover: dict[str, float] | None = None, alarms: list[str] | None = None,
+        device_clock: tuple[float, int, int] | None = None,
     ) -> Verdict:
-        """Judge one poll's SI values; ``rollover`` maps totaliser quantity -> wrap modulus (SI)."""
+        """Judge one poll's SI values; ``rollover`` maps totaliser quantity -> wrap modulus (SI);
+        ``device_clock`` is (the meter's clock in UTC epoch s, edge ms when the request for it was sent,
+        edge ms when the answer came)."""
         state = self._state.setdefault(point, _PointState())
         verdict = Verdict()
         for name, value in values.items():
@@ -74,9 +83,32 @@ class QualityChecker:
         if ts > now_ms + self.options.max_future_s * 1000:
             verdict.flag(Flag.future_timestamp, Quality.suspect)
         for alarm in alarms or []:
-            verdict.flag(Flag.low_battery if "battery" in alarm else Flag.device_alarm, Quality.suspect)
+            verdict.flag(self._alarm_flag(alarm), Quality.suspect)
+        signal = verdict.values.get("signal_quality")
+        if signal is not None and signal < self.options.min_signal_quality:
+            verdict.flag(Flag.low_signal, Quality.suspect)
+        if device_clock is not None:
+            state.clock_drifted = self.clock_drifted(*device_clock)
+        if state.clock_drifted:
+            verdict.flag(Flag.clock_drift, Quality.suspect)
         state.last_ts = ts
         return verdict
+
+    def _alarm_flag(self, alarm: str) -> Flag:
+        if "battery" in alarm:
+            return Flag.low_battery
+        return Flag.low_signal if alarm in self.options.signal_bits else Flag.device_alarm
+
+    def clock_drifted(self, device_s: float, sent_ms: int, answered_ms: int) -> bool:
+        """Is a meter clock that said ``device_s`` (UTC epoch s, whole seconds) in a round trip from edge
+        time ``sent_ms`` to ``answered_ms`` off by more than the tolerance? The meter read its clock
+        somewhere in the round trip, so a slow answer is not taken for drift. A clock at 0 was never
+        set (or lost its time with power): not judged."""
+        if device_s == 0:
+            return False
+        tolerance_ms = self.options.max_clock_drift_s * 1000
+        device_ms = device_s * 1000
+        return device_ms + 1000 < sent_ms - tolerance_ms or device_ms > answered_ms + tolerance_ms
 
     def _judge(self, state: _PointState, verdict: Verdict, name: str, value: float, ts: int,
                modulus: float | None) -> None:

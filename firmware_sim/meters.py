@@ -29,6 +29,14 @@ NOISE_SHARE = 0.2  # of accuracy_pct: the largest second-to-second noise
 BATTERY_V = (3.45, 3.70)  # lithium cell of a battery meter
 SIGNAL_QUALITY = (80, 99)
 DAY_S = 86_400.0
+# Fouling (silt, algae, scale on the transducers or electrodes) weakens the sensor's signal as it
+# biases the reading: each per cent of reading drift costs this many points of signal quality.
+SIGNAL_LOSS_PER_DRIFT_PCT = 10.0
+# Below this signal quality a fouled meter raises its fouling status bit, like the TUF-2000M family,
+# whose manual asks for Q >= 60 for a reliable measurement.
+FOULING_ALARM_BELOW = 60.0
+# Status bits that say "the sensor is fouled / its signal is weak", in the order a meter prefers them.
+FOULING_BITS = ("electrode_coating", "silt_on_sensor", "poor_signal", "low_signal")
 
 
 @dataclass(frozen=True)
@@ -137,8 +145,32 @@ class Meter:
         """Register values (SI) by register name at simulated instant ``t_ms`` (all, or ``registers``)."""
         t_values, factor = self._reading_time_and_factor(t_ms)
         wanted = self.profile.registers if registers is None else registers
-        quantities = _Quantities(self, t_values, factor, self.active_faults(t_ms) if self.fault_ms else [])
+        quantities = _Quantities(self, t_values, factor, self.active_faults(t_ms) if self.fault_ms else [], t_ms)
         return {reg.name: quantities.of(reg) for reg in wanted}
+
+    def device_clock_ms(self, t_ms: int) -> int:
+        """What the meter's real-time clock says at simulated instant ``t_ms``: late by a clock drift,
+        frozen with the rest of the register image while the meter is stuck."""
+        clock = t_ms
+        for fault in self.active_faults(t_ms) if self.fault_ms else ():
+            if fault.type == "stuck":
+                return int(fault.start.timestamp() * 1000)
+            if fault.type == "clock_drift":
+                clock -= int(fault.drift_s * MS_PER_S)
+        return clock
+
+    def fouling_pct(self, t_ms: int) -> float:
+        """How far (per cent of reading) fouling has drifted the sensor at ``t_ms`` (0: clean)."""
+        drift = 0.0
+        for start, end, fault in self.fault_ms:
+            if fault.type == "fouling" and start <= t_ms < end:
+                drift += fault.drift_pct_per_day * (t_ms - start) / MS_PER_S / DAY_S
+        return drift
+
+    def signal_quality_at(self, t_ms: int) -> float:
+        """Signal quality (0-100 %) at ``t_ms``: the meter's own, less what fouling costs."""
+        loss = SIGNAL_LOSS_PER_DRIFT_PCT * abs(self.fouling_pct(t_ms)) if self.fault_ms else 0.0
+        return max(0.0, self.signal_quality - loss)
 
     def _reading_time_and_factor(self, t_ms: int) -> tuple[int, float]:
         """The instant the meter's values come from (stuck, drifting clock) and its reading factor."""
@@ -213,10 +245,11 @@ class Meter:
 class _Quantities:
     """What a meter shows at one instant, computed only as far as the registers asked for need."""
 
-    def __init__(self, meter: Meter, t_ms: int, factor: float, faults: Sequence[Fault]) -> None:
+    def __init__(self, meter: Meter, t_ms: int, factor: float, faults: Sequence[Fault], now_ms: int) -> None:
         self.meter = meter
         self.faults = faults
-        self.t_ms = t_ms
+        self.t_ms = t_ms  # the instant the values come from (earlier under stuck or clock_drift)
+        self.now_ms = now_ms  # the instant of the read
         self.factor = factor
         self.true_flow = meter.flow_fn.at(t_ms)
         self._state: Any = None
@@ -253,16 +286,24 @@ class _Quantities:
             low = [f.battery_v for f in self.faults if f.type == "low_battery"]
             return min(low) if low else self.meter.battery_v
         if quantity == "signal_quality":
-            return float(self.meter.signal_quality)
+            return self.meter.signal_quality_at(self.now_ms)
         if quantity == "status":
-            return float(status_word(reg, self.faults))
+            fouled = self.meter.signal_quality_at(self.now_ms) < FOULING_ALARM_BELOW
+            return float(status_word(reg, self.faults, fouled=fouled))
+        if reg.name == "device_time":
+            return float(self.meter.device_clock_ms(self.now_ms) // MS_PER_S)
         return _diagnostic(reg.name, self.total(), self.t_ms, self.meter)
 
 
-def status_word(reg: RegisterDef, faults: Sequence[Fault]) -> int:
-    """The status register under the active faults: alarm bits by name, low battery."""
+def status_word(reg: RegisterDef, faults: Sequence[Fault], *, fouled: bool = False) -> int:
+    """The status register under the active faults: alarm bits by name, low battery, and the
+    profile's fouling bit (the first of ``FOULING_BITS`` it declares) when ``fouled``."""
     bits = {name: bit for bit, name in (reg.bits or {}).items()}
     word = 0
+    if fouled:
+        name = next((n for n in FOULING_BITS if n in bits), None)
+        if name is not None:
+            word |= 1 << bits[name]
     for fault in faults:
         if fault.type == "alarm":
             name = fault.bit or next(iter(bits), None)

@@ -97,9 +97,10 @@ def test_em_pipe_decodes_to_si() -> None:
 def test_read_blocks_group_adjacent_registers() -> None:
     em = BUILTIN["em-pipe"]
     (block,) = em.read_blocks()
-    assert (block.start, block.count) == (2, 8)
-    words = [0x4210, 0, 0, 0, 0, 12345, 0b10001, 360]
+    assert (block.start, block.count) == (2, 10)
+    words = [0x4210, 0, 0, 0, 0, 12345, 0b10001, 360, 0x6A0B, 0x5E00]
     values = block.decode(words)
+    assert values["device_time"] == 0x6A0B5E00  # the meter's clock, UTC epoch s (ABCD)
     assert values["flow"] == pytest.approx(0.01)
     assert values["total"] == 123.45
     assert values["status"] == 0b10001

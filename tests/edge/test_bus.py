@@ -106,7 +106,7 @@ def test_meter_rejecting_block_reads_falls_back_to_one_register_per_request() ->
 
     async def scenario() -> tuple[Reading, Reading, int]:
         meter = meter_from_profile(3, PROFILES["radar-parshall"], {"level": 0.42, "downstream_level": 0.1,
-                                                                   "battery": 3.6})
+                                                                   "battery": 3.6, "echo_strength": 90})
         meter.block_reads = False
         bus = SimBus([meter])
         port = await bus.serve_tcp()

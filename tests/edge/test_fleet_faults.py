@@ -1,6 +1,5 @@
 """The edge against the district's fleet simulator: every fault the fleet can play shows up as the
-right quality flag (crc on an RTU gateway below; clock_drift and fouling are invisible in a single
-meter's readings: billing's VEE catches them against the network balance)."""
+right quality flag (crc on an RTU gateway below; fouling late in its 10-day drift, below)."""
 
 from __future__ import annotations
 
@@ -35,17 +34,22 @@ EXPECTED = {
     "WUA1-IN": Flag.totaliser_rollover,  # rollover
     "OP1-IN": Flag.reverse_flow,  # reverse_flow
     "V10-IN": Flag.comm_error,  # power_loss
+    "V08-IN": Flag.clock_drift,  # clock_drift: its device_time is 900 s late
+    "L32-HEAD": Flag.device_alarm,  # alarm: temperature_fault
+    "L33-HEAD": Flag.low_battery,  # low_battery
 }
 
 
-def test_every_fleet_fault_produces_its_quality_flag() -> None:
+def _poll_the_fleet(start: dt.datetime, sim_hours: float, gateways: list[str] | None = None) -> dict[str, list[Reading]]:
+    """Every point of the demo district's gateways (or ``gateways``) polled by the edge for
+    ``sim_hours`` simulated hours from ``start`` while the fleet plays faults.yaml."""
     district = load_district(DEMO)
     scenario = load_scenario(FAULTS, district)
     got: dict[str, list[Reading]] = defaultdict(list)
 
     async def scenario_run() -> None:
-        clock = SimClock.starting_at(int(START.timestamp() * 1000), SPEED)
-        fleet = Fleet(district, scenario=scenario, clock=clock)
+        clock = SimClock.starting_at(int(start.timestamp() * 1000), SPEED)
+        fleet = Fleet(district, scenario=scenario, clock=clock, gateways=gateways)
         await fleet.start()
         pollers = []
         for gateway, endpoint in fleet.endpoints.items():
@@ -58,19 +62,48 @@ def test_every_fleet_fault_produces_its_quality_flag() -> None:
                                      quality=QualityOptions(stuck_polls=5),
                                      on_reading=lambda point, reading: got[point].append(reading)))
         tasks = [asyncio.create_task(p.run()) for p in pollers]
-        await asyncio.sleep(13 * 3600 / SPEED)
+        await asyncio.sleep(sim_hours * 3600 / SPEED)
         for poller in pollers:
             poller.stop()
         await asyncio.wait(tasks, timeout=10)
         await fleet.stop()
 
     asyncio.run(scenario_run())
-    flags = {point: {f for r in readings for f in r.flags} for point, readings in got.items()}
+    return got
+
+
+def _flags(got: dict[str, list[Reading]]) -> dict[str, set[Flag]]:
+    return {point: {f for r in readings for f in r.flags} for point, readings in got.items()}
+
+
+def test_every_fleet_fault_produces_its_quality_flag() -> None:
+    got = _poll_the_fleet(START, 13)
+    flags = _flags(got)
     for point, flag in EXPECTED.items():
         assert flag in flags[point], f"{point}: expected {flag.value}, got {sorted(f.value for f in flags[point])}"
+    drifted = [r for r in got["V08-IN"] if r.values]
+    assert drifted and all(Flag.clock_drift in r.flags and r.quality is Quality.suspect for r in drifted)
     garbage = [r for r in got["V09-IN"] if r.quality is not Quality.good]
     assert garbage, "random register words were not flagged"
+    # V11-IN fouls from 03-10 06:00 at 0.5 %/day: a day in, its signal is still fine
+    assert Flag.low_signal not in flags["V11-IN"]
     healthy = got["V12-IN"]  # no fault: good all along
+    assert healthy and all(r.quality is Quality.good for r in healthy)
+    # a late clock only where the meter's clock is wrong: drifting, frozen with a stuck image, or random words
+    assert {p for p, seen in flags.items() if Flag.clock_drift in seen} == {"V08-IN", "V06-IN", "V09-IN"}
+    # no meter with a clean sensor is taken for a fouled one (V09-IN: random words in its signal register)
+    assert {p for p, seen in flags.items() if Flag.low_signal in seen} <= {"V09-IN"}
+
+
+def test_fouling_late_in_its_drift_is_low_signal_and_the_clock_drift_persists() -> None:
+    """Nine days into V11-IN's fouling (4.5 % drift) its signal quality is under 60 and the meter raises
+    poor_signal: every reading is low_signal. V08-IN's clock is still 900 s late; V12-IN stays good."""
+    got = _poll_the_fleet(dt.datetime(2026, 3, 19, 6, 0, tzinfo=START.tzinfo), 2, gateways=["GW-B3"])
+    fouled = got["V11-IN"]
+    assert fouled and all(Flag.low_signal in r.flags and r.quality is Quality.suspect for r in fouled)
+    assert all(r.values["signal_quality"] < 60 for r in fouled)
+    assert got["V08-IN"] and all(Flag.clock_drift in r.flags for r in got["V08-IN"])
+    healthy = got["V12-IN"]
     assert healthy and all(r.quality is Quality.good for r in healthy)
 
 

@@ -68,6 +68,43 @@ def test_future_timestamp_reverse_flow_and_alarms() -> None:
     assert alarms.flags == [Flag.device_alarm, Flag.low_battery]
 
 
+def test_low_signal_from_signal_quality_or_a_fouling_status_bit() -> None:
+    checker = QualityChecker(QualityOptions())  # min_signal_quality 60 %
+    fine = checker.check("S", NOW, {"flow": 0.1, "signal_quality": 60.0}, now_ms=NOW)
+    assert fine.flags == [] and fine.quality is Quality.good
+    weak = checker.check("S", NOW + MIN, {"flow": 0.1, "signal_quality": 59.0}, now_ms=NOW + MIN)
+    assert weak.flags == [Flag.low_signal] and weak.quality is Quality.suspect
+    assert weak.values["signal_quality"] == 59.0  # flagged, not dropped
+    for bit in ("electrode_coating", "silt_on_sensor", "poor_signal", "echo_lost"):
+        coated = checker.check("E", NOW, {"flow": 0.1}, now_ms=NOW, alarms=[bit])
+        assert coated.flags == [Flag.low_signal] and coated.quality is Quality.suspect, bit
+    local = QualityChecker(QualityOptions(min_signal_quality=30, signal_bits=[]))
+    assert local.check("S", NOW, {"signal_quality": 45.0}, now_ms=NOW).flags == []
+    assert local.check("E", NOW, {"flow": 0.1}, now_ms=NOW, alarms=["electrode_coating"]).flags == [Flag.device_alarm]
+
+
+def test_clock_drift_beyond_the_tolerance_of_the_round_trip_and_it_persists() -> None:
+    checker = QualityChecker(QualityOptions())  # max_clock_drift_s 300
+    on_time = checker.check("C", NOW, {"flow": 0.1}, now_ms=NOW, device_clock=(NOW / 1000 - 299, NOW, NOW + 50))
+    assert on_time.flags == []
+    late = checker.check("C", NOW + MIN, {"flow": 0.1}, now_ms=NOW + MIN,
+                         device_clock=((NOW + MIN) / 1000 - 900, NOW + MIN, NOW + MIN + 50))
+    assert late.flags == [Flag.clock_drift] and late.quality is Quality.suspect
+    # polls without the (slow-group) clock keep the verdict of the last clock read
+    assert checker.check("C", NOW + 2 * MIN, {"flow": 0.1}, now_ms=NOW + 2 * MIN).flags == [Flag.clock_drift]
+    reset = checker.check("C", NOW + 3 * MIN, {"flow": 0.1}, now_ms=NOW + 3 * MIN,
+                          device_clock=((NOW + 3 * MIN) / 1000, NOW + 3 * MIN, NOW + 3 * MIN + 20))
+    assert reset.flags == []
+    ahead = checker.check("D", NOW, {"flow": 0.1}, now_ms=NOW, device_clock=(NOW / 1000 + 301, NOW, NOW + 20))
+    assert ahead.flags == [Flag.clock_drift]
+    # a slow answer is not drift: the meter read its clock somewhere in a long round trip
+    slow = checker.check("E", NOW, {"flow": 0.1}, now_ms=NOW,
+                         device_clock=(NOW / 1000 + 1_000, NOW, NOW + 1_000_000))
+    assert slow.flags == []
+    unset = checker.check("F", NOW, {"flow": 0.1}, now_ms=NOW, device_clock=(0.0, NOW, NOW + 20))
+    assert unset.flags == []  # a clock at 0 was never set: not judged
+
+
 def test_failed_poll_is_a_bad_reading_not_a_gap() -> None:
     reading = QualityChecker(QualityOptions()).failed(NOW, Flag.comm_error)
     assert reading.values == {} and reading.quality is Quality.bad and reading.flags == (Flag.comm_error,)

@@ -109,6 +109,39 @@ def test_clock_drift_lags_the_values(demo: District, truth: Truth, faults: Scena
     assert drift.values(round_start + 20 * 60_000)["flow"] > 0
 
 
+def test_clock_drift_sets_the_device_clock_back(demo: District, truth: Truth, faults: Scenario) -> None:
+    """The meter's real-time clock (register device_time, UTC epoch s) is late by drift_s over the wire."""
+    t = at("2026-03-12T10:00")
+    reg = demo.profile_of("V08-IN").register_named("device_time")
+    for point, late_s in (("V08-IN", 900), ("V12-IN", 0)):
+        words = meter(demo, truth, faults, point).respond(3, reg.wire_address, reg.word_count, t).words
+        assert words is not None
+        assert reg.decode(words) == t // 1000 - late_s, point
+    after = at("2026-03-21T00:00")  # the fault is over: the clock is right again
+    assert meter(demo, truth, faults, "V08-IN").values(after, [reg])["device_time"] == after // 1000
+
+
+def test_fouling_degrades_signal_quality_until_the_meter_raises_its_alarm(
+        demo: District, truth: Truth, faults: Scenario) -> None:
+    fouled, clean = meter(demo, truth, faults, "V11-IN"), healthy(demo, truth, "V11-IN")
+    errors = demo.profile_of("V11-IN").register_named("errors")
+    poor = 1 << next(bit for bit, name in (errors.bits or {}).items() if name == "poor_signal")
+    start, day = at("2026-03-10T06:00"), 86_400_000
+    base = clean.values(start)["signal_quality"]
+    for days in (1, 4, 9):
+        seen = fouled.values(start + days * day)
+        assert seen["signal_quality"] == pytest.approx(max(0.0, base - 10.0 * 0.5 * days))  # 10 points per % drift
+        assert int(seen["errors"]) & poor == (poor if seen["signal_quality"] < 60 else 0)
+        assert clean.values(start + days * day)["signal_quality"] == base
+    assert int(fouled.values(start + 9 * day)["errors"]) & poor  # 4.5 % drift: 45 points under 80..99
+    assert fouled.values(at("2026-03-21T00:00"))["signal_quality"] == base  # cleaned at the end of the fault
+    em = Meter(demo.points["V01-IN"], demo.profile_of("V01-IN"), truth, seed=0, faults=[
+        f.model_copy(update={"point": "V01-IN"}) for f in faults.faults_of("V11-IN")])
+    coating = 1 << 5  # em-pipe: electrode_coating
+    assert int(em.values(start + day)["status"]) & coating == 0
+    assert int(em.values(start + 9 * day)["status"]) & coating
+
+
 def test_garbage_and_fouling(demo: District, truth: Truth, faults: Scenario) -> None:
     t = at("2026-03-11T00:10")
     flow = demo.profile_of("V09-IN").register_named("flow")
