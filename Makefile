@@ -6,6 +6,7 @@
 #   make lint    ruff
 #   make demo    the end-to-end demo into ./out
 #   make bench   benchmarks
+#   make e2e     the full season through the whole pipeline under faults (docs/proof.md; minutes)
 #   make clean   build/test leftovers and ./out (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -14,7 +15,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.canalflow-installed
 
-.PHONY: help deps venv test lint demo bench clean distclean
+.PHONY: help deps venv test lint demo bench e2e clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -42,6 +43,9 @@ demo: deps venv
 
 bench: deps venv
 	$(BIN)/python -m benchmarks
+
+e2e: deps venv
+	$(BIN)/pytest -q -m e2e tests/proof
 
 clean:
 	rm -rf out build dist .pytest_cache .ruff_cache .hypothesis *.egg-info $(STAMP)

@@ -145,11 +145,15 @@ class Pipeline:
             "--buffer", str(self.workdir / f"edge-{gateway}.sqlite"),
         ])
 
-    def start_all(self, start: dt.datetime, speed: float, seed: int = 0, scenario: Path | None = None) -> SimClock:
-        """Start fleet, ingest and one edge agent per gateway; return once every point has reported."""
+    def start_all(
+        self, start: dt.datetime, speed: float, seed: int = 0, scenario: Path | None = None, ingest_workers: int = 1
+    ) -> SimClock:
+        """Start fleet, ingest and one edge agent per gateway; return once every point has reported.
+
+        The edges start only once ingest has subscribed (see :meth:`start_ingest`)."""
         run_canalflow("ingest", "setup", "--influx", self.influxd.url, "--db", self.database)
         clock = self.start_fleet(start, speed, seed, scenario)
-        self.start_ingest()
+        self.start_ingest(ingest_workers)
         for gateway in self.district.gateways:
             self.start_edge(gateway)
         self.wait_for_every_point()

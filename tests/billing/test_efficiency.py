@@ -133,3 +133,16 @@ def test_eta_at_most_one_or_flagged(demo, main, branch, lateral, noise):
     for reach in rep.reaches:
         assert reach.eta is None or reach.eta <= 1 + 1e-12 or "eta_above_1" in reach.flags
     assert all(math.isfinite(r.loss_m3) for r in rep.reaches)
+
+
+def test_expected_reach_seepage_integrates_the_soil_law_between_offtakes(demo):
+    from billing.efficiency import expected_reach_seepage_m3
+
+    day = 86_400.0
+    # L13 (clay: A 0.7, m 0.3, unlined), 1 m3/s leaving its end at km 5: Q_up^0.3 = 1 + 0.3 * 0.007 * 5
+    end_only = expected_reach_seepage_m3(demo, "L13", 0.0, 5.0, [(5.0, day)], day)
+    assert end_only == pytest.approx(((1 + 0.3 * 0.007 * 5) ** (1 / 0.3) - 1) * day)
+    # the same water taken off at km 1 instead seeps over 1 km only
+    early = expected_reach_seepage_m3(demo, "L13", 0.0, 5.0, [(1.0, day)], day)
+    assert early == pytest.approx(((1 + 0.3 * 0.007 * 1) ** (1 / 0.3) - 1) * day)
+    assert expected_reach_seepage_m3(demo, "L13", 0.0, 5.0, [], day) == 0.0
