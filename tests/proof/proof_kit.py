@@ -13,6 +13,7 @@ timestamp, so a re-delivered message cannot add a row: the count per gateway is 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -27,7 +28,7 @@ import yaml
 from canalflow.contract import M
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
-from canalflow.pipeline import Pipeline, run_canalflow
+from canalflow.pipeline import Pipeline, PipelineError, run_canalflow, wait_for
 
 if TYPE_CHECKING:
     from billing.run import Bill
@@ -108,8 +109,16 @@ def log_count(path: Path, text: str) -> int:
 
 
 def settle(pipeline: Pipeline, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
-    """Stop the edges (they flush what they can), then wait for ingest to write everything."""
+    """Stop the edges (they flush what they can), then wait for ingest to write everything.
+
+    On a loaded machine ingest can pause for seconds, so a quiet spell alone may come before the
+    last writes: wait first until InfluxDB holds as many rows as the broker acknowledged (a real
+    loss then shows as a timeout and a short count), then for the count to settle.
+    """
     pipeline.stop_edges()
+    acknowledged = sum(buffer_account(edge_buffer(pipeline, g)).acknowledged for g in pipeline.district.gateways)
+    with contextlib.suppress(PipelineError):
+        wait_for(lambda: pipeline.count_readings() >= acknowledged, timeout, f"{acknowledged} acknowledged readings in InfluxDB")
     pipeline.drain(quiet_s=quiet_s, timeout=timeout)
 
 
