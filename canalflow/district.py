@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from canalflow.ratings import Rating
-from canalflow.yamlines import Locator, YamlSyntaxError, dotted_path, load_yaml_with_lines
+from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
 
 SCHEMA_VERSION = 1
 
@@ -269,21 +269,6 @@ class DistrictFile(Model):
 
 # ---------------------------------------------------------------------------------------------
 # Problems
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: Path
-    line: int | None
-    field: str
-    message: str
-    hint: str = ""
-    severity: Literal["error", "warning"] = "error"
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        text = f"{where}: {self.severity}: {self.field}: {self.message}"
-        return f"{text} (hint: {self.hint})" if self.hint else text
 
 
 class DistrictError(ValueError):
@@ -642,10 +627,7 @@ def _load_profiles_for(spec: DistrictFile, file: Path, rep: _Reporter) -> dict[s
     try:
         return load_profiles(dirs)
     except ProfileLoadError as exc:
-        for problem in exc.problems:
-            rep.problems.append(
-                Problem(Path(problem.file), problem.line, problem.field, problem.message, problem.hint)
-            )
+        rep.problems.extend(exc.problems)
         return {}
 
 

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from canalflow import codec, units
-from canalflow.yamlines import Locator, YamlSyntaxError, dotted_path, load_yaml_with_lines
+from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
 
@@ -461,23 +461,7 @@ def _check_resolution(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
 # ---- errors and loading -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProfileError:
-    """One problem in a profile file, printable as ``FILE:LINE: field: message (hint)``."""
-
-    file: Path
-    line: int | None
-    field: str
-    message: str
-    hint: str = ""
-    severity: Literal["error", "warning"] = "error"
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        label = f"{self.field}: " if self.field else ""
-        warn = "warning: " if self.severity == "warning" else ""
-        hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}: {warn}{label}{self.message}{hint}"
+ProfileError = Problem  # one problem in a profile file (the shared data-file problem type)
 
 
 class ProfileLoadError(ValueError):

@@ -8,8 +8,9 @@ path of keys and indexes from the root, e.g. ``("points", 3, "profile")``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -17,6 +18,24 @@ PathKey = tuple[str | int, ...]
 # libyaml's C loader when PyYAML was built with it (10x faster on large district files).
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Locator = Callable[[Sequence[str | int]], int | None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a data file (district, meter profile, scenario), printable as
+    ``FILE:LINE: severity: field: message (hint: ...)``."""
+
+    file: Path
+    line: int | None
+    field: str
+    message: str
+    hint: str = ""
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        text = f"{where}: {self.severity}: {self.field}: {self.message}" if self.field else f"{where}: {self.severity}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
 
 
 class YamlSyntaxError(ValueError):

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from canalflow.district import District, PointRole
-from canalflow.yamlines import Locator, YamlSyntaxError, dotted_path, load_yaml_with_lines
+from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
 
 
 class _Model(BaseModel):
@@ -134,18 +134,7 @@ class ScenarioFile(_Model):
     faults: tuple[Fault, ...] = ()
 
 
-@dataclass(frozen=True)
-class ScenarioProblem:
-    file: Path
-    line: int | None
-    field: str
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        hint = f" (hint: {self.hint})" if self.hint else ""
-        return f"{where}: error: {self.field}: {self.message}{hint}"
+ScenarioProblem = Problem  # one problem in a scenario file (the shared data-file problem type)
 
 
 class ScenarioError(ValueError):

@@ -139,7 +139,7 @@ def test_typo_in_type_names_line_and_suggests(tmp_path: Path) -> None:
     assert problem.field == "registers[0].type"
     assert "'flaot32'" in problem.message
     assert "did you mean 'float32'" in problem.hint
-    assert str(problem).startswith(f"{tmp_path / 'meter.yaml'}:7: registers[0].type: ")
+    assert str(problem).startswith(f"{tmp_path / 'meter.yaml'}:7: error: registers[0].type: ")
 
 
 def test_unknown_key_suggests_the_field(tmp_path: Path) -> None:
@@ -282,7 +282,7 @@ def test_cli_check_reports_file_line_field(tmp_path: Path, capsys: pytest.Captur
     bad = write(tmp_path, GOOD.replace("type: float32", "type: flaot32"))
     assert _run(["profiles", "check", str(bad)]) == 1
     out = capsys.readouterr().out
-    assert f"{bad}:7: registers[0].type: 'flaot32' is not a valid type (did you mean 'float32'?" in out
+    assert f"{bad}:7: error: registers[0].type: 'flaot32' is not a valid type (hint: did you mean 'float32'?" in out
 
 
 def test_cli_strict_fails_on_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
