@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from canalflow.contract import QUANTITIES
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -58,17 +60,9 @@ ALIASES: dict[str, str] = {
     "v": "V",
 }
 
-# quantity -> SI unit it is published in (None: dimensionless, e.g. a bit field)
-QUANTITY_SI_UNIT: dict[str, str | None] = {
-    "flow": "m3/s",
-    "level": "m",
-    "downstream_level": "m",
-    "velocity": "m/s",
-    "totaliser": "m3",
-    "battery": "V",
-    "signal_quality": "%",
-    "status": None,
-}
+# quantity -> SI unit it is published in (None: dimensionless, e.g. a bit field); the wire
+# contract owns the list of quantities.
+QUANTITY_SI_UNIT: dict[str, str | None] = {q: (None if unit == "bits" else unit) for q, unit in QUANTITIES.items()}
 
 
 class UnitError(ValueError):
