@@ -22,7 +22,6 @@ real Mosquitto for the agent's output. Figures:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from benchmarks.common import wait_for_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEET_METERS = 5_400  # 23 gateways of the synthetic district
@@ -59,23 +60,12 @@ def _stop(process: subprocess.Popen[Any]) -> None:
             process.wait()
 
 
-def _wait_file(path: Path, process: subprocess.Popen[Any], timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {path.name} after {timeout:.0f} s")
-        time.sleep(0.2)
-    return json.loads(path.read_text())
-
-
 def _start_fleet(district: Path, tmp: Path, name: str) -> tuple[subprocess.Popen[Any], dict[str, Any]]:
     manifest = tmp / f"{name}.json"
     command = [sys.executable, "-m", "firmware_sim", "run", "--district", str(district), "--speed", str(SPEED),
                "--start", "2026-03-11T06:00:00+08:00", "--manifest", str(manifest), "--progress", "60s"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return process, _wait_file(manifest, process, 600)
+    return process, wait_for_manifest(manifest, process, 600)
 
 
 def _metrics(port: int) -> dict[str, float]:

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import wait_for_manifest
+
 METERS = 10_000
 GATEWAYS_POLLED = 40
 MEASURE_S = 8.0
@@ -92,17 +94,6 @@ def _fleet_targets(manifest: dict[str, Any], district_path: Path) -> list[tuple[
     return targets
 
 
-def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            raise RuntimeError(f"fleet exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no manifest after {timeout:.0f} s")
-        time.sleep(0.2)
-    return json.loads(path.read_text())
-
-
 def _stop(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -168,7 +159,7 @@ def run() -> list[dict[str, Any]]:
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            manifest = _wait_for(manifest_path, process, STARTUP_TIMEOUT_S)
+            manifest = wait_for_manifest(manifest_path, process, STARTUP_TIMEOUT_S)
             startup = time.monotonic() - began
             meters = sum(len(g["units"]) for g in manifest["gateways"].values())
             targets = _fleet_targets(manifest, district)

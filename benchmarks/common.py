@@ -1,0 +1,22 @@
+"""Helpers shared by the benchmark modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+
+def wait_for_manifest(path: Path, process: subprocess.Popen[Any], timeout: float) -> dict[str, Any]:
+    """The fleet manifest a starting fleet process writes; fail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            stderr = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}: {stderr}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {path.name} after {timeout:.0f} s")
+        time.sleep(0.2)
+    return json.loads(path.read_text())
