@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import wait_for_manifest
+from benchmarks.common import stop_process, wait_for_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEET_METERS = 5_400  # 23 gateways of the synthetic district
@@ -48,16 +47,6 @@ CAPACITY_STEPS = (2_000, 5_000)
 def _rss_mb(pid: int) -> tuple[float, float]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _start_fleet(district: Path, tmp: Path, name: str) -> tuple[subprocess.Popen[Any], dict[str, Any]]:
@@ -172,7 +161,7 @@ def _agent_run(tmp: Path, district: Path, manifest: dict[str, Any], manifest_pat
         after, t1 = _metrics(port), time.monotonic()
         rss, peak = _rss_mb(process.pid)
     finally:
-        _stop(process)
+        stop_process(process)
     elapsed = t1 - t0
 
     def rate(name: str) -> float:
@@ -261,7 +250,7 @@ def run() -> list[dict[str, Any]]:
                     rows.append({"name": "agent RSS with 2000 meters (peak)", "value": cap["peak"], "unit": "MB",
                                  "goal": "<= 100", "note": f"current {cap['rss']:.0f} MB"})
         finally:
-            _stop(fleet)
+            stop_process(fleet)
         rtu_district = _rtu_district(tmp)
         fleet, manifest = _start_fleet(rtu_district, tmp, "rtu-fleet")
         try:
@@ -269,7 +258,7 @@ def run() -> list[dict[str, Any]]:
             reads = _fast_reads(rtu_district, manifest, "GW-B3")
             rate, efficiency = asyncio.run(_rtu_efficiency(entry["path"], entry.get("baud") or 9600, reads, MEASURE_S))
         finally:
-            _stop(fleet)
+            stop_process(fleet)
             broker.stop()
         rows.append({"name": "RTU 9600 baud reads/s over the fleet's pty", "value": rate, "unit": "reads/s",
                      "ratio": efficiency, "goal": "ratio >= 0.9", "note": "ratio to the wire-time limit of the frames"})

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import wait_for_manifest
+from benchmarks.common import stop_process, wait_for_manifest
 
 METERS = 10_000
 GATEWAYS_POLLED = 40
@@ -94,16 +93,6 @@ def _fleet_targets(manifest: dict[str, Any], district_path: Path) -> list[tuple[
     return targets
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 BARE_SERVER = """
 import asyncio, json, sys
 from pymodbus.server import ModbusTcpServer
@@ -140,7 +129,7 @@ def _bare_ceiling(tmp: Path) -> float:
         good, _ = asyncio.run(_poll(targets, MEASURE_S))
         return good / MEASURE_S
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def run() -> list[dict[str, Any]]:
@@ -166,7 +155,7 @@ def run() -> list[dict[str, Any]]:
             good, failed = asyncio.run(_poll(targets, MEASURE_S))
             rss, peak = _rss_mb(process.pid)
         finally:
-            _stop(process)
+            stop_process(process)
         ceiling = _bare_ceiling(tmp)
     rate = good / MEASURE_S
     rows.append({"name": "meters served in one process", "value": meters, "unit": "meters", "goal": ">= 10000",

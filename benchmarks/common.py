@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,3 +21,14 @@ def wait_for_manifest(path: Path, process: subprocess.Popen[Any], timeout: float
             raise TimeoutError(f"no {path.name} after {timeout:.0f} s")
         time.sleep(0.2)
     return json.loads(path.read_text())
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
