@@ -588,9 +588,7 @@ def parse_district(data: Any, rep: _Reporter) -> tuple[DistrictFile | None, set[
         return None, invalid_ids
 
 
-def load_district(
-    path: Path | str, *, profiles: dict[str, Any] | None = None, strict: bool = True
-) -> District:
+def load_district(path: Path | str, *, profiles: dict[str, Any] | None = None) -> District:
     """Load, validate and return a district; raise :class:`DistrictError` on any error."""
     district, problems = check_district(path, profiles=profiles)
     errors = [p for p in problems if p.severity == "error"]

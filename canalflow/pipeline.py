@@ -192,13 +192,12 @@ class Pipeline:
         for name in [n for n in self.procs if n.startswith("edge-")]:
             self.procs.pop(name).stop()
 
-    def drain(self, expected_rows: Callable[[], int] | None = None, quiet_s: float = 2.0, timeout: float = 60) -> None:
+    def drain(self, quiet_s: float = 2.0, timeout: float = 60) -> None:
         """Wait until ingest has written everything: the row count stops changing for ``quiet_s``."""
-        counter = expected_rows or self.count_readings
         last, since = -1, time.monotonic()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            current = counter()
+            current = self.count_readings()
             if current != last:
                 last, since = current, time.monotonic()
             elif time.monotonic() - since >= quiet_s:

@@ -140,7 +140,7 @@ def test_check_finds_a_gateway_added_to_the_district(district: District, tmp_pat
     assert anchor in text
     bigger = tmp_path / "district.yaml"
     bigger.write_text(text.replace(anchor, "  - {id: GW-B4, transport: tcp, host: 127.0.0.1, port: 5024}\n" + anchor, 1))
-    grown = load_district(bigger, strict=False)
+    grown = load_district(bigger)
     problems = cr.check_credentials(grown, tmp_path / "creds")
     assert any("missing secret of gateway user 'GW-B4'" in p for p in problems)
     assert any("mosquitto.acl" in p for p in problems)
