@@ -3,7 +3,7 @@
 (spring round S1 of the demo district, 10 days, polls every 15 simulated minutes, at 4320x).
 
 Figures: readings per second through the whole pipeline (rows in InfluxDB / wall seconds of the
-season), wall seconds per simulated day, readings lost (acknowledged by the broker, not in
+season), wall seconds per simulated day, readings lost (confirmed by ingest, not in
 InfluxDB), the largest error of a plain (unflagged) bill against the simulator's true volume and
 its ratio to the meter accuracy that bill is allowed, the bills flagged, and whether the unmetered
 withdrawal came out as a loss anomaly on its reach alone.
@@ -75,7 +75,7 @@ def run() -> list[dict]:
         anomalies, _ = loss_anomalies(result)
         expected = withdrawal_reaches(district, plan)
     days = plan.sim_hours / 24
-    lost = sum(g["acknowledged"] - g["stored"] for g in report.values())
+    lost = sum(g["confirmed"] - g["stored"] for g in report.values())
     plain = [v for v in verdicts.values() if not v.flag]
     worst = max(plain, key=lambda v: abs(v.billed_m3 - v.true_m3) / v.tolerance_m3, default=None)
     flagged = sorted(v.unit for v in verdicts.values() if v.flag)
@@ -87,7 +87,7 @@ def run() -> list[dict]:
         {"name": "season wall time per simulated day", "value": result.wall_s / days, "unit": "s",
          "goal": f"<= {GOAL_WALL_S_PER_DAY:g}", "note": f"set by the speed; the edges kept up: {late} polls late"},
         {"name": "season readings lost (acked, not stored)", "value": lost, "unit": "readings", "goal": "0",
-         "note": f"{sum(g['acknowledged'] for g in report.values())} acknowledged"},
+         "note": f"{sum(g['confirmed'] for g in report.values())} confirmed"},
         {"name": "season plain bill error vs truth, max", "value": abs(worst.error_pct) if worst else None, "unit": "%",
          "ratio": abs(worst.billed_m3 - worst.true_m3) / worst.tolerance_m3 if worst else None, "goal": "ratio <= 1",
          "note": f"{worst.unit if worst else '-'}; ratio = error / allowed meter accuracy; outside: {outside or 'none'}"},

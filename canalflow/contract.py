@@ -93,6 +93,7 @@ class TopicKind(StrEnum):
     status = "status"
     cmd = "cmd"
     cmd_result = "cmd/result"
+    confirm = "confirm"
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,11 @@ def cmd_result_topic(district: str, gateway: str) -> str:
     return f"{TOPIC_ROOT}/{district}/{gateway}/cmd/result"
 
 
+def confirm_topic(district: str, gateway: str) -> str:
+    """Ingest tells a gateway which of its messages are durable (see :class:`Confirmation`)."""
+    return f"{TOPIC_ROOT}/{district}/{gateway}/confirm"
+
+
 def gateway_prefix(district: str, gateway: str) -> str:
     """Everything a gateway may publish lives below this prefix (used for broker ACLs)."""
     return f"{TOPIC_ROOT}/{district}/{gateway}"
@@ -150,11 +156,11 @@ def parse_topic(topic: str) -> Topic:
     rest = parts[len(root) :]
     if len(rest) == 4 and rest[3] == "readings":
         return Topic(TopicKind.readings, rest[0], rest[1], rest[2])
-    if len(rest) == 3 and rest[2] in ("status", "cmd"):
+    if len(rest) == 3 and rest[2] in ("status", "cmd", "confirm"):
         return Topic(TopicKind(rest[2]), rest[0], rest[1])
     if len(rest) == 4 and rest[2:] == ["cmd", "result"]:
         return Topic(TopicKind.cmd_result, rest[0], rest[1])
-    raise TopicError(f"topic {topic!r} does not match {TOPIC_ROOT}/<district>/<gateway>/<point>/readings, .../status or .../cmd")
+    raise TopicError(f"topic {topic!r} does not match {TOPIC_ROOT}/<district>/<gateway>/<point>/readings, .../status, .../cmd or .../confirm")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +224,26 @@ def parse_batch(payload: bytes) -> ReadingBatch:
     return ReadingBatch.model_validate_json(payload)
 
 
+class Confirmation(BaseModel):
+    """Published by ingest on ``.../{gateway}/confirm`` (QoS 1) once a batch of messages is durable.
+
+    ``written``: message ``seq`` numbers whose readings are in InfluxDB. ``dead``: seqs stored in
+    the dead-letter store with their reason (kept, not retried). An edge agent with
+    ``publish.confirm: ingest`` deletes a buffered reading only when its message is confirmed, and
+    publishes again what stays unconfirmed: the broker's PUBACK alone does not prove delivery (a
+    restarted Mosquitto forgets shared subscriptions; a killed one loses what it had not saved).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = 1
+    written: tuple[int, ...] = ()
+    dead: tuple[int, ...] = ()
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
 class GatewayStatus(BaseModel):
     """Retained on ``.../status``: birth ``online``, Last Will ``offline``, and periodic health."""
 
@@ -230,6 +256,7 @@ class GatewayStatus(BaseModel):
     meters: int | None = None
     buffer_depth: int | None = None
     buffer_dropped: int | None = None
+    unconfirmed: int | None = None  # readings the broker took that ingest has not yet confirmed stored
     health: dict[str, dict[str, float | int | str | None]] = {}
 
 
@@ -264,7 +291,7 @@ BALANCE_FIELDS = ("in_m3", "out_m3", "loss_m3", "expected_loss_m3", "eta", "anom
 
 # M.gateway_status: written by ingest from the retained status topic.
 GATEWAY_STATUS_TAGS = ("district", "gateway")
-GATEWAY_STATUS_FIELDS = ("state", "buffer_depth", "buffer_dropped")
+GATEWAY_STATUS_FIELDS = ("state", "buffer_depth", "buffer_dropped", "unconfirmed")
 STATE_ONLINE = "online"
 STATE_OFFLINE = "offline"
 

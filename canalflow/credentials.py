@@ -9,7 +9,8 @@ From the district file this writes, into DIR:
   format (the format ``mosquitto_passwd`` writes), computed here so no password ever goes on a
   command line.
 - ``mosquitto.acl`` — the ACL: each gateway writes only below its own topic prefix and reads only
-  its own ``cmd``; ingest reads readings and status; billing reads status; operators send
+  its own ``cmd`` and ``confirm``; ingest reads readings and status and writes only the gateways'
+  ``confirm`` topics; billing reads status; operators send
   commands and read their results. Topics come from :mod:`canalflow.contract`.
 - ``credentials.json`` — who is who (user, role, gateway, secret file), never a secret.
 - with ``--tls-host``: ``tls/`` — a private CA and the broker's certificate (openssl CLI).
@@ -41,6 +42,7 @@ from typing import Any
 from canalflow.contract import (
     cmd_result_topic,
     cmd_topic,
+    confirm_topic,
     gateway_prefix,
     readings_filter,
     status_filter,
@@ -90,8 +92,8 @@ class CredentialsError(ValueError):
 
 
 class Role(StrEnum):
-    gateway = "gateway"  # an edge agent: publishes its readings/status, receives its commands
-    ingest = "ingest"  # ingest workers: read readings and status
+    gateway = "gateway"  # an edge agent: publishes its readings/status, receives its commands and confirmations
+    ingest = "ingest"  # ingest workers: read readings and status, confirm what they stored to each gateway
     billing = "billing"  # billing service: reads gateway status (offline periods) only
     operator = "operator"  # operations console: sends commands to gateways, reads results and status
 
@@ -159,9 +161,11 @@ def acl_rules(district_id: str, account: Account) -> list[AclRule]:
         return [
             AclRule("write", f"{gateway_prefix(district_id, account.gateway)}/#"),
             AclRule("read", cmd_topic(district_id, account.gateway)),
+            AclRule("read", confirm_topic(district_id, account.gateway)),
         ]
     if account.role is Role.ingest:
-        return [AclRule("read", readings_filter(district_id)), AclRule("read", status_filter(district_id))]
+        return [AclRule("read", readings_filter(district_id)), AclRule("read", status_filter(district_id)),
+                AclRule("write", confirm_topic(district_id, "+"))]
     if account.role is Role.billing:
         return [AclRule("read", status_filter(district_id))]
     if account.role is Role.operator:

@@ -5,7 +5,8 @@
     await agent.run()          # until agent.stop()
 
 Data path: BusPoller -> Reading -> SQLite buffer (committed) -> publish loop -> broker PUBACK ->
-row deleted. Live rows (stored since the current MQTT connection began) go first; the backlog
+ingest's confirmation (``publish.confirm: ingest``, the default; see edge/outstanding.py) -> row
+deleted; what ingest does not confirm is published again. Live rows (stored since the current MQTT connection began) go first; the backlog
 (stored before it, or before a restart) is replayed marked ``historical`` at ``replay_rate``
 readings per second in the room the live data leaves in the in-flight window.
 """
@@ -26,18 +27,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from canalflow import __version__
 from canalflow.clock import SimClock
 from canalflow.contract import (
+    Confirmation,
     GatewayStatus,
     Reading,
     cmd_result_topic,
     cmd_topic,
+    confirm_topic,
     readings_topic,
     status_topic,
 )
-from edge.buffer import Buffer, Row
+from edge.buffer import Buffer, Row, batch_payload
 from edge.config import EdgeConfig, EndpointSpec, edge_config_from_district
 from edge.metrics import EdgeMetrics
 from edge.modbus import ModbusLink
 from edge.mqtt import MqttLink
+from edge.outstanding import Outstanding, Settled
 from edge.poller import BusPoller, nap
 
 if TYPE_CHECKING:
@@ -82,8 +86,9 @@ class EdgeAgent:
         self._wake = asyncio.Event()
         self._db = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edge-buffer")
         self._pending: list[tuple[str, int, str]] = []
-        self._inflight: dict[int, tuple[list[int], float]] = {}  # mid -> (row ids, published at)
-        self._inflight_ids: set[int] = set()
+        self._out = self._outstanding()
+        self._inflight_ids: set[int] = set()  # rows in a message not yet settled: no backlog query re-sends them
+        self._resend_check = 0.0
         self._acked: list[int] = []
         self._connected_epoch = 0
         self._boundary: int | None = None
@@ -127,8 +132,14 @@ class EdgeAgent:
         assert self._loop is not None
         return await self._loop.run_in_executor(self._db, func, *args)
 
+    def _outstanding(self) -> Outstanding:
+        publish = self.config.publish
+        return Outstanding(end_to_end=publish.confirm == "ingest", timeout_s=publish.confirm_timeout_s,
+                           resend_s=publish.resend_unconfirmed_s)
+
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._out = self._outstanding()  # the publish options as they are now
         buf = self.config.buffer
         self.buffer = await self._in_db(lambda: Buffer(self.buffer_path, max_rows=buf.max_rows,
                                                        max_age_s=buf.max_age_h * 3600, when_full=buf.when_full,
@@ -179,9 +190,9 @@ class EdgeAgent:
         await self._flush_pending()
         # while connected, give the publish loop a moment to drain (the rest waits for the next start)
         self._wake.set()
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + self.config.publish.drain_s
         while self.link is not None and self.link.connected and time.monotonic() < deadline:
-            if self.buffer is not None and self.buffer.depth == 0 and not self._inflight:
+            if self.buffer is not None and self.buffer.depth == 0 and not self._out:
                 break
             await asyncio.sleep(0.02)
         self._closing = True
@@ -223,6 +234,11 @@ class EdgeAgent:
         raise KeyError(f"no point {point!r} on gateway {self.gateway} (points: {', '.join(self.config.point_ids)})")
 
     @property
+    def outstanding(self) -> Outstanding:
+        """Published messages not yet seen through (counts of confirmed, dead-lettered, resent readings)."""
+        return self._out
+
+    @property
     def polls(self) -> int:
         return sum(p.polls for p in self.pollers)
 
@@ -232,7 +248,7 @@ class EdgeAgent:
         return MqttLink(
             opts.target(), opts.client_id or f"canalflow-edge-{self.district_id}-{self.gateway}", loop=self._loop,
             will=(status_topic(self.district_id, self.gateway), self._status("offline")),
-            subscribe=[cmd_topic(self.district_id, self.gateway)], on_connect=self._on_connect,
+            subscribe=[cmd_topic(self.district_id, self.gateway), self._confirm_topic], on_connect=self._on_connect,
             on_disconnect=self._on_disconnect, on_ack=self._on_ack, on_message=self._on_message,
             max_inflight=self.config.publish.max_inflight,
         )
@@ -285,18 +301,26 @@ class EdgeAgent:
                     self.link.target.redacted_url if self.link else "?",
                     self.buffer.depth if self.buffer else 0)
 
+    @property
+    def _confirm_topic(self) -> str:
+        return confirm_topic(self.district_id, self.gateway)
+
     def _take_acks(self) -> None:
         """PUBACKs collected by the paho thread (drained here, not one loop wake-up per ack)."""
         assert self.link is not None
-        full = self._room() <= 0
         acks = self.link.acks
-        while acks:
-            entry = self._inflight.pop(acks.popleft(), None)
-            if entry is None:
-                continue
-            ids, published = entry
-            self._acked.extend(ids)  # they stay in _inflight_ids until deleted, so no query re-sends them
-            self.metrics.acked(len(ids), time.monotonic() - published)
+        mids = [acks.popleft() for _ in range(len(acks))]
+        if mids:
+            self._settle(self._out.puback(mids, time.monotonic()))
+
+    def _settle(self, settled: Settled) -> None:
+        full = self._room() <= 0
+        self._acked.extend(settled.ids)  # they stay in _inflight_ids until deleted, so no query re-sends them
+        if settled.acked_readings:
+            self.metrics.acked(settled.acked_readings, settled.latencies)
+        if settled.dead_readings:
+            log.warning("ingest dead-lettered %d reading(s) of message(s) seq %s: see `canalflow ingest deadletter "
+                        "list` for the reason", settled.dead_readings, ", ".join(map(str, settled.dead_seqs[:10])))
         if full and self._room() > 0:
             self._wake.set()
 
@@ -304,9 +328,21 @@ class EdgeAgent:
         self._take_acks()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self._confirm_topic:
+            self._on_confirm(payload)
+            return
         task = asyncio.ensure_future(self._command(payload))
         self._commands.add(task)
         task.add_done_callback(self._commands.discard)
+
+    def _on_confirm(self, payload: bytes) -> None:
+        try:
+            confirmation = Confirmation.model_validate_json(payload)
+        except ValueError as exc:
+            log.warning("ignoring a malformed confirmation on %s: %s", self._confirm_topic, str(exc)[:200])
+            return
+        self._settle(self._out.confirm(confirmation, time.monotonic()))
+        self.metrics.confirmed(self._out.confirmed, self._out.dead, self._out.unconfirmed)
 
     # ---- publishing --------------------------------------------------------------------------
     async def _apply_acks(self) -> None:
@@ -316,6 +352,21 @@ class EdgeAgent:
             ids, self._acked = self._acked, []
             await self._in_db(self.buffer.acknowledge, ids)
             self._inflight_ids.difference_update(ids)
+
+    def _resend_unconfirmed(self) -> None:
+        """Hand rows ingest has not confirmed in time back to the backlog replay (historical, rate-limited)."""
+        now = time.monotonic()
+        if now < self._resend_check or self._boundary is None:
+            return
+        self._resend_check = now + 1.0
+        ids = self._out.due(now)
+        if not ids:
+            return
+        self._inflight_ids.difference_update(ids)
+        self._backlog_after = min(self._backlog_after, min(ids) - 1)
+        self._boundary = max(self._boundary, max(ids))
+        log.warning("publishing %d reading(s) again: ingest has not confirmed them %.0f s after the broker took "
+                    "them (%d resent since start)", len(ids), self._out.timeout_s, self._out.resent)
 
     async def _publish_loop(self) -> None:
         last = time.monotonic()
@@ -334,11 +385,16 @@ class EdgeAgent:
                 self._boundary = await self._in_db(self.buffer.max_id)
                 self._live_after = self._boundary
                 self._backlog_after = 0
+            self._resend_unconfirmed()
             await self._publish_live()
             await self._publish_backlog()
 
     def _room(self) -> int:
-        return self.config.publish.max_inflight - len(self._inflight)
+        """Messages the agent may publish now: the broker's in-flight window, and end to end no more
+        than ``max_unconfirmed`` readings waiting for ingest (the rest waits in the buffer, on disk)."""
+        if self._out.unconfirmed >= self.config.publish.max_unconfirmed:
+            return 0
+        return self.config.publish.max_inflight - self._out.in_flight
 
     async def _publish_live(self) -> None:
         assert self.buffer is not None
@@ -378,10 +434,11 @@ class EdgeAgent:
         for point, point_rows in by_point.items():
             for start in range(0, len(point_rows), per_message):
                 chunk = point_rows[start:start + per_message]
-                payload = self._payload(point, chunk, historical)
+                seq = self._next_seq()
+                payload = self._payload(point, seq, chunk, historical)
                 mid = self.link.publish(readings_topic(self.district_id, self.gateway, point), payload)
                 ids = [r.id for r in chunk]
-                self._inflight[mid] = (ids, time.monotonic())
+                self._out.published(mid, seq, ids, time.monotonic())
                 self._inflight_ids.update(ids)
                 self.published_messages += 1
                 self.published_readings += len(chunk)
@@ -391,14 +448,9 @@ class EdgeAgent:
         self._seq += 1
         return seq
 
-    def _payload(self, point: str, rows: list[Row], historical: bool) -> bytes:
-        # The readings were validated (contract.Reading) when stored; splice their JSON as is.
-        assert self.buffer is not None
-        head = json.dumps({"v": 1, "district": self.district_id, "gateway": self.gateway, "point": point,
-                           "seq": self._next_seq(), "historical": historical,
-                           "sent_ms": self.clock.now_ms()})
-        body = ",".join(r.body for r in sorted(rows, key=lambda r: r.ts))
-        return f'{head[:-1]}, "readings": [{body}]}}'.encode()
+    def _payload(self, point: str, seq: int, rows: list[Row], historical: bool) -> bytes:
+        return batch_payload(self.district_id, self.gateway, point, seq, rows, historical=historical,
+                             sent_ms=self.clock.now_ms())
 
     # ---- status and commands ----------------------------------------------------------------------
     def health(self) -> dict[str, dict[str, Any]]:
@@ -409,6 +461,7 @@ class EdgeAgent:
         return GatewayStatus(
             state=state, agent_version=__version__, ts=self.clock.now_ms(), meters=len(self.config.points),
             buffer_depth=depth, buffer_dropped=self.buffer.dropped if self.buffer else None,
+            unconfirmed=self._out.unconfirmed if self._out.end_to_end else None,
             health=self.health() if state == "online" else {},
         ).model_dump_json(exclude_none=True).encode()
 
@@ -419,11 +472,19 @@ class EdgeAgent:
             assert self.buffer is not None
             self.metrics.buffer(self.buffer.depth, self.buffer.dropped)
             log.info("polls %d (late %d), published %d readings in %d messages, buffer %d (dropped %d), "
-                     "in flight %d, %s", self.polls, sum(p.late for p in self.pollers), self.published_readings, self.published_messages, self.buffer.depth,
-                     self.buffer.dropped, len(self._inflight),
-                     "connected" if self.link and self.link.connected else "DISCONNECTED")
+                     "in flight %d, %s, %s", self.polls, sum(p.late for p in self.pollers), self.published_readings,
+                     self.published_messages, self.buffer.depth, self.buffer.dropped, self._out.in_flight,
+                     self._confirm_summary(), "connected" if self.link and self.link.connected else "DISCONNECTED")
             if self.link is not None and self.link.connected:
                 self.link.publish(status_topic(self.district_id, self.gateway), self._status("online"), retain=True)
+
+    def _confirm_summary(self) -> str:
+        out = self._out
+        if not out.end_to_end:
+            return "deleted on PUBACK"
+        oldest = out.oldest_unconfirmed_s(time.monotonic())
+        waiting = f"{out.unconfirmed} awaiting ingest" + (f" (oldest {oldest:.0f} s)" if oldest else "")
+        return f"confirmed {out.confirmed} (dead-lettered {out.dead}, resent {out.resent}), {waiting}"
 
     async def _command(self, payload: bytes) -> None:
         from edge.commands import run_command

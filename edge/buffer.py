@@ -1,8 +1,8 @@
 """The durable store-and-forward buffer: a SQLite database in WAL mode.
 
-Every reading is committed here before it is published, and deleted only once the broker has
-acknowledged (QoS 1 PUBACK) the message that carried it, so a crash, a kill -9 or a power cut
-loses nothing that was read. The buffer is bounded by rows and by age; when full it applies its
+Every reading is committed here before it is published, and deleted only once ingest has confirmed
+the message that carried it stored (or, with ``publish.confirm: broker``, once the broker has
+acknowledged it with a QoS 1 PUBACK), so a crash, a kill -9 or a power cut loses nothing that was read. The buffer is bounded by rows and by age; when full it applies its
 declared policy (``drop_oldest`` or ``drop_newest``), logs it and counts every dropped reading.
 
 The per-gateway message sequence is persisted in the same file in blocks (hi-lo), so it keeps
@@ -51,8 +51,20 @@ class Row:
     created: float
 
 
+def batch_payload(district: str, gateway: str, point: str, seq: int, rows: Sequence[Row], *,
+                  historical: bool, sent_ms: int | None = None) -> bytes:
+    """A contract ReadingBatch of buffered rows, oldest first. The readings were validated
+    (contract.Reading) when stored, so their JSON is spliced in as is."""
+    head: dict[str, object] = {"v": 1, "district": district, "gateway": gateway, "point": point, "seq": seq,
+                               "historical": historical}
+    if sent_ms is not None:
+        head["sent_ms"] = sent_ms
+    body = ",".join(r.body for r in sorted(rows, key=lambda r: r.ts))
+    return f'{json.dumps(head)[:-1]}, "readings": [{body}]}}'.encode()
+
+
 class Buffer:
-    """Readings waiting for a broker acknowledgement."""
+    """Readings waiting until their delivery is confirmed (by ingest, or by the broker's PUBACK)."""
 
     def __init__(
         self,
@@ -183,7 +195,7 @@ class Buffer:
         return [Row(*r) for r in cur.fetchall()]
 
     def acknowledge(self, ids: Sequence[int]) -> None:
-        """Delete rows the broker acknowledged."""
+        """Delete rows whose delivery is confirmed."""
         if not ids:
             return
         self.db.execute("BEGIN")

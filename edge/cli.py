@@ -65,6 +65,11 @@ def register(subparsers: Any) -> None:
     run.add_argument("--status-interval", type=float, help="seconds between status messages")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     run.add_argument("--replay-rate", type=float, help="backlog readings per second after a reconnect")
+    run.add_argument("--confirm", choices=("ingest", "broker"),
+                     help="delete a buffered reading once ingest confirms it stored (the default), or already on "
+                          "the broker's PUBACK (when no canalflow ingest answers, e.g. another consumer)")
+    run.add_argument("--confirm-timeout", type=float, metavar="S",
+                     help="least wait for ingest's confirmation before publishing again (default 5)")
     run.add_argument("--check", action="store_true", help="validate the configuration and exit")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=run_agent)
@@ -94,8 +99,8 @@ def build_config(args: argparse.Namespace) -> Any:
     config.mqtt.target()  # fail now, naming the problem, rather than in the agent
     if args.status_interval:
         config.publish = config.publish.model_copy(update={"status_interval_s": args.status_interval})
-    if args.replay_rate:
-        config.publish = config.publish.model_copy(update={"replay_rate": args.replay_rate})
+    publish = {"replay_rate": args.replay_rate, "confirm": args.confirm, "confirm_timeout_s": args.confirm_timeout}
+    config.publish = config.publish.model_copy(update={k: v for k, v in publish.items() if v})
     return config
 
 

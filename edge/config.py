@@ -105,6 +105,16 @@ class PublishOptions(_Strict):
     max_batch: int = Field(default=500, ge=1, le=5000, description="readings per backlog message")
     replay_rate: float = Field(default=2000.0, gt=0, description="backlog readings per wall second")
     status_interval_s: float = Field(default=10.0, gt=0)
+    confirm: Literal["ingest", "broker"] = Field(
+        default="ingest", description="delete a buffered reading once ingest confirms it stored (end to end), "
+        "or already on the broker's PUBACK")
+    confirm_timeout_s: float = Field(default=5.0, gt=0, description="floor of the wait for a confirmation before "
+                                     "publishing again (adapts to ingest's measured delay)")
+    resend_unconfirmed_s: float = Field(default=600.0, gt=0, description="publish again what stays unconfirmed "
+                                        "this long, even while ingest confirms nothing")
+    max_unconfirmed: int = Field(default=50_000, ge=1, description="readings awaiting confirmation before the "
+                                 "agent stops publishing (the rest waits in the buffer)")
+    drain_s: float = Field(default=5.0, ge=0, description="on stop, how long to wait for the last acknowledgements")
 
 
 class MqttOptions(_Strict):

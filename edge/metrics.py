@@ -1,7 +1,8 @@
 """Prometheus metrics of one agent (``/metrics`` when ``metrics_port`` is set).
 
 Polls and readings by point and quality, errors by device and kind, Modbus round-trip, buffer
-depth and drops, publish latency (buffered -> broker PUBACK). A private registry per agent, so
+depth and drops, publish latency (buffered -> broker PUBACK), readings confirmed, dead-lettered and
+awaiting ingest's confirmation. A private registry per agent, so
 several agents (or tests) in one process do not collide.
 """
 
@@ -28,7 +29,8 @@ class EdgeMetrics:
                               ["gateway", "point", "flag"], registry=r)
         self.rtt = Gauge("canalflow_edge_roundtrip_seconds", "Last Modbus round-trip per request",
                          ["gateway", "point"], registry=r)
-        self.depth = Gauge("canalflow_edge_buffer_depth", "Readings waiting for a broker ack", ["gateway"], registry=r)
+        self.depth = Gauge("canalflow_edge_buffer_depth", "Readings in the buffer (not yet confirmed stored)",
+                           ["gateway"], registry=r)
         self.dropped = Gauge("canalflow_edge_buffer_dropped", "Readings dropped by the buffer policy",
                              ["gateway"], registry=r)
         self.late = Gauge("canalflow_edge_polls_late", "Polls started more than one interval late (bus overloaded)",
@@ -41,6 +43,13 @@ class EdgeMetrics:
                                  ["gateway"], registry=r)
         self.latency = Histogram("canalflow_edge_publish_latency_seconds", "Publish to PUBACK",
                                  ["gateway"], registry=r, buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300))
+        self.confirmed_total = Gauge("canalflow_edge_confirmed_readings", "Readings ingest confirmed stored since start",
+                                     ["gateway"], registry=r)
+        self.dead_total = Gauge("canalflow_edge_dead_lettered_readings",
+                                "Readings ingest confirmed as dead-lettered since start (see its dead-letter store)",
+                                ["gateway"], registry=r)
+        self.unconfirmed = Gauge("canalflow_edge_unconfirmed_readings",
+                                 "Readings the broker took that ingest has not confirmed yet", ["gateway"], registry=r)
         self._server: Any = None
         # labelled children looked up once per point: labels() costs more than the increment
         self._reading_children: dict[tuple[str, str], Any] = {}
@@ -62,9 +71,16 @@ class EdgeMetrics:
             child = self._rtt_children[point] = self.rtt.labels(self.gateway, point)
         child.set(seconds)
 
-    def acked(self, readings: int, latency_s: float) -> None:
+    def acked(self, readings: int, latencies_s: list[float]) -> None:
         self.published.labels(self.gateway).inc(readings)
-        self.latency.labels(self.gateway).observe(latency_s)
+        histogram = self.latency.labels(self.gateway)
+        for latency in latencies_s:
+            histogram.observe(latency)
+
+    def confirmed(self, readings: int, dead: int, unconfirmed: int) -> None:
+        self.confirmed_total.labels(self.gateway).set(readings)
+        self.dead_total.labels(self.gateway).set(dead)
+        self.unconfirmed.labels(self.gateway).set(unconfirmed)
 
     def lateness(self, late_polls: int, requests: int, max_lag_s: float) -> None:
         self.late.labels(self.gateway).set(late_polls)

@@ -398,6 +398,10 @@ def _register_buffer(actions: Any) -> None:
     add_mqtt_arguments(replay)
     replay.add_argument("--district", required=True, help="district id")
     replay.add_argument("--gateway", required=True)
+    replay.add_argument("--confirm", choices=("ingest", "broker"), default="ingest",
+                        help="remove a reading once ingest confirms it stored (default), or on the broker's PUBACK")
+    replay.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                        help="seconds to wait for the broker, then for ingest's confirmations (default 30)")
     status.set_defaults(func=_guard(cmd_buffer_status))
     export.set_defaults(func=_guard(cmd_buffer_export))
     replay.set_defaults(func=_guard(cmd_buffer_replay))
@@ -440,11 +444,13 @@ def cmd_buffer_export(args: argparse.Namespace) -> int:
 def cmd_buffer_replay(args: argparse.Namespace) -> int:
     from edge.replay import replay_buffer
 
-    sent = replay_buffer(args.buffer, target_from_args(args), args.district, args.gateway)
+    sent = replay_buffer(args.buffer, target_from_args(args), args.district, args.gateway,
+                         timeout_s=args.timeout, confirm=args.confirm)
     if args.json:
         _print_json({"replayed": sent})
     else:
-        print(f"replayed {sent} readings; acknowledged rows removed from {args.buffer}")
+        seen = "confirmed by ingest" if args.confirm == "ingest" else "acknowledged by the broker"
+        print(f"replayed {sent} readings; rows {seen} removed from {args.buffer}")
     return 0
 
 

@@ -7,6 +7,7 @@ topic at fault). Nothing is dropped: every rejection goes to the dead-letter sto
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -51,6 +52,7 @@ class Accepted:
     historical: bool
     oldest_ts_ms: int = 0
     point: str | None = None  # readings only: the metering point, for the rollups' late-data tracking
+    seq: int | None = None  # readings only: the message's sequence number, confirmed to its gateway
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class MessageValidator:
                 return Rejected("topic_mismatch", f"payload {field}={getattr(batch, field)!r} but topic {topic!r} says {value!r}")
         lines = reading_lines(batch, canal, role)
         stamps = [r.ts for r in batch.readings]
-        return Accepted(lines, len(lines), max(stamps), batch.historical, min(stamps), point)
+        return Accepted(lines, len(lines), max(stamps), batch.historical, min(stamps), point, batch.seq)
 
     def _validate_status(self, gateway: str, payload: bytes) -> Accepted | Rejected:
         if not payload:  # an empty retained message clears the topic: nothing to record
@@ -121,10 +123,27 @@ class MessageValidator:
         return Accepted([status_line(self.district.id, gateway, status)], 0, status.ts, False)
 
 
+_SEQ = re.compile(rb'"seq"\s*:\s*(\d{1,18})[,}\s]')
+
+
+def confirmation_address(topic: str, payload: bytes) -> tuple[str, int] | None:
+    """``(gateway, seq)`` of a readings message, read leniently so that a rejected one is confirmed too
+    (as dead-lettered): the gateway from the topic (the broker's ACL vouches for it), the seq from the
+    head of the payload. None when the message is not a readings message or carries no seq."""
+    try:
+        parsed = parse_topic(topic)
+    except TopicError:
+        return None
+    if parsed.kind is not TopicKind.readings:
+        return None
+    found = _SEQ.search(payload[:1024])
+    return (parsed.gateway, int(found.group(1))) if found else None
+
+
 def status_line(district: str, gateway: str, status: GatewayStatus) -> str:
     """The `gateway_status` row of a status message (state as text and as 1/0 for graphs)."""
     fields: dict[str, float | int | bool | str] = {"state": status.state, "online": int(status.state == "online")}
-    for name in ("meters", "buffer_depth", "buffer_dropped"):
+    for name in ("meters", "buffer_depth", "buffer_dropped", "unconfirmed"):
         value = getattr(status, name)
         if value is not None:
             fields[name] = int(value)

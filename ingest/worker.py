@@ -2,7 +2,8 @@
 
 Threads: paho's network loop receives messages into a queue; the main thread takes them in
 batches, validates them, writes their lines to InfluxDB (dead-lettering what is refused), and only
-then acknowledges each message (QoS 1, manual ack). When InfluxDB is down the writer retries and
+then confirms them to their gateways (``.../confirm``, contract.Confirmation: the edge deletes a
+reading only then) and acknowledges each message (QoS 1, manual ack). When InfluxDB is down the writer retries and
 nothing is acknowledged, so the broker stops sending after its in-flight window: memory stays
 bounded and the backlog waits on the broker. A crash means redelivery; the rewrite of a redelivered
 message lands on the same rows (same series, same timestamp), so nothing is duplicated.
@@ -25,14 +26,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from canalflow.contract import readings_filter, shared, status_filter
+from canalflow.contract import Confirmation, confirm_topic, readings_filter, shared, status_filter
 from canalflow.district import load_district
 from canalflow.influx import InfluxError, InfluxV1
 from canalflow.mqtt import MqttTarget, make_client, refusal_error
 from ingest.deadletter import DeadLetterStore, NewDeadLetter
 from ingest.dirty import DirtyWindows, touched_days
 from ingest.stats import PENDING, WorkerStats, serve_metrics
-from ingest.validate import Accepted, MessageValidator, Rejected
+from ingest.validate import Accepted, MessageValidator, Rejected, confirmation_address
 from ingest.writer import ResilientWriter, WriterStopped
 
 log = logging.getLogger("canalflow.ingest.worker")
@@ -287,6 +288,7 @@ class IngestWorker:
             readings -= 1
         self.store.add_many(job.dead.values())
         self._mark_dirty(job.spans)
+        self._confirm(job)
         self._ack(job.items)
         for letter in job.dead.values():
             self.stats.count_dead(letter.reason)
@@ -298,6 +300,22 @@ class IngestWorker:
         pairs = [(point, day) for point, (oldest, newest) in spans.items()
                  for day in touched_days(oldest, newest, self._tz, self._margin_ms)]
         self.dirty.mark(pairs)
+
+    def _confirm(self, job: _Job) -> None:
+        """Tell each gateway which of its messages are now durable (written, or dead-lettered with a reason).
+
+        Sent before the broker is acknowledged: a crash in between redelivers, rewrites the same
+        rows and confirms again, which the edge ignores. A lost confirmation only makes the edge
+        publish those readings again."""
+        confirmed: dict[str, tuple[list[int], list[int]]] = {}
+        for i, item in enumerate(job.items):
+            address = confirmation_address(item.message.topic, item.message.payload)
+            if address is not None:
+                gateway, seq = address
+                confirmed.setdefault(gateway, ([], []))[1 if i in job.dead else 0].append(seq)
+        for gateway, (written, dead) in confirmed.items():
+            payload = Confirmation(written=tuple(written), dead=tuple(dead)).to_json()
+            self.client.publish(confirm_topic(self.district.id, gateway), payload, qos=1)
 
     def _ack(self, batch: list[_Received]) -> None:
         current = self.generation

@@ -182,3 +182,40 @@ class FleetProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+
+
+class IngestRun:
+    """``canalflow ingest run`` as a child process, ready once its worker has subscribed."""
+
+    def __init__(self, workdir: Path, district: Path, mqtt_url: str, influx_url: str, database: str) -> None:
+        import subprocess
+        import sys
+
+        self.log = workdir / f"ingest-{uuid.uuid4().hex[:6]}.log"
+        self.deadletter = workdir / "deadletter.sqlite"
+        self._out = self.log.open("wb")
+        exe = Path(sys.executable).with_name("canalflow")
+        self.proc = subprocess.Popen(
+            [str(exe), "ingest", "run", "--district", str(district), "--mqtt", mqtt_url, "--influx", influx_url,
+             "--db", database, "--deadletter", str(self.deadletter), "--group", f"g{uuid.uuid4().hex[:6]}",
+             "--instance", "edge-test", "--stats-interval", "1"],
+            stdout=self._out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while "subscribed (ready)" not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"ingest did not subscribe:\n{self.output()[-3000:]}")
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._out.close()

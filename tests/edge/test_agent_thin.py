@@ -55,6 +55,7 @@ def test_agent_publishes_every_point_decoded_in_si_and_answers_commands(mqtt_url
         clock = SimClock.starting_at(1_772_323_200_000, speed=60.0)  # 60 s polls every wall second
         agent = EdgeAgent(district, "GW-B1", mqtt_url=mqtt_url, buffer_path=tmp_path / "edge.db", clock=clock,
                           endpoints=EndpointSpec(host="127.0.0.1", port=port), metrics_port=0)
+        agent.config.publish.confirm = "broker"  # no ingest here: rows leave the buffer on the PUBACK
         task = asyncio.create_task(agent.run())
         points = {p.id for p in district.points_of_gateway("GW-B1")}
         for _ in range(100):

@@ -127,7 +127,7 @@ def test_buffer_status_export_and_replay(capsys: pytest.CaptureFixture[str], tmp
         assert code == 1 and "in use by pid" in err
     collector = Collector(broker.url, ["canalflow/v1/demo/+/+/readings"])
     code, out, _ = run(capsys, "edge", "buffer", "replay", "--buffer", str(db), "--mqtt", broker.url,
-                       "--district", "demo", "--gateway", "GW-B1")
+                       "--district", "demo", "--gateway", "GW-B1", "--confirm", "broker")
     assert code == 0 and "replayed 100" in out
     assert collector.wait_for(lambda: len(collector.readings()) == 100, 10)
     collector.close()

@@ -1,5 +1,8 @@
 """Store-and-forward with the real broker and the fleet simulator, each in its own process as deployed:
-outages, broker restarts and kill -9 of the agent lose no reading."""
+outages, broker restarts and kill -9 of the agent lose no reading.
+
+The subscriber is a plain persistent one (not ingest), so the agents run with ``--confirm broker``:
+a row leaves the buffer on the PUBACK. The end-to-end confirmation is tested in test_confirm.py."""
 
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ def _start(tmp_path: Path, broker: Mosquitto, *extra: str) -> tuple[FleetProcess
     fleet = FleetProcess(tmp_path, speed=SPEED)
     manifest = fleet.manifest
     args = ["--district", str(DEMO), "--gateway", "GW-B1", "--mqtt", broker.url, "--endpoints", str(manifest),
-            "--clock-from", str(manifest), "--buffer", str(tmp_path / "edge.db"), "--status-interval", "1", *extra]
+            "--clock-from", str(manifest), "--buffer", str(tmp_path / "edge.db"), "--status-interval", "1",
+            "--confirm", "broker", *extra]  # a plain subscriber here, no ingest to confirm: rows go on PUBACK
     return fleet, manifest, AgentProcess(tmp_path, args)
 
 

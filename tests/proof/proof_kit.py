@@ -1,13 +1,14 @@
 """Helpers of the proof tests and the season benchmark: a season copy of the demo district, the
 accounting of what the edge accepted, and what InfluxDB holds.
 
-"Acknowledged" is read from the edge's own durable buffer, not from its logs: the buffer's
+"Confirmed" is read from the edge's own durable buffer, not from its logs: the buffer's
 ``readings`` table is ``AUTOINCREMENT``, so ``sqlite_sequence`` holds the number of readings ever
-committed (across restarts and kill -9), and a row is deleted only after the broker's PUBACK. So
+committed (across restarts and kill -9), and a row is deleted only once ingest has confirmed its
+message stored (``publish.confirm: ingest``, the agents' default). So
 
-    acknowledged = committed - still in the buffer - dropped by the declared full-buffer policy
+    confirmed = committed - still in the buffer - dropped by the declared full-buffer policy
 
-and every acknowledged reading must be a row of InfluxDB (InfluxDB keeps one row per series and
+and every confirmed reading must be a row of InfluxDB (InfluxDB keeps one row per series and
 timestamp, so a re-delivered message cannot add a row: the count per gateway is the exact figure).
 """
 
@@ -55,11 +56,11 @@ def season_district(workdir: Path, fast_s: int = 300, slow_s: int = 900) -> Dist
 @dataclass(frozen=True)
 class BufferAccount:
     committed: int  # readings ever committed to the buffer
-    waiting: int  # still in the buffer (not acknowledged)
+    waiting: int  # still in the buffer (not confirmed)
     dropped: int  # removed by the declared full-buffer / max-age policy
 
     @property
-    def acknowledged(self) -> int:
+    def confirmed(self) -> int:
         return self.committed - self.waiting - self.dropped
 
 
@@ -94,13 +95,13 @@ def edge_buffer(pipeline: Pipeline, gateway: str) -> Path:
 
 
 def loss_report(pipeline: Pipeline) -> dict[str, dict[str, int]]:
-    """Per gateway: acknowledged by the broker vs rows in InfluxDB (after the edges stopped and ingest drained)."""
+    """Per gateway: confirmed by ingest (left the buffer) vs rows in InfluxDB (after the edges stopped)."""
     stored = rows_per_tag(pipeline.influx, "gateway")
     report = {}
     for gateway in pipeline.district.gateways:
         account = buffer_account(edge_buffer(pipeline, gateway))
         report[gateway] = {"committed": account.committed, "waiting": account.waiting, "dropped": account.dropped,
-                           "acknowledged": account.acknowledged, "stored": stored.get(gateway, 0)}
+                           "confirmed": account.confirmed, "stored": stored.get(gateway, 0)}
     return report
 
 
@@ -112,13 +113,13 @@ def settle(pipeline: Pipeline, quiet_s: float = 3.0, timeout: float = 60.0) -> N
     """Stop the edges (they flush what they can), then wait for ingest to write everything.
 
     On a loaded machine ingest can pause for seconds, so a quiet spell alone may come before the
-    last writes: wait first until InfluxDB holds as many rows as the broker acknowledged (a real
+    last writes: wait first until InfluxDB holds as many rows as ingest confirmed (a real
     loss then shows as a timeout and a short count), then for the count to settle.
     """
     pipeline.stop_edges()
-    acknowledged = sum(buffer_account(edge_buffer(pipeline, g)).acknowledged for g in pipeline.district.gateways)
+    confirmed = sum(buffer_account(edge_buffer(pipeline, g)).confirmed for g in pipeline.district.gateways)
     with contextlib.suppress(PipelineError):
-        wait_for(lambda: pipeline.count_readings() >= acknowledged, timeout, f"{acknowledged} acknowledged readings in InfluxDB")
+        wait_for(lambda: pipeline.count_readings() >= confirmed, timeout, f"{confirmed} confirmed readings in InfluxDB")
     pipeline.drain(quiet_s=quiet_s, timeout=timeout)
 
 

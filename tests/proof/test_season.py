@@ -6,7 +6,7 @@ and an unmetered pump on branch B1.
 `make test` runs the reduced season (two simulated days of round S1, about a minute and a half);
 `make e2e` (``pytest -m e2e tests/proof``) the whole round. Proven for both:
 
-- every reading the edge committed and the broker acknowledged is a row of InfluxDB, once;
+- every reading the edge committed and ingest confirmed is a row of InfluxDB, once;
 - every meter reports all through the window (and the silent gateway shows as comm_error readings);
 - the unmetered withdrawal is a loss anomaly on the reach it is on, and on no other reach;
 - every unit's bill is within its meters' accuracy of the simulator's true volume, or flagged
@@ -60,13 +60,13 @@ def season(request, mosquitto, influxd, tmp_path_factory) -> Iterator[SeasonResu
 
 
 
-def test_every_acknowledged_reading_is_stored_once(season):
+def test_every_confirmed_reading_is_stored_once(season):
     report = loss_report(season.pipeline)
     print(json.dumps(report, indent=1))
     for gateway, figures in report.items():
         assert figures["committed"] > 0, gateway
         assert figures["dropped"] == 0 and figures["waiting"] == 0, (gateway, figures)
-        assert figures["stored"] == figures["acknowledged"], (gateway, figures)
+        assert figures["stored"] == figures["confirmed"], (gateway, figures)
     assert sum(f["stored"] for f in report.values()) == season.readings
 
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from sec_helpers import POINT, WAIT, Peer
 
-from canalflow.contract import cmd_result_topic, cmd_topic, readings_filter, readings_topic, shared, status_topic
+from canalflow.contract import (
+    cmd_result_topic,
+    cmd_topic,
+    confirm_topic,
+    readings_filter,
+    readings_topic,
+    shared,
+    status_topic,
+)
 from canalflow.credentials import secret_file
 from canalflow.mqtt import MqttConnectError, MqttTarget, connect_blocking, make_client, refusal_error
 from canalflow.services import Mosquitto
@@ -89,7 +97,7 @@ def test_gateway_reads_only_its_own_commands(peer: Connect) -> None:
     assert {m.topic for m in received} == {cmd_topic(D, "GW-B1")}
 
 
-def test_ingest_cannot_publish(peer: Connect) -> None:
+def test_ingest_publishes_confirmations_and_nothing_else(peer: Connect) -> None:
     listener = peer("ingest")
     listener.subscribe(readings_filter(D))
     ingest = peer("ingest")
@@ -97,6 +105,17 @@ def test_ingest_cannot_publish(peer: Connect) -> None:
     ingest.publish(status_topic(D, "GW-MAIN"), b"ingest-status-forgery")
     peer("GW-MAIN").publish(readings_topic(D, "GW-MAIN", POINT["GW-MAIN"]), b"control")
     assert [m.payload for m in listener.receive_until(b"control")] == [b"control"]
+
+
+def test_a_gateway_reads_only_its_own_confirmations(peer: Connect) -> None:
+    gateway = peer("GW-B1")
+    assert gateway.subscribe(confirm_topic(D, "+")) == 1  # granted; delivery is filtered per message
+    ingest = peer("ingest")
+    ingest.publish(confirm_topic(D, "GW-B2"), b"for-b2")
+    peer("GW-B2").publish(confirm_topic(D, "GW-B1"), b"forged-by-b2")  # only ingest writes B1's confirmations
+    ingest.publish(confirm_topic(D, "GW-B1"), b"for-b1")
+    received = gateway.receive_until(b"for-b1")
+    assert [m.payload for m in received] == [b"for-b1"]
 
 
 def test_ingest_reads_readings_and_status_but_not_commands(peer: Connect) -> None:

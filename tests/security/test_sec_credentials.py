@@ -12,7 +12,7 @@ import pytest
 from sec_helpers import DEMO
 
 from canalflow import credentials as cr
-from canalflow.contract import cmd_topic, gateway_prefix, readings_filter, status_filter
+from canalflow.contract import cmd_topic, confirm_topic, gateway_prefix, readings_filter, status_filter
 from canalflow.district import District
 from canalflow.services import find_binary
 
@@ -59,9 +59,11 @@ def test_acl_rules_come_from_the_contract(district: District) -> None:
     assert cr.acl_rules("demo", gateway) == [
         cr.AclRule("write", gateway_prefix("demo", "GW-B2") + "/#"),
         cr.AclRule("read", cmd_topic("demo", "GW-B2")),
+        cr.AclRule("read", confirm_topic("demo", "GW-B2")),
     ]
     ingest = cr.acl_rules("demo", cr.Account("ingest", cr.Role.ingest))
-    assert [(r.access, r.topic) for r in ingest] == [("read", readings_filter("demo")), ("read", status_filter("demo"))]
+    assert [(r.access, r.topic) for r in ingest] == [("read", readings_filter("demo")), ("read", status_filter("demo")),
+                                                     ("write", confirm_topic("demo", "+"))]
     text = cr.acl_text(district, cr.accounts_for(district))
     assert "topic readwrite" not in text and "\ntopic" not in text.split("user ")[0]  # no rule for everyone
 
