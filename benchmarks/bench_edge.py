@@ -84,7 +84,8 @@ def _edge_config(tmp: Path, district: Path, manifest: dict[str, Any], gateways: 
         "district_id": spec["district"]["id"], "gateway": gateways[0],
         "endpoint": {"transport": "tcp", "host": first["host"], "port": first["port"]},
         "mqtt": {"url": mqtt_url}, "buffer": {"path": str(tmp / f"edge-{meters}.db"), "synchronous": "NORMAL"},
-        "poll": {"timeout_s": 2.0}, "publish": {"status_interval_s": 2.0}, "metrics_port": metrics_port,
+        # no ingest in this benchmark to confirm: rows leave the buffer on the PUBACK
+        "poll": {"timeout_s": 2.0}, "publish": {"status_interval_s": 2.0, "confirm": "broker"}, "metrics_port": metrics_port,
         "points": points[:meters],
     }
     path = tmp / f"edge-{meters}.yaml"

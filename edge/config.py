@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from canalflow.clock import SimClock
 from canalflow.contract import QUANTITIES
 from canalflow.mqtt import MqttTarget
-from canalflow.yamlines import load_yaml_with_lines
+from canalflow.yamlines import Problem, dotted_path, load_yaml_with_lines
 
 if TYPE_CHECKING:
     from canalflow.district import District
@@ -49,7 +49,18 @@ DEFAULT_SIGNAL_BITS: tuple[str, ...] = (
 
 
 class ConfigError(ValueError):
-    """An edge config problem; the message names the file, line and field and what to try."""
+    """An edge config problem; the message names the file, line and field and what to try.
+
+    Problems in a config file are :class:`canalflow.yamlines.Problem` s, printed as district,
+    profile and scenario problems are: ``FILE:LINE: error: field: message (hint: ...)``."""
+
+    def __init__(self, message: str | list[Problem]) -> None:
+        self.problems = message if isinstance(message, list) else []
+        super().__init__("\n".join(map(str, message)) if isinstance(message, list) else message)
+
+
+def _problem(file: Path, locate: Any, path: list[str | int], message: str, hint: str = "") -> ConfigError:
+    return ConfigError([Problem(file, locate(path), dotted_path(path), message, hint)])
 
 
 class _Strict(BaseModel):
@@ -314,16 +325,15 @@ def edge_config_from_district(
                       source=str(district.path), district=district, profiles=dict(district.profiles))
 
 
-def _problem_text(file: Path, locate: Any, exc: ValidationError) -> str:
-    lines = []
+def _problems(file: Path, locate: Any, exc: ValidationError) -> list[Problem]:
+    problems = []
     for err in exc.errors():
         loc = list(err["loc"])
-        line = locate(loc)
-        where = f"{file}:{line}" if line else str(file)
-        dotted = ".".join(str(p) for p in loc) or "(file)"
-        message = "unknown field (see docs/edge.md)" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{where}: {dotted}: {message}")
-    return "\n".join(lines)
+        unknown = err["type"] == "extra_forbidden"
+        problems.append(Problem(file, locate(loc), dotted_path(loc),
+                                "unknown field" if unknown else err["msg"],
+                                "see docs/edge.md for the fields" if unknown else ""))
+    return problems
 
 
 class _LazyLocator:
@@ -355,7 +365,7 @@ def check_edge_config_file(path: Path | str) -> tuple[EdgeConfigFile, Any]:
     try:
         return EdgeConfigFile.model_validate(data), locate
     except ValidationError as exc:
-        raise ConfigError(_problem_text(file, locate, exc)) from exc
+        raise ConfigError(_problems(file, locate, exc)) from exc
 
 
 def load_edge_config(path: Path | str, *, manifest: Path | str | None = None) -> EdgeConfig:
@@ -390,27 +400,28 @@ def _standalone(file: Path, spec: EdgeConfigFile, locate: Any, manifest: Path | 
     from canalflow.profiles import ProfileLoadError, load_profiles
 
     if spec.district_id is None:
-        raise ConfigError(f"{file}:{locate(['gateway'])}: district: name the district file, or give district_id: "
-                          "with endpoint: and points: for a config that stands alone")
+        raise _problem(file, locate, ["district"], "no district file and no district_id",
+                       "name the district file, or give district_id: with endpoint: and points: for a config that "
+                       "stands alone")
     endpoint = spec.endpoint if manifest is None else endpoint_from_manifest(manifest, spec.gateway)[0]
     if endpoint is None:
-        raise ConfigError(f"{file}:{locate(['gateway'])}: endpoint: without a district file, say where the meters "
-                          "are, e.g. endpoint: {transport: tcp, host: 192.168.1.20, port: 502}")
+        raise _problem(file, locate, ["endpoint"], "without a district file, say where the meters are",
+                       "e.g. endpoint: {transport: tcp, host: 192.168.1.20, port: 502}")
     try:
         profiles = load_profiles([file.parent / d for d in spec.profile_dirs])
     except ProfileLoadError as exc:
-        raise ConfigError(f"{file}:{locate(['profile_dirs'])}: profile_dirs: {exc}") from exc
+        raise _problem(file, locate, ["profile_dirs"], str(exc)) from exc
     return EdgeConfig(spec.district_id, spec.gateway, endpoint, [], profiles=dict(profiles))
 
 
 def _local_plan(file: Path, locate: Any, index: int, local: LocalPoint, profiles: dict[str, Any]) -> PointPlan:
     at = ["points", index]
     if local.profile not in profiles:
-        raise ConfigError(f"{file}:{locate([*at, 'profile'])}: points[{index}].profile: unknown profile "
-                          f"{local.profile!r} (known: {', '.join(sorted(profiles))})")
+        raise _problem(file, locate, [*at, "profile"], f"unknown profile {local.profile!r}",
+                       f"known: {', '.join(sorted(profiles))}; `canalflow profiles check` validates a new one")
     try:
         local_ratings = tuple(edge_rating(r) for r in local.ratings)
     except (ValidationError, ValueError) as exc:
-        raise ConfigError(f"{file}:{locate([*at, 'ratings'])}: points[{index}].ratings: {exc}") from exc
+        raise _problem(file, locate, [*at, "ratings"], str(exc)) from exc
     return PointPlan(local.id, local.unit_id, profiles[local.profile], local_ratings, local.fast_s, local.slow_s,
                      local.endpoint)

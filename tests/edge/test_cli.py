@@ -164,7 +164,7 @@ def test_config_errors_name_file_line_and_field(capsys: pytest.CaptureFixture[st
     config = tmp_path / "edge.yaml"
     config.write_text(f"district: {DEMO}\ngateway: GW-B1\npublish:\n  replay_rat: 5\n")
     code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
-    assert code == 1 and f"{config}:4: publish.replay_rat: unknown field" in err
+    assert code == 1 and f"{config}:4: error: publish.replay_rat: unknown field (hint: see docs/edge.md" in err
     code, _, err = run(capsys, "edge", "run", "--district", str(DEMO), "--gateway", "GW-X", "--check")
     assert code == 1 and "no gateway 'GW-X'" in err
 

@@ -112,7 +112,7 @@ def test_stand_alone_config_needs_no_district_file(tmp_path: Path) -> None:
         load_edge_config(config)
     config.write_text("district_id: demo\ngateway: GW-X\nendpoint: {port: 502}\npoints:\n"
                       "  - {id: P1, unit_id: 3, profile: radar-parshal}\n")
-    with pytest.raises(ValueError, match=r"edge.yaml:5: points\[0\].profile: unknown profile 'radar-parshal'"):
+    with pytest.raises(ValueError, match=r"edge.yaml:5: error: points\[0\].profile: unknown profile 'radar-parshal' \(hint: known: "):
         load_edge_config(config)
 
 
