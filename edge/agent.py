@@ -6,9 +6,10 @@
 
 Data path: BusPoller -> Reading -> SQLite buffer (committed) -> publish loop -> broker PUBACK ->
 ingest's confirmation (``publish.confirm: ingest``, the default; see edge/outstanding.py) -> row
-deleted; what ingest does not confirm is published again. Live rows (stored since the current MQTT connection began) go first; the backlog
-(stored before it, or before a restart) is replayed marked ``historical`` at ``replay_rate``
-readings per second in the room the live data leaves in the in-flight window.
+deleted; what ingest does not confirm is published again. Live rows (stored since the current
+MQTT connection began) go first; the backlog (stored before it, or before a restart) is replayed
+marked ``historical`` at ``replay_rate`` readings per second in the room the live data leaves in
+the in-flight window.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ it had not saved.
 A message PUBACKed but unconfirmed is *due* to be published again when ingest has confirmed a
 message the broker took after it and this one has waited longer than the confirmation timeout
 (ingest is working, this one was lost), or when it has waited ``resend_s`` whatever ingest does.
-While ingest confirms nothing at all (it is down) nothing is sent twice: the broker keeps its
-session's backlog, and the edge keeps the rows. The timeout adapts like TCP's
+While ingest confirms nothing at all (it is down) nothing is sent twice before ``resend_s``: the
+broker keeps the session's backlog, and the edge keeps the rows. The timeout adapts like TCP's
 retransmission timer: the largest of the configured floor and the smoothed confirmation delay
 plus four deviations, so an ingest that is merely slow under load is not flooded with copies.
 Ingest stores one row per (point, ts), so a copy of a message that did arrive costs a rewrite, not
@@ -122,13 +122,16 @@ class Outstanding:
         return max(self.timeout_floor_s, self._srtt + 4 * self._rttvar)
 
     def due(self, now: float) -> list[int]:
-        """Row ids of PUBACKed messages to publish again (forgotten here: they go out as new messages)."""
-        if not self.end_to_end:
-            return []
+        """Row ids of messages to publish again (forgotten here: they go out as new messages): PUBACKed
+        and not confirmed in time, or never PUBACKed within ``resend_s``."""
         timeout = self.timeout_s
         ids: list[int] = []
         for seq, sent in list(self._sent.items()):
             if sent.acked is None:
+                if now - sent.published > self.resend_s:  # never PUBACKed (a broker that lost the session)
+                    self._forget_mid(seq)
+                    del self._sent[seq]
+                    ids.extend(sent.ids)
                 continue
             waited = now - sent.acked
             if (sent.acked < self.newest_confirmed_ack and waited > timeout) or waited > self.resend_s:
@@ -137,6 +140,10 @@ class Outstanding:
                 ids.extend(sent.ids)
         self.resent += len(ids)
         return ids
+
+    def _forget_mid(self, seq: int) -> None:
+        for mid in [m for m, s in self._mids.items() if s == seq]:
+            del self._mids[mid]
 
     def oldest_unconfirmed_s(self, now: float) -> float | None:
         acked = [s.acked for s in self._sent.values() if s.acked is not None]

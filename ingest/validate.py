@@ -52,7 +52,6 @@ class Accepted:
     historical: bool
     oldest_ts_ms: int = 0
     point: str | None = None  # readings only: the metering point, for the rollups' late-data tracking
-    seq: int | None = None  # readings only: the message's sequence number, confirmed to its gateway
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class MessageValidator:
                 return Rejected("topic_mismatch", f"payload {field}={getattr(batch, field)!r} but topic {topic!r} says {value!r}")
         lines = reading_lines(batch, canal, role)
         stamps = [r.ts for r in batch.readings]
-        return Accepted(lines, len(lines), max(stamps), batch.historical, min(stamps), point, batch.seq)
+        return Accepted(lines, len(lines), max(stamps), batch.historical, min(stamps), point)
 
     def _validate_status(self, gateway: str, payload: bytes) -> Accepted | Rejected:
         if not payload:  # an empty retained message clears the topic: nothing to record

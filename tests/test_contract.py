@@ -17,6 +17,15 @@ def test_topics_round_trip():
     assert c.parse_topic(c.status_topic("demo", "GW-B1")).kind is c.TopicKind.status
     assert c.parse_topic(c.cmd_result_topic("demo", "GW-B1")).kind is c.TopicKind.cmd_result
     assert c.shared("ingest", c.readings_filter("demo")) == "$share/ingest/canalflow/v1/demo/+/+/readings"
+    assert c.parse_topic(c.confirm_topic("demo", "GW-B1")) == c.Topic(c.TopicKind.confirm, "demo", "GW-B1")
+
+
+def test_confirmation_round_trips_and_ignores_what_a_later_version_adds():
+    confirmation = c.Confirmation(written=(1, 2), dead=(3,))
+    assert c.Confirmation.model_validate_json(confirmation.to_json()) == confirmation
+    assert c.Confirmation.model_validate_json(b'{"v": 1, "written": [5], "worker": "w0"}').written == (5,)
+    with pytest.raises(ValidationError):
+        c.Confirmation.model_validate_json(b'{"v": 1, "written": ["five"]}')
 
 
 @pytest.mark.parametrize("topic", ["canalflow/v2/demo/GW/P/readings", "canalflow/v1/demo/GW/P/other", "x"])

@@ -174,13 +174,7 @@ class FleetProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 20)
         self.log.close()
 
 
@@ -211,11 +205,16 @@ class IngestRun:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 30)
         self._out.close()
+
+
+def terminate(proc: Any, timeout: float) -> None:
+    """SIGTERM a child process, SIGKILL it if it has not exited within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except Exception:
+            proc.kill()
+            proc.wait(5)

@@ -212,3 +212,6 @@ def test_the_confirmation_timeout_adapts_to_ingest_and_waits_for_proof_of_loss()
     broker = Outstanding(end_to_end=False)
     broker.published(mid=1, seq=1, ids=[5], now=0.0)
     assert broker.puback([1], now=0.1).ids == [5] and broker.due(now=1e6) == []
+    # a message the broker never acknowledged (it lost the session) is not held forever
+    broker.published(mid=2, seq=2, ids=[6], now=0.0)
+    assert broker.due(now=599.0) == [] and broker.due(now=601.0) == [6] and broker.in_flight == 0
