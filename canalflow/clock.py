@@ -7,6 +7,7 @@ accelerated run a season passes in minutes and all parts agree on what time it i
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -48,3 +49,16 @@ class SimClock:
     @classmethod
     def load(cls, path: Path) -> SimClock:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def wall_to_utc(wall_s: float, tz: dt.tzinfo) -> int:
+    """A local wall-clock time (epoch seconds as if the wall clock were UTC, as a meter's calendar
+    register reads) -> true UTC epoch seconds in time zone ``tz``."""
+    wall = dt.datetime.fromtimestamp(int(wall_s), dt.UTC).replace(tzinfo=tz)
+    return int(wall.timestamp())
+
+
+def utc_to_wall(utc_s: float, tz: dt.tzinfo) -> int:
+    """UTC epoch seconds -> the wall-clock time of ``tz`` as epoch seconds read as if UTC."""
+    local = dt.datetime.fromtimestamp(int(utc_s), tz)
+    return int(local.replace(tzinfo=dt.UTC).timestamp())

@@ -21,10 +21,15 @@ bytes inside each word (BADC, DCBA). The same switches extend to 64-bit values (
 ``scale`` maps raw register numbers to engineering values: ``value = raw * scale``. For integer
 types ``raw = round(value / scale)``; a value that does not fit raises :class:`CodecError` (or is
 clamped, or wraps like a rolling-over totaliser, if asked).
+
+``bcd_datetime`` is a meter calendar in 3 registers of BCD bytes ``SS MM hh DD MO YY`` (year
+2000-2099), as the TUF-2000M family keeps it: the value is the calendar's wall-clock time as
+epoch seconds read as if UTC (``canalflow.clock.wall_to_utc`` applies the site's time zone).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import struct
 from collections.abc import Sequence
@@ -71,8 +76,10 @@ TYPES: dict[str, TypeInfo] = {
         _int_type("uint64", "Q", 4, False),
         TypeInfo("float32", "f", 2, True),
         TypeInfo("float64", "d", 4, True),
+        TypeInfo("bcd_datetime", "", 3, False),  # no struct code: see _encode_bcd_datetime
     )
 }
+BCD_DATETIME = "bcd_datetime"
 
 
 class CodecError(ValueError):
@@ -88,7 +95,7 @@ def type_info(type: str) -> TypeInfo:
 
 
 def word_count(type: str) -> int:
-    """Number of 16-bit registers a value of ``type`` occupies (1, 2 or 4)."""
+    """Number of 16-bit registers a value of ``type`` occupies (1, 2, 3 or 4)."""
     return type_info(type).words
 
 
@@ -160,6 +167,9 @@ def encode(
     """
     info = type_info(type)
     _check_scale(scale)
+    if type == BCD_DATETIME:
+        _no_scale(scale)
+        return _to_words(_bcd_datetime_bytes(value), order)
     if info.is_float:
         scaled = value / scale if scale != 1.0 else float(value)
         try:
@@ -199,8 +209,42 @@ def decode(words: Sequence[int], type: str, order: str = "ABCD", scale: float = 
     info = type_info(type)
     _check_scale(scale)
     _check_words(words, info)
+    if type == BCD_DATETIME:
+        _no_scale(scale)
+        return _bcd_datetime_value(_from_words(words, order), words)
     (raw,) = struct.unpack(">" + info.code, _from_words(words, order))
     return apply_scale(raw, scale)
+
+
+def _no_scale(scale: float) -> None:
+    if scale != 1.0:
+        raise CodecError(f"a {BCD_DATETIME} register is a calendar: it takes no scale (got {scale})")
+
+
+def _bcd_datetime_bytes(value: float | int) -> bytes:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CodecError(f"cannot encode {value} as {BCD_DATETIME}: a calendar has no NaN/infinity")
+    t = dt.datetime.fromtimestamp(int(value), dt.UTC)
+    if not 2000 <= t.year <= 2099:
+        raise CodecError(f"{t:%Y-%m-%d} does not fit {BCD_DATETIME}: its two-digit year spans 2000-2099")
+    return bytes((n // 10) << 4 | n % 10 for n in (t.second, t.minute, t.hour, t.day, t.month, t.year - 2000))
+
+
+def _bcd_datetime_value(data: bytes, words: Sequence[int]) -> int:
+    digits = []
+    for byte in data:
+        high, low = byte >> 4, byte & 0x0F
+        if high > 9 or low > 9:
+            raise CodecError(f"byte 0x{byte:02X} of {format_words(words)} is not BCD (two decimal digits): "
+                             "is this the calendar register, in the right word order?")
+        digits.append(10 * high + low)
+    second, minute, hour, day, month, year = digits
+    try:
+        t = dt.datetime(2000 + year, month, day, hour, minute, second, tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise CodecError(f"{format_words(words)} is not a calendar time ({exc}): read as "
+                         f"{second:02}s {minute:02}m {hour:02}h day {day} month {month} year {year:02}") from None
+    return int(t.timestamp())
 
 
 def orders_for(type: str) -> tuple[str, ...]:
@@ -208,21 +252,35 @@ def orders_for(type: str) -> tuple[str, ...]:
     return ORDERS if word_count(type) > 1 else ("ABCD", "BADC")
 
 
-def decode_all_orders(words: Sequence[int]) -> dict[str, dict[str, float | int]]:
+def decode_all_orders(words: Sequence[int]) -> dict[str, dict[str, float | int | str]]:
     """Every type x order reading of a block of 1-4 words, for the technician's ``probe``.
 
     Returns ``{type: {order: value}}``, using the first ``word_count(type)`` words for each type
-    that fits; 16-bit types list only ``ABCD`` (as is) and ``BADC`` (bytes swapped).
+    that fits; 16-bit types list only ``ABCD`` (as is) and ``BADC`` (bytes swapped). A BCD
+    calendar is shown as its date and time, in the orders where the bytes are valid BCD.
     """
     if not 1 <= len(words) <= 4:
         raise CodecError(f"probe takes 1 to 4 register words, got {len(words)}")
-    result: dict[str, dict[str, float | int]] = {}
+    result: dict[str, dict[str, float | int | str]] = {}
     for name, info in TYPES.items():
         if info.words > len(words):
             continue
         block = list(words[: info.words])
+        if name == BCD_DATETIME:
+            calendars = {order: _calendar_text(block, order) for order in orders_for(name)}
+            if found := {order: text for order, text in calendars.items() if text}:
+                result[name] = found
+            continue
         result[name] = {order: decode(block, name, order) for order in orders_for(name)}
     return result
+
+
+def _calendar_text(words: Sequence[int], order: str) -> str:
+    try:
+        seconds = decode(words, BCD_DATETIME, order)
+    except CodecError:
+        return ""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def parse_words(text: str) -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, l
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
 
-RegisterType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+RegisterType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bcd_datetime"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Quantity = Literal[
     "flow",
@@ -114,6 +115,11 @@ class RegisterDef(BaseModel):
         return codec.word_count(self.type)
 
     @property
+    def wall_clock(self) -> bool:
+        """A calendar in the meter's local wall-clock time (BCD): the site's time zone converts it."""
+        return self.type == codec.BCD_DATETIME
+
+    @property
     def word_order(self) -> str:
         """The order to decode with (16-bit values without an order read as ABCD)."""
         return self.order or "ABCD"
@@ -124,7 +130,13 @@ class RegisterDef(BaseModel):
         return None if self.unit is None else units.si_unit_of(self.unit)
 
     def decode(self, words: Sequence[int]) -> float | int:
-        """Register words -> value in SI units (scale and unit applied)."""
+        """Register words -> value in SI units (scale and unit applied). A calendar that was never set
+        (all zero) reads 0 and one that is not a date reads NaN: a meter's clock, not a failed poll."""
+        if self.wall_clock:
+            try:
+                return codec.decode(words, self.type, self.word_order)
+            except codec.CodecError:
+                return 0 if not any(words) else math.nan
         value = codec.decode(words, self.type, self.word_order, self.scale)
         return value if self.unit is None else units.to_si(value, self.unit)[0]
 
@@ -387,6 +399,7 @@ def _check_register(p: Profile, i: int, reg: RegisterDef) -> Iterable[_Issue]:
             "a meter read one register per request can only hold 16-bit values",
         )
     yield from _check_unit(at, reg)
+    yield from _check_calendar(at, reg)
     yield from _check_rollover(at, reg)
     yield from _check_bits(at, reg)
     yield from _check_resolution(at, reg)
@@ -402,6 +415,14 @@ def _check_unit(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
         units.check_unit_for_quantity(reg.unit, reg.quantity)
     except units.UnitError as exc:
         yield _Issue((*at, "unit"), str(exc))
+
+
+def _check_calendar(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
+    if not reg.wall_clock:
+        return
+    if reg.quantity is not None or reg.unit is not None or reg.scale != 1.0:
+        yield _Issue((*at, "type"), f"a {reg.type} register is a calendar, not a measured value",
+                     "give it no quantity, unit or scale; name it device_time to check the meter's clock")
 
 
 def _check_rollover(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:

@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from canalflow import __version__
 from canalflow.clock import SimClock
@@ -225,7 +226,8 @@ class EdgeAgent:
             link = ModbusLink(target, baud=ep.baud, parity=ep.parity, stopbits=ep.stopbits,
                               pause_after_connect_s=self.config.poll.pause_after_connect_s)
             pollers.append(BusPoller(target, link, plans, clock=self.clock, options=self.config.poll,
-                                     quality=self.config.quality, on_reading=self._on_reading))
+                                     quality=self.config.quality, on_reading=self._on_reading,
+                                     device_tz=ZoneInfo(self.config.timezone)))
         return pollers
 
     def poller_of(self, point: str) -> BusPoller:

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -187,7 +188,19 @@ class EdgeConfigFile(_Strict):
     quality: QualityOptions = QualityOptions()
     publish: PublishOptions = PublishOptions()
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    timezone: str | None = Field(default=None, description="IANA zone of the meters' calendars (BCD clocks); "
+                                 "default: the district's, else UTC")
     points: list[LocalPoint] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Asia/Shanghai") from None
+        return value
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,7 @@ class EdgeConfig:
     quality: QualityOptions = field(default_factory=QualityOptions)
     publish: PublishOptions = field(default_factory=PublishOptions)
     metrics_port: int | None = None
+    timezone: str = "UTC"  # of meter calendars that keep local time (profile type bcd_datetime)
     source: str = ""
     district: District | None = None  # None for a stand-alone edge config
     profiles: dict[str, Any] = field(default_factory=dict)
@@ -322,7 +336,8 @@ def edge_config_from_district(
         endpoint, units = endpoint_from_manifest(manifest, gateway)
     poll = PollOptions(timeout_s=gw.timeout_s)
     return EdgeConfig(district.id, gateway, endpoint, _district_points(district, gateway, units), poll=poll,
-                      source=str(district.path), district=district, profiles=dict(district.profiles))
+                      timezone=district.spec.district.timezone, source=str(district.path), district=district,
+                      profiles=dict(district.profiles))
 
 
 def _problems(file: Path, locate: Any, exc: ValidationError) -> list[Problem]:
@@ -388,6 +403,7 @@ def load_edge_config(path: Path | str, *, manifest: Path | str | None = None) ->
     config.points = list(plans.values())
     config.buffer, config.poll = spec.buffer, spec.poll
     config.quality, config.publish, config.metrics_port = spec.quality, spec.publish, spec.metrics_port
+    config.timezone = spec.timezone or config.timezone
     config.source = str(file)
     config.mqtt = spec.mqtt.model_copy(update={k: str(file.parent / v) for k in ("password_file", "cafile", "certfile",
                                               "keyfile") if (v := getattr(spec.mqtt, k)) and not Path(v).is_absolute()})

@@ -15,12 +15,13 @@ import asyncio
 import datetime as dt
 import heapq
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from canalflow.clock import SimClock
+from canalflow.clock import SimClock, wall_to_utc
 from canalflow.contract import Flag, Quality, Reading
 from canalflow.profiles import ReadBlock
 from edge.config import PointPlan, PollOptions, QualityOptions
@@ -29,7 +30,7 @@ from edge.quality import QualityChecker
 
 log = logging.getLogger("canalflow.edge.poller")
 
-CLOCK_REGISTER = "device_time"  # a profile's real-time clock: uint32 UTC epoch seconds
+CLOCK_REGISTER = "device_time"  # a profile's real-time clock: UTC epoch seconds, or a local BCD calendar
 _CLOCK_READ_AT = "@clock_read_at_ms"  # key in the raw values: (sent, answered) edge ms of the clock's read
 
 
@@ -98,9 +99,10 @@ async def nap(event: asyncio.Event, timeout: float) -> None:
 class BusPoller:
     def __init__(
         self, name: str, link: ModbusLink, points: list[PointPlan], *, clock: SimClock,
-        options: PollOptions, quality: QualityOptions, on_reading: OnReading,
+        options: PollOptions, quality: QualityOptions, on_reading: OnReading, device_tz: dt.tzinfo = dt.UTC,
     ) -> None:
         self.name = name
+        self.device_tz = device_tz  # of meter calendars in local time
         self.link = link
         self.plans = {p.point: p for p in points}
         self.clock = clock
@@ -219,7 +221,7 @@ class BusPoller:
         health.breaker_open_until = 0.0
         health.rtt_ms = rtt * 1000
         values, alarms, rollover = self._to_quantities(plan, raw)
-        device_clock = (float(raw[CLOCK_REGISTER]), *raw[_CLOCK_READ_AT]) if _CLOCK_READ_AT in raw else None
+        device_clock = (self._device_seconds(plan, raw), *raw[_CLOCK_READ_AT]) if _CLOCK_READ_AT in raw else None
         verdict = self.checker.check(plan.point, ts, values, now_ms=self.clock.now_ms(),
                                      rollover=rollover, alarms=alarms, device_clock=device_clock)
         self._rate(plan, ts, verdict)
@@ -227,6 +229,13 @@ class BusPoller:
             health.good += 1
             health.last_good_ts = ts
         return verdict.reading(ts)
+
+    def _device_seconds(self, plan: PointPlan, raw: dict[str, Any]) -> float:
+        """The meter's clock as UTC epoch seconds (a BCD calendar keeps local wall-clock time)."""
+        seconds = float(raw[CLOCK_REGISTER])
+        if plan.profile.register_named(CLOCK_REGISTER).wall_clock and math.isfinite(seconds) and seconds:
+            return float(wall_to_utc(seconds, self.device_tz))
+        return seconds
 
     async def _read_groups(self, plan: PointPlan, health: DeviceHealth, groups: list[str],
                            retries: int | None) -> tuple[dict[str, Any], float]:

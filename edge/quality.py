@@ -103,9 +103,12 @@ class QualityChecker:
         """Is a meter clock that said ``device_s`` (UTC epoch s, whole seconds) in a round trip from edge
         time ``sent_ms`` to ``answered_ms`` off by more than the tolerance? The meter read its clock
         somewhere in the round trip, so a slow answer is not taken for drift. A clock at 0 was never
-        set (or lost its time with power): not judged."""
+        set (or lost its time with power): not judged. One that is not a time at all (NaN: a calendar
+        register that holds no date) is wrong."""
         if device_s == 0:
             return False
+        if not math.isfinite(device_s):
+            return True
         tolerance_ms = self.options.max_clock_drift_s * 1000
         device_ms = device_s * 1000
         return device_ms + 1000 < sent_ms - tolerance_ms or device_ms > answered_ms + tolerance_ms

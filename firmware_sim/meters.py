@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from canalflow import ratings, units
+from canalflow.clock import utc_to_wall
 from canalflow.codec import TYPES, CodecError
 from canalflow.district import Point
 from canalflow.profiles import Profile, RegisterDef
@@ -291,7 +292,8 @@ class _Quantities:
             fouled = self.meter.signal_quality_at(self.now_ms) < FOULING_ALARM_BELOW
             return float(status_word(reg, self.faults, fouled=fouled))
         if reg.name == "device_time":
-            return float(self.meter.device_clock_ms(self.now_ms) // MS_PER_S)
+            seconds = self.meter.device_clock_ms(self.now_ms) // MS_PER_S
+            return float(utc_to_wall(seconds, self.meter.truth.district.tz) if reg.wall_clock else seconds)
         return _diagnostic(reg.name, self.total(), self.t_ms, self.meter)
 
 

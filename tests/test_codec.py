@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from canalflow import codec
 from canalflow.codec import CodecError, decode, decode_all_orders, encode, word_count
 
-INT_TYPES = [name for name, info in codec.TYPES.items() if not info.is_float]
+INT_TYPES = [name for name, info in codec.TYPES.items() if not info.is_float and name != codec.BCD_DATETIME]
 
 
 # ---- known vectors ---------------------------------------------------------------------------
@@ -216,3 +217,45 @@ def test_words_round_trip_through_uint32(words: list[int], order: str) -> None:
 def test_decode_all_orders_never_raises(words: list[int]) -> None:
     table = decode_all_orders(words)
     assert "uint16" in table
+
+
+# ---- BCD calendar (TUF-2000M registers 53-55) --------------------------------------------------
+
+
+def test_bcd_calendar_bytes_are_second_minute_hour_day_month_year() -> None:
+    wall = 1_772_369_445  # 2026-03-01 12:50:45 on the meter's wall clock
+    assert encode(wall, "bcd_datetime") == [0x4550, 0x1201, 0x0326]
+    assert decode([0x4550, 0x1201, 0x0326], "bcd_datetime") == wall
+    assert encode(wall, "bcd_datetime", "CDAB") == [0x0326, 0x1201, 0x4550]
+    assert word_count("bcd_datetime") == 3
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        ([0x4A50, 0x1201, 0x0326], "byte 0x4A of 0x4A50,0x1201,0x0326 is not BCD"),
+        ([0x4550, 0x1231, 0x0226], "not a calendar time (day is out of range for month)"),
+        ([0x4550, 0x1201, 0x1326], "month must be in 1..12"),
+    ],
+)
+def test_bcd_calendar_errors_name_the_bytes(words: list[int], message: str) -> None:
+    with pytest.raises(CodecError, match=re.escape(message)):
+        decode(words, "bcd_datetime")
+
+
+def test_bcd_calendar_limits() -> None:
+    with pytest.raises(CodecError, match="2000-2099"):
+        encode(946_684_799, "bcd_datetime")  # 1999-12-31 23:59:59
+    with pytest.raises(CodecError, match="scale"):
+        encode(1_772_369_445, "bcd_datetime", scale=0.1)
+
+
+@given(st.integers(946_684_800, 4_102_444_799), st.sampled_from(codec.ORDERS))
+def test_bcd_calendar_round_trip(seconds: int, order: str) -> None:
+    assert decode(encode(seconds, "bcd_datetime", order), "bcd_datetime", order) == seconds
+
+
+def test_probe_shows_a_calendar_where_the_bytes_are_bcd() -> None:
+    found = decode_all_orders([0x4550, 0x1201, 0x0326])["bcd_datetime"]
+    assert found["ABCD"] == "2026-03-01 12:50:45"
+    assert "BADC" not in found  # 0x50 0x45 ... reads second 50, minute 45, but 0x26 0x03 is no month

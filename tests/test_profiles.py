@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -117,6 +118,8 @@ def test_every_register_round_trips_in_si(name: str, data: st.DataObject) -> Non
     for reg in BUILTIN[name].registers:
         if reg.type == "float32":
             value: float = data.draw(st.floats(0, 1000, width=32))
+        elif reg.wall_clock:  # a BCD calendar: whole seconds, years 2000-2099
+            value = data.draw(st.integers(946_684_800, 4_102_444_799))
         else:
             raw = data.draw(st.integers(0, 30000))
             value = raw * reg.scale if reg.unit is None else units.to_si(raw * reg.scale, reg.unit)[0]
@@ -327,3 +330,16 @@ def test_units(value: float, unit: str, si: float, si_unit: str) -> None:
 def test_unknown_unit_suggests() -> None:
     with pytest.raises(units.UnitError, match="did you mean 'm3/h'"):
         units.to_si(1, "m3/hr")
+
+
+def test_a_calendar_register_takes_no_quantity_unit_or_scale(tmp_path: Path) -> None:
+    text = GOOD + "  - {name: device_time, register: 6, type: bcd_datetime, order: ABCD, unit: m}\n"
+    (problem,) = problems_of(tmp_path, text)
+    assert problem.field == "registers[3].type" and "calendar" in problem.message
+    assert problems_of(tmp_path, GOOD + "  - {name: device_time, register: 6, type: bcd_datetime, order: ABCD}\n") == []
+
+
+def test_a_calendar_that_is_no_date_reads_nan_and_one_never_set_reads_zero() -> None:
+    clock = BUILTIN["tuf2000m"].register_named("device_time")
+    assert clock.decode([0, 0, 0]) == 0
+    assert math.isnan(clock.decode([0xFFFF, 0x1234, 0x5678]))

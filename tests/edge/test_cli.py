@@ -16,6 +16,7 @@ from canalflow.contract import Reading
 from canalflow.district import load_district
 from canalflow.services import Mosquitto
 from edge.buffer import Buffer
+from edge.config import load_edge_config
 
 
 @pytest.fixture
@@ -167,6 +168,11 @@ def test_config_errors_name_file_line_and_field(capsys: pytest.CaptureFixture[st
     assert code == 1 and f"{config}:4: error: publish.replay_rat: unknown field (hint: see docs/edge.md" in err
     code, _, err = run(capsys, "edge", "run", "--district", str(DEMO), "--gateway", "GW-X", "--check")
     assert code == 1 and "no gateway 'GW-X'" in err
+    config.write_text(f"district: {DEMO}\ngateway: GW-B1\ntimezone: Asia/Beijing\n")
+    code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
+    assert code == 1 and f"{config}:3: error: timezone: Value error, unknown time zone 'Asia/Beijing'" in err
+    config.write_text(f"district: {DEMO}\ngateway: GW-B1\n")
+    assert load_edge_config(config).timezone == "Asia/Shanghai"  # the district's
 
 
 def test_watch_shows_the_latest_reading_of_each_point(capsys: pytest.CaptureFixture[str], mosquitto: Mosquitto) -> None:

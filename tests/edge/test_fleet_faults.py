@@ -59,7 +59,7 @@ def _poll_the_fleet(start: dt.datetime, sim_hours: float, gateways: list[str] | 
             pollers.append(BusPoller(gateway, link, plans, clock=clock,
                                      options=PollOptions(timeout_s=1.0, retries=0, breaker_cooldown_s=0.2,
                                                          breaker_max_cooldown_s=0.2),
-                                     quality=QualityOptions(stuck_polls=5),
+                                     quality=QualityOptions(stuck_polls=5), device_tz=district.tz,
                                      on_reading=lambda point, reading: got[point].append(reading)))
         tasks = [asyncio.create_task(p.run()) for p in pollers]
         await asyncio.sleep(sim_hours * 3600 / SPEED)
@@ -132,7 +132,8 @@ def test_rtu_gateway_of_the_fleet_at_9600_baud_and_its_crc_fault(tmp_path: Path)
         link = ModbusLink(endpoint.path, baud=endpoint.baud or 9600)
         poller = BusPoller("GW-B3", link, config.points, clock=clock,
                            options=PollOptions(timeout_s=0.3, retries=0),
-                           quality=QualityOptions(), on_reading=lambda point, reading: got[point].append(reading))
+                           quality=QualityOptions(), device_tz=district.tz,
+                           on_reading=lambda point, reading: got[point].append(reading))
         task = asyncio.create_task(poller.run())
         await asyncio.sleep(3.0)
         poller.stop()

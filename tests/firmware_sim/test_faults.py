@@ -13,7 +13,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from canalflow.clock import SimClock
+from canalflow.clock import SimClock, utc_to_wall, wall_to_utc
 from canalflow.district import District
 from firmware_sim.fleet import FleetThread
 from firmware_sim.meters import Meter
@@ -110,15 +110,18 @@ def test_clock_drift_lags_the_values(demo: District, truth: Truth, faults: Scena
 
 
 def test_clock_drift_sets_the_device_clock_back(demo: District, truth: Truth, faults: Scenario) -> None:
-    """The meter's real-time clock (register device_time, UTC epoch s) is late by drift_s over the wire."""
+    """The meter's real-time clock (register device_time: the TUF-2000M's BCD calendar in the district's
+    local time) is late by drift_s over the wire."""
     t = at("2026-03-12T10:00")
     reg = demo.profile_of("V08-IN").register_named("device_time")
+    assert reg.wall_clock and demo.spec.district.timezone == "Asia/Shanghai"
     for point, late_s in (("V08-IN", 900), ("V12-IN", 0)):
         words = meter(demo, truth, faults, point).respond(3, reg.wire_address, reg.word_count, t).words
         assert words is not None
-        assert reg.decode(words) == t // 1000 - late_s, point
+        assert reg.decode(words) == t // 1000 - late_s + 8 * 3600, point  # wall clock, UTC+8
+        assert wall_to_utc(reg.decode(words), demo.tz) == t // 1000 - late_s, point
     after = at("2026-03-21T00:00")  # the fault is over: the clock is right again
-    assert meter(demo, truth, faults, "V08-IN").values(after, [reg])["device_time"] == after // 1000
+    assert meter(demo, truth, faults, "V08-IN").values(after, [reg])["device_time"] == utc_to_wall(after // 1000, demo.tz)
 
 
 def test_fouling_degrades_signal_quality_until_the_meter_raises_its_alarm(

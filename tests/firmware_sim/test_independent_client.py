@@ -3,6 +3,7 @@ here with plain ``struct`` per the documented word orders, independently of cana
 
 from __future__ import annotations
 
+import calendar
 import struct
 from collections.abc import Iterator
 
@@ -32,6 +33,11 @@ def to_bytes(words: list[int], order: str) -> bytes:
 
 
 def plain_decode(reg: RegisterDef, words: list[int]) -> float:
+    if reg.type == "bcd_datetime":  # TUF-2000M calendar: BCD bytes SS MM hh DD MO YY, in ABCD order
+        assert reg.order == "ABCD"
+        raw = b"".join(w.to_bytes(2, "big") for w in words)
+        second, minute, hour, day, month, year = (int(f"{b:02x}") for b in raw)
+        return calendar.timegm((2000 + year, month, day, hour, minute, second))
     fmt = {"float32": ">f", "uint32": ">I", "int32": ">i", "uint16": ">H", "int16": ">h"}[reg.type]
     data = to_bytes(words, reg.order or "ABCD") if len(words) == 2 else words[0].to_bytes(2, "big")
     (raw,) = struct.unpack(fmt, data)
@@ -62,6 +68,8 @@ def test_pymodbustcp_reads_every_meter_model(frozen_fleet: Fleet, demo: District
                 assert words == [expected[reg.wire_address + i] for i in range(reg.word_count)], (point_id, reg.name)
                 decoded[reg.name] = plain_decode(reg, words)
                 assert decoded[reg.name] == pytest.approx(reg.decode(words), rel=1e-12), (point_id, reg.name)
+                if reg.type == "bcd_datetime":  # the meter's calendar keeps Beijing time (UTC+8)
+                    assert decoded[reg.name] == t_ms // 1000 + 8 * 3600, point_id
             client.close()
             truth_flow = demo_truth.flow_m3s(point_id, t_ms)
             accuracy = profile.accuracy_pct / 100
