@@ -619,14 +619,14 @@ def check_district(
 
 
 def _load_profiles_for(spec: DistrictFile, file: Path, rep: _Reporter) -> dict[str, Any]:
-    from canalflow.profiles import ProfileLoadError, load_profiles
+    """The built-in profiles and those of ``profile_dirs``. A broken profile file is reported and
+    left out; the others stay known, so only the points that use it are reported too."""
+    from canalflow.profiles import BUILTIN_DIR, check_files, profile_files
 
-    dirs = [(file.parent / d).resolve() for d in spec.profile_dirs]
-    try:
-        return load_profiles(dirs)
-    except ProfileLoadError as exc:
-        rep.problems.extend(exc.problems)
-        return {}
+    dirs = [BUILTIN_DIR, *((file.parent / d).resolve() for d in spec.profile_dirs)]
+    result = check_files(profile_files(dirs))
+    rep.problems.extend(p for p in result.problems if p.severity == "error")
+    return result.profiles
 
 
 def _duplicates(items: Iterable[tuple[int, str]], section: str, rep: _Reporter) -> set[str]:

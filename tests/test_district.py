@@ -141,3 +141,14 @@ def test_poll_defaults_apply_to_points_without_their_own(tmp_path):
     district = load_district(path)
     assert district.points["V01-IN"].poll.fast_s == 300 and district.points["V01-IN"].poll.slow_s == 900
     assert district.points["M1-S12"].poll.fast_s == 30 and district.points["M1-S12"].poll.slow_s == 600
+
+
+def test_a_broken_profile_file_is_reported_alone(tmp_path):
+    """One broken profile in profile_dirs is one problem (its file and line), not one per point: the
+    other profiles stay known; only a point that used the broken one would be reported too."""
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "bad.yaml").write_text("name: bad-meter\nkind: pipe\naccuracy_pct: 1\nregisters: oops\n")
+    path = broken_copy(tmp_path, ("version: 1\ndistrict:", "version: 1\nprofile_dirs: [profiles]\ndistrict:"))
+    problems = errors_of(path)
+    assert problems and all(p.file == tmp_path / "profiles" / "bad.yaml" for p in problems), problems
+    assert not any("unknown meter profile" in p.message for p in problems)
