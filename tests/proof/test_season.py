@@ -135,6 +135,7 @@ def test_unmetered_withdrawal_is_a_loss_anomaly_on_its_reach_only(season):
     expected = withdrawal_reaches(season.pipeline.district, season.plan)
     assert len(expected) == 1
     anomalies, reaches = loss_anomalies(season)
+    print({r["reach"]: round(r["loss_m3"] / r["expected_loss_m3"], 2) for r in reaches if r["expected_loss_m3"]})
     assert anomalies == expected, [(r["reach"], round(r["loss_m3"]), round(r["expected_loss_m3"]), r["incomplete"])
                                    for r in reaches]
 
