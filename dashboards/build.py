@@ -474,7 +474,12 @@ def health(board: Board) -> None:
         [(f"last({ident('buffer_depth')})", "buffer_depth")], M.gateway_status, status_where,
         group_by=("gateway",), time_bucket="$__interval", fill="previous",
     )
-    board.add(timeseries_panel().title(t("health.buffer")).with_target(q("A", buffer)).unit("short"), 12, 8)
+    unconfirmed = select(  # readings the broker took that ingest has not yet confirmed stored (edge status)
+        [(f"last({ident('unconfirmed')})", "unconfirmed")], M.gateway_status, status_where,
+        group_by=("gateway",), time_bucket="$__interval", fill="previous",
+    )
+    board.add(timeseries_panel().title(t("health.buffer")).with_target(q("A", buffer))
+              .with_target(q("B", unconfirmed)).unit("short"), 12, 8)
     link = select(
         [(f"last({ident('state')})", "state")], M.gateway_status, status_where, group_by=("gateway",), time_bucket="$__interval", fill="previous",
     )

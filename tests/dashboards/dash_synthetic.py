@@ -125,7 +125,8 @@ def gateway_rows(district: District, now_ms: int, hours: int = 24, step_ms: int 
         for ts in range(now_ms - hours * HOUR, now_ms + 1, step_ms):
             offline = gateway.id == OFFLINE_GATEWAY and ts > now_ms - HOUR
             depth = int((ts - (now_ms - HOUR)) / MINUTE * 40) if offline else 0
-            fields = {"state": contract.STATE_OFFLINE if offline else contract.STATE_ONLINE, "buffer_depth": depth, "buffer_dropped": 0}
+            fields = {"state": contract.STATE_OFFLINE if offline else contract.STATE_ONLINE, "buffer_depth": depth,
+                      "buffer_dropped": 0, "unconfirmed": 0 if offline else 7}
             lines.append(line(M.gateway_status, {"district": district.id, "gateway": gateway.id}, fields, ts))
     return lines
 
