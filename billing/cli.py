@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -368,43 +369,50 @@ def print_run(run: Any) -> None:
     print(f"  {'total':8} {sum(run.unit_volumes.values()):>12} {'':>12} {run.total:>12}")
 
 
-def cmd_advance(args: argparse.Namespace) -> int:
-    from billing.ledger import LedgerError, open_ledger
+def _refusals_to_exit_1(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A ledger operation the lifecycle refuses exits 1 with the ledger's message (it says what to do)."""
 
-    try:
-        status = open_ledger(args.ledger).advance(args.run_id, args.to_status, args.user, args.note)
-    except LedgerError as exc:
-        print(f"canalflow billing: {exc}", file=sys.stderr)
-        return 1
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from billing.ledger import LedgerError
+
+        try:
+            return command(args)
+        except LedgerError as exc:
+            print(f"canalflow billing {args.billing_command}: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_refusals_to_exit_1
+def cmd_advance(args: argparse.Namespace) -> int:
+    from billing.ledger import open_ledger
+
+    status = open_ledger(args.ledger).advance(args.run_id, args.to_status, args.user, args.note)
     print(f"run {args.run_id}: {status}")
     return 0
 
 
+@_refusals_to_exit_1
 def cmd_adjust(args: argparse.Namespace) -> int:
-    from billing.ledger import LedgerError, open_ledger
+    from billing.ledger import open_ledger
 
     try:
         amount = Decimal(args.amount)
     except InvalidOperation:
         print(f"canalflow billing adjust: --amount {args.amount!r} is not a number of yuan (e.g. -12.50)", file=sys.stderr)
         return 1
-    try:
-        adj_id = open_ledger(args.ledger).add_adjustment(args.bill_id, amount, args.reason, args.user)
-    except LedgerError as exc:
-        print(f"canalflow billing adjust: {exc}", file=sys.stderr)
-        return 1
+    adj_id = open_ledger(args.ledger).add_adjustment(args.bill_id, amount, args.reason, args.user)
     print(f"adjustment #{adj_id} recorded on {args.bill_id}; it will appear on the unit's next run")
     return 0
 
 
+@_refusals_to_exit_1
 def cmd_paid(args: argparse.Namespace) -> int:
-    from billing.ledger import LedgerError, open_ledger
+    from billing.ledger import open_ledger
 
-    try:
-        open_ledger(args.ledger).mark_paid(args.bill_id, args.user)
-    except LedgerError as exc:
-        print(f"canalflow billing paid: {exc}", file=sys.stderr)
-        return 1
+    open_ledger(args.ledger).mark_paid(args.bill_id, args.user)
     print(f"bill {args.bill_id}: paid")
     return 0
 
