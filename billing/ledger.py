@@ -7,24 +7,55 @@ they round-trip exactly on every backend.
 Lifecycle of a run: ``draft`` -> ``approved`` -> ``issued``. A draft may be replaced by a rerun;
 an issued run is never edited: corrections are :class:`AdjustmentRow` entries that the next run
 of the unit carries as adjustment lines.
+
+Writers that check the ledger before changing it (record, approve, issue, pay) hold a per-district
+lock for their transaction (:meth:`Ledger._lock_district`), so two processes doing them at once
+queue instead of both passing the checks. Both backends behave the same: text cannot hold NUL
+characters (PostgreSQL cannot store them), ids sort by code point, whatever the server's locale.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, create_engine, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    false,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 STATUSES = ("draft", "approved", "issued")
 NEXT_STATUS = {"draft": "approved", "approved": "issued"}
+_SCHEMA_LOCK = 0x63616E616C666C6F  # PostgreSQL advisory lock key ("canalflo") held while creating the tables
+
+
+def _code_point_order(length: int) -> String:
+    """A string column that sorts by code point on every backend, as SQLite does.
+
+    A PostgreSQL database sorts by its locale (en_US.UTF-8 in the postgres image): 'v02' would
+    come between 'V01' and 'V03', and '_' before '-'. Collation "C" is code point order.
+    """
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 class LedgerError(ValueError):
@@ -56,7 +87,7 @@ class BillRow(Base):
     __tablename__ = "bills"
     id: Mapped[str] = mapped_column(String(96), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.id"), index=True)
-    unit_id: Mapped[str] = mapped_column(String(64), index=True)
+    unit_id: Mapped[str] = mapped_column(_code_point_order(64), index=True)
     volume_m3: Mapped[str] = mapped_column(String(32))
     quota_m3: Mapped[str] = mapped_column(String(32))
     total: Mapped[str] = mapped_column(String(32))
@@ -91,7 +122,7 @@ class AdjustmentRow(Base):
     amount: Mapped[str] = mapped_column(String(32))
     volume_m3: Mapped[str] = mapped_column(String(32), default="0")
     reason: Mapped[str] = mapped_column(Text)
-    created_by: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(Text)  # a user name: free text, like reason
     created_at: Mapped[str] = mapped_column(String(40))
     applied_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
@@ -106,7 +137,7 @@ class EditRow(Base):
     start_ms: Mapped[int] = mapped_column(BigInteger)
     end_ms: Mapped[int] = mapped_column(BigInteger)
     volume_m3: Mapped[str] = mapped_column(String(32))
-    user: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[str] = mapped_column(String(40))
 
@@ -118,13 +149,24 @@ class EventRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(64), index=True)
     action: Mapped[str] = mapped_column(String(32))
-    user: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str] = mapped_column(Text)
     at: Mapped[str] = mapped_column(String(40))
     note: Mapped[str] = mapped_column(Text, default="")
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _findable(key: str) -> bool:
+    """False for a key that cannot be stored, so is in no table (PostgreSQL refuses even to compare with NUL)."""
+    return "\x00" not in key
+
+
+def _refuse_nul(**fields: str) -> None:
+    for name, value in fields.items():
+        if "\x00" in value:
+            raise LedgerError(f"the {name} contains a NUL character, which the ledger cannot store")
 
 
 class Ledger:
@@ -136,8 +178,11 @@ class Ledger:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except DataError as exc:  # PostgreSQL checks what SQLite stores as given (lengths, ranges)
+            raise LedgerError(f"the ledger cannot store a value: {str(exc.orig).splitlines()[0]}") from exc
 
     # --- runs ---------------------------------------------------------------------------------
     def record_run(self, run: Any, user: str = "system") -> str:
@@ -146,7 +191,23 @@ class Ledger:
         The run id is a hash of every input, so recording the same inputs twice is a no-op.
         Returns ``"created"`` or ``"unchanged"``.
         """
+        _refuse_nul(user=user)
+        try:
+            return self._record_run(run, user)
+        except IntegrityError:
+            # The same run recorded at the same moment by another process, in a district with no run
+            # yet to lock (see _lock_district): its insert won.
+            if self._has_run(run.run_id):
+                return "unchanged"
+            raise
+
+    def _has_run(self, run_id: str) -> bool:
         with self.session() as s:
+            return s.get(RunRow, run_id) is not None
+
+    def _record_run(self, run: Any, user: str) -> str:
+        with self.session() as s:
+            self._lock_district(s, run.district_id)
             existing = s.get(RunRow, run.run_id)
             if existing is not None:
                 return "unchanged"
@@ -183,14 +244,18 @@ class Ledger:
 
     def run(self, run_id: str) -> RunRow:
         with self.session() as s:
-            row = s.get(RunRow, run_id)
-            if row is None:
-                row = self._by_prefix(s, run_id)
+            row = self._find_run(s, run_id)
             s.expunge(row)
             return row
 
+    def _find_run(self, s: Session, run_id: str) -> RunRow:
+        """The run with this id, else the one run whose id starts with it."""
+        row = s.get(RunRow, run_id) if _findable(run_id) else None
+        return row or self._by_prefix(s, run_id)
+
     def _by_prefix(self, s: Session, prefix: str) -> RunRow:
-        rows = s.scalars(select(RunRow).where(RunRow.id.startswith(prefix, autoescape=True))).all()
+        found = select(RunRow).where(RunRow.id.startswith(prefix, autoescape=True))
+        rows = s.scalars(found).all() if _findable(prefix) else []
         if len(rows) != 1:
             raise LedgerError(f"no billing run {prefix!r} in the ledger" if not rows else f"run id prefix {prefix!r} is ambiguous; give more characters")
         return rows[0]
@@ -212,8 +277,11 @@ class Ledger:
 
     def advance(self, run_id: str, to_status: str, user: str, note: str = "") -> str:
         """Move a run one step along draft -> approved -> issued; return the new status."""
+        _refuse_nul(user=user, note=note)
         with self.session() as s:
-            row = s.get(RunRow, run_id) or self._by_prefix(s, run_id)
+            row = self._find_run(s, run_id)
+            self._lock_district(s, row.district_id)
+            s.expire_all()  # read it again under the lock: another process may just have advanced it
             expected = NEXT_STATUS.get(row.status)
             if to_status != expected:
                 raise LedgerError(f"run {row.id[:12]} is {row.status}; it can only become {expected or 'nothing (issued is final)'}; corrections go in adjustments")
@@ -226,6 +294,22 @@ class Ledger:
             row.status = to_status
             s.add(EventRow(run_id=row.id, action=to_status, user=user, at=_now(), note=note))
             return to_status
+
+    @staticmethod
+    def _lock_district(s: Session, district_id: str) -> None:
+        """Make this transaction the only ledger writer of the district until it ends.
+
+        Approving, issuing and recording check other rows first (no issued run over the window,
+        adjustments not carried by a newer run, the run's own status): two transactions checking
+        at once would both pass and, say, issue two runs over the same water. PostgreSQL: lock the
+        district's runs (in id order, so lockers queue instead of deadlocking). SQLite has one
+        writer at a time: an empty UPDATE takes the database's write lock now rather than at the
+        first real write, after the checks.
+        """
+        if s.get_bind().dialect.name == "sqlite":
+            s.execute(update(RunRow.__table__).where(false()).values(status=RunRow.__table__.c.status))
+        else:
+            s.execute(select(RunRow.id).where(RunRow.district_id == district_id).order_by(RunRow.id).with_for_update())
 
     @staticmethod
     def _is_draft(s: Session, run_id: str) -> bool:
@@ -260,11 +344,16 @@ class Ledger:
             return list(rows)
 
     # --- bills --------------------------------------------------------------------------------
+    @staticmethod
+    def _find_bill(s: Session, bill_id: str) -> BillRow:
+        row = s.get(BillRow, bill_id) if _findable(bill_id) else None
+        if row is None:
+            raise LedgerError(f"no bill {bill_id!r} in the ledger")
+        return row
+
     def bill(self, bill_id: str) -> dict[str, Any]:
         with self.session() as s:
-            row = s.get(BillRow, bill_id)
-            if row is None:
-                raise LedgerError(f"no bill {bill_id!r} in the ledger")
+            row = self._find_bill(s, bill_id)
             return json.loads(row.document) | {"status": row.run.status}
 
     def bills_of_run(self, run_id: str, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
@@ -274,10 +363,11 @@ class Ledger:
 
     def mark_paid(self, bill_id: str, user: str) -> None:
         """Record that an issued bill was paid (until then its unit gets no precise subsidy)."""
+        _refuse_nul(user=user)
         with self.session() as s:
-            bill = s.get(BillRow, bill_id)
-            if bill is None:
-                raise LedgerError(f"no bill {bill_id!r} in the ledger")
+            bill = self._find_bill(s, bill_id)
+            self._lock_district(s, bill.run.district_id)
+            s.expire_all()  # read it again under the lock: another clerk may just have recorded the payment
             if bill.run.status != "issued":
                 raise LedgerError(f"bill {bill_id} is in a {bill.run.status} run; only issued bills are paid")
             if bill.paid_at is not None:
@@ -300,10 +390,10 @@ class Ledger:
         """Record a correction of an issued bill; it appears as a line on the unit's next run."""
         if not reason.strip():
             raise LedgerError("an adjustment needs a reason")
+        _check_money(amount)
+        _refuse_nul(reason=reason, user=user)
         with self.session() as s:
-            bill = s.get(BillRow, bill_id)
-            if bill is None:
-                raise LedgerError(f"no bill {bill_id!r} in the ledger")
+            bill = self._find_bill(s, bill_id)
             if bill.run.status != "issued":
                 raise LedgerError(f"bill {bill_id} is in a {bill.run.status} run: rerun the draft instead of adjusting it")
             row = AdjustmentRow(unit_id=bill.unit_id, corrects_bill_id=bill_id, amount=str(amount), volume_m3=str(volume_m3),
@@ -339,6 +429,7 @@ class Ledger:
             raise LedgerError("an edited volume cannot be negative")
         if not reason.strip() or not user.strip():
             raise LedgerError("an edit needs a named user and a reason")
+        _refuse_nul(point=point, user=user, reason=reason)
         with self.session() as s:
             row = EditRow(district_id=district_id, point=point, start_ms=start_ms, end_ms=end_ms, volume_m3=repr(float(volume_m3)),
                           user=user, reason=reason, created_at=_now())
@@ -356,6 +447,8 @@ class Ledger:
     # --- water-use ledger (用水台账) ------------------------------------------------------------
     def water_use(self, unit_id: str) -> list[dict[str, Any]]:
         """Per issued run of a unit: window, volume, quota, amount — the unit's water-use ledger."""
+        if not _findable(unit_id):
+            return []
         with self.session() as s:
             rows = s.execute(
                 select(RunRow, BillRow).join(BillRow, BillRow.run_id == RunRow.id)
@@ -368,11 +461,51 @@ class Ledger:
             ]
 
 
+FEN = Decimal("0.01")
+MAX_YUAN = Decimal("1e12")  # 14 digits with the fen, as the API's AdjustmentRequest allows
+
+
+def _check_money(amount: Decimal) -> None:
+    """An amount of yuan the ledger can keep exactly: finite, whole fen, under a trillion."""
+    if not amount.is_finite():
+        raise LedgerError(f"amount {amount} is not a number of yuan (e.g. -12.50)")
+    if abs(amount) >= MAX_YUAN:
+        raise LedgerError(f"amount {amount} is beyond the ledger's {MAX_YUAN:,.0f} yuan: check the figure")
+    if amount != amount.quantize(FEN):
+        raise LedgerError(f"amount {amount} has fractions of a fen: money is kept to 0.01 yuan")
+    if amount == 0:
+        raise LedgerError("an adjustment of 0 yuan changes nothing")
+
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
 def open_ledger(url: str) -> Ledger:
-    """Open (and create the tables of) the ledger at a SQLAlchemy URL (a SQLite file's folder is created)."""
-    parsed = make_url(url)
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
-    Base.metadata.create_all(engine)
+    """Open (and create the tables of) the ledger at a SQLAlchemy URL (a SQLite file's folder is created).
+
+    One engine, so one connection pool, per URL and process: the API opens the ledger on every
+    request, and a pool per call would leave idle PostgreSQL connections until the collector ran."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            parsed = make_url(url)
+            if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, future=True)
+            _create_tables(engine)
+            _ENGINES[url] = engine
     return Ledger(engine)
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the missing tables. Processes opening a new ledger at once (the API and a CLI run)
+    take turns: otherwise both would create a table and one of them would fail."""
+    if set(Base.metadata.tables) <= set(inspect(engine).get_table_names()):
+        return
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the database's write lock, before create_all looks
+        elif conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        Base.metadata.create_all(conn)

@@ -2,7 +2,8 @@
 
 Each service runs Debian's binary (``mosquitto`` 2.0, ``influxd`` 1.6) on a free loopback port
 with a config file, data and logs in a private working directory, so several stacks can run side
-by side and never touch the system services or their default ports.
+by side and never touch the system services or their default ports. :class:`Postgres` does the
+same with a throwaway PostgreSQL cluster, for the billing ledger's tests.
 
     with ServiceStack() as stack:              # both, in a temporary directory
         print(stack.mosquitto.url, stack.influxd.url)
@@ -22,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -34,7 +36,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,6 +46,7 @@ __all__ = [
     "Influxd",
     "Mosquitto",
     "PortInUse",
+    "Postgres",
     "ServiceError",
     "ServiceMissing",
     "ServiceStack",
@@ -125,9 +128,9 @@ class _Service:
     stop_timeout: float = 15.0
     port_attempts: int = 3  # a port picked by free_port() can be taken before the service binds it
 
-    def __init__(self, workdir: Path, *, ports_chosen: bool) -> None:
+    def __init__(self, workdir: Path, *, ports_chosen: bool, binary: str | None = None) -> None:
         self.workdir = Path(workdir).resolve()
-        self.binary = find_binary(self.binary_name, self.package)
+        self.binary = binary or find_binary(self.binary_name, self.package)
         self._proc: subprocess.Popen[bytes] | None = None
         self._output: IO[bytes] | None = None
         self._lock = threading.Lock()
@@ -154,6 +157,16 @@ class _Service:
         return self.output_file
 
     # -- common ---------------------------------------------------------------------------
+    _port: int
+
+    @property
+    def host(self) -> str:
+        return LOOPBACK
+
+    @property
+    def port(self) -> int:
+        return self._port
+
     @property
     def output_file(self) -> Path:
         return self.workdir / f"{self.binary_name}.out"
@@ -344,14 +357,6 @@ class Mosquitto(_Service):
             self._tls_port = free_port()
 
     @property
-    def host(self) -> str:
-        return LOOPBACK
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
     def tls_port(self) -> int | None:
         return self._tls_port
 
@@ -489,14 +494,6 @@ class Influxd(_Service):
         self.rpc_port = free_port()
 
     @property
-    def host(self) -> str:
-        return LOOPBACK
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -569,6 +566,220 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
                 return response.status == 204
         except (OSError, urllib.error.URLError):
             return False
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+# Debian keeps the server binaries off PATH, in /usr/lib/postgresql/<major>/bin.
+POSTGRES_LIB = Path("/usr/lib/postgresql")
+POSTGRES_OS_USER = "postgres"  # run as this user when we are root: PostgreSQL refuses to run as root
+
+
+def _major_version(bindir: Path) -> tuple[int, ...]:
+    name = bindir.parent.name
+    return tuple(int(part) for part in name.split(".")) if name.replace(".", "").isdigit() else ()
+
+
+def _postgres_bindir() -> Path:
+    """The directory holding ``postgres`` and ``initdb``: PATH first, else Debian's newest major version."""
+    on_path = shutil.which("postgres")
+    candidates = [Path(on_path).resolve().parent] if on_path else []
+    candidates += sorted(POSTGRES_LIB.glob("*/bin"), key=_major_version, reverse=True)
+    for bindir in candidates:
+        if all(os.access(bindir / name, os.X_OK) for name in ("postgres", "initdb")):
+            return bindir
+    raise ServiceMissing(
+        f"postgres and initdb not found (searched PATH, {POSTGRES_LIB}/*/bin). Install them with "
+        "`sudo apt-get install postgresql` (or run `make deps`), then retry."
+    )
+
+
+def _postgres_owner() -> tuple[int, int] | None:
+    """(uid, gid) to run the server as when we are root; None to run it as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(POSTGRES_OS_USER)
+    except KeyError:
+        raise ServiceMissing(
+            f"running as root, PostgreSQL needs the {POSTGRES_OS_USER!r} system user to run as; "
+            "`sudo apt-get install postgresql` creates it (or run `make deps`)."
+        ) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+class Postgres(_Service):
+    """A throwaway PostgreSQL server (Debian's newest installed major version) on 127.0.0.1.
+
+    - The cluster lives in its own ``tempfile.mkdtemp()`` directory, not in ``workdir``:
+      PostgreSQL wants its data directory owned by the user it runs as and every parent
+      traversable by that user (pytest's temporary directories are 0700 root when CI runs as
+      root).  ``initdb`` runs on the first start; ``stop()`` removes the cluster, ``restart()``
+      and ``kill()`` keep it.  The server's log goes to ``postgres.out`` in ``workdir``.
+    - As root, ``initdb`` and ``postgres`` run as the ``postgres`` system user (through
+      ``setpriv``, which execs, so signals reach the server itself).
+    - TCP on 127.0.0.1 only, the Unix socket in the private directory, ``trust`` authentication
+      for local and loopback connections only, UTF-8, C locale, fsync off: a test server (a
+      committed transaction survives ``kill()``, not a power cut).
+    - ``database`` is created at start; ``url`` is its SQLAlchemy URL (``postgresql+psycopg://``).
+    """
+
+    binary_name = "postgres"
+    package = "postgresql"
+    superuser = "postgres"
+
+    def __init__(self, workdir: Path, *, port: int | None = None, database: str = "canalflow") -> None:
+        self.bindir = _postgres_bindir()  # Debian keeps postgres off PATH
+        super().__init__(workdir, ports_chosen=port is not None, binary=str(self.bindir / "postgres"))
+        self._owner = _postgres_owner()
+        self._setpriv = find_binary("setpriv", "util-linux") if self._owner else ""
+        try:
+            import psycopg  # noqa: F401  (the readiness probe and create_database use it)
+        except ImportError:
+            raise ServiceMissing("the psycopg driver is missing: `pip install 'psycopg[binary]>=3.1,<4'` (in the dev extra)") from None
+        self._port = port or free_port()
+        self.database = database
+        self.rundir: Path | None = None  # the private directory: cluster in rundir/data, socket in rundir
+        atexit.register(self._stop_at_exit)  # runs before _stop_leftovers (atexit is LIFO): stop, then remove
+
+    def _pick_ports(self) -> None:
+        self._port = free_port()
+
+    @property
+    def url(self) -> str:
+        return self.url_of(self.database)
+
+    def url_of(self, database: str) -> str:
+        """SQLAlchemy URL of a database on this server."""
+        return f"postgresql+psycopg://{self.superuser}@{self.host}:{self.port}/{database}"
+
+    @property
+    def datadir(self) -> Path | None:
+        return self.rundir / "data" if self.rundir else None
+
+    def start(self, timeout: float | None = None) -> Self:
+        super().start(timeout)
+        self.create_database(self.database)
+        return self
+
+    def stop(self) -> None:
+        """Fast shutdown, then remove the cluster (a later ``start()`` runs initdb again)."""
+        self._shutdown()
+        if self.rundir is not None:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+            self.rundir = None
+
+    def restart(self, timeout: float | None = None) -> Self:
+        """Fast shutdown and start again on the same port with the same data."""
+        self._shutdown()
+        return self.start(timeout)
+
+    def kill(self) -> None:
+        """Kill the server and its backends at once (SIGKILL to the process group): a crash.
+
+        Committed transactions survive; ``start()`` recovers them (same port, same data).
+        """
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # a backend left behind would keep the old shared memory in use
+        self._terminate(signal.SIGKILL)
+
+    def _shutdown(self) -> None:
+        # SIGINT is PostgreSQL's fast shutdown; its SIGTERM waits until every client disconnects.
+        self._terminate(signal.SIGINT)
+
+    def _stop_at_exit(self) -> None:
+        with contextlib.suppress(Exception):  # best effort at interpreter exit
+            self.stop()
+
+    def create_database(self, name: str, *, icu_locale: str | None = None) -> str:
+        """Create database ``name`` unless it exists and return its URL.
+
+        ``icu_locale`` (e.g. ``"en-US"``) makes the database sort text by that locale, like a
+        production server initialised with ``en_US.UTF-8``, instead of this cluster's C locale.
+        """
+        from psycopg import sql
+
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if icu_locale:
+            query += sql.SQL(" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(icu_locale))
+        with self._admin() as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(query)
+        return self.url_of(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists, disconnecting its clients."""
+        from psycopg import sql
+
+        with self._admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def _admin(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(host=self.host, port=self.port, user=self.superuser, dbname="postgres",
+                               autocommit=True, connect_timeout=5)
+
+    def _probe(self) -> bool:
+        import psycopg
+
+        try:
+            with self._admin() as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def _env(self) -> dict[str, str]:
+        # PG* variables (PGDATA, PGPORT, PGOPTIONS...) would override our private server's settings.
+        return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+    def _as_owner(self, command: list[str]) -> list[str]:
+        if self._owner is None:
+            return command
+        uid, gid = self._owner
+        return [self._setpriv, f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", *command]
+
+    def _write_config(self) -> list[str]:
+        if self.rundir is None:
+            self._init_cluster()
+        assert self.rundir is not None and self.datadir is not None
+        settings = {
+            "listen_addresses": LOOPBACK,
+            "port": self.port,
+            "unix_socket_directories": self.rundir,
+            # Nothing is flushed to disk, but a commit still writes its WAL before it returns: a
+            # committed transaction survives kill(), as it would a crash of a production server.
+            "fsync": "off",
+            "full_page_writes": "off",
+        }
+        options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+        return self._as_owner([self.binary, "-D", str(self.datadir), *options])
+
+    def _init_cluster(self) -> None:
+        rundir = Path(tempfile.mkdtemp(prefix="canalflow-postgres-"))
+        if self._owner:
+            os.chown(rundir, *self._owner)
+        datadir = rundir / "data"
+        command = [str(self.bindir / "initdb"), "-D", str(datadir), "-U", self.superuser, "-E", "UTF8",
+                   "--no-locale", "--auth=trust", "--no-sync"]
+        with self.output_file.open("ab") as out:
+            done = subprocess.run(self._as_owner(command), cwd=rundir, stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=subprocess.STDOUT, env=self._env(), check=False)
+        if done.returncode != 0:
+            shutil.rmtree(rundir, ignore_errors=True)
+            raise ServiceError(self._failure(f"initdb exited with status {done.returncode}"))
+        hba = datadir / "pg_hba.conf"
+        hba.write_text("# written by canalflow.services.Postgres: a throwaway test server, loopback only\n"
+                       "local all all trust\n"
+                       f"host all all {LOOPBACK}/32 trust\n")
+        if self._owner:
+            os.chown(hba, *self._owner)
+        self.rundir = rundir
 
 
 # --------------------------------------------------------------------------------------------

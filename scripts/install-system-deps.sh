@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages canalflow's tests, demo and benchmarks need, only when missing,
-# and make sure Debian's own mosquitto/influxdb services are not left running on the default
-# ports (1883, 8086): the test harness starts private instances on free loopback ports.
+# and make sure Debian's own mosquitto/influxdb/postgresql services are not left running on the
+# default ports (1883, 8086, 5432): the test harness starts private instances on free loopback ports.
 #
 # Used by `make deps` and .ci/run.  Runs as root, or through sudo when available.
 # Safe to run again: with everything present it installs nothing and needs no root.
@@ -9,23 +9,27 @@
 # them or when CI=true; otherwise a broker already running on the machine is left alone.
 set -euo pipefail
 
-# binary-or-file to look for | Debian package that provides it
+# binary-or-file to look for (an absolute path may be a glob) | Debian package that provides it
 REQUIREMENTS=(
     "mosquitto|mosquitto"
     "influxd|influxdb"
+    "/usr/lib/postgresql/*/bin/initdb|postgresql"  # the server, off PATH; a client alone has no initdb
     "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc|fonts-wqy-zenhei"
     "pdftoppm|poppler-utils"
     "openssl|openssl"
     "make|make"
 )
-SERVICES=(mosquitto influxdb)
+SERVICES=(mosquitto influxdb postgresql)
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }
 
 have() {
-    local what=$1
+    local what=$1 path
     if [[ $what == /* ]]; then
-        [[ -e $what ]]
+        for path in $what; do  # unquoted: a glob expands to what matches, or stays as written
+            [[ -e $path ]] && return 0
+        done
+        return 1
     else
         command -v "$what" >/dev/null 2>&1 || [[ -x /usr/sbin/$what || -x /usr/bin/$what ]]
     fi
@@ -98,6 +102,10 @@ stop_system_services() {
     done
     stop_pidfile /run/mosquitto/mosquitto.pid mosquitto
     stop_pidfile /var/run/influxdb/influxd.pid influxd
+    local pidfile
+    for pidfile in /run/postgresql/*.pid; do  # Debian's clusters (15-main.pid), not the tests' own servers
+        stop_pidfile "$pidfile" postgres
+    done
 }
 
 port_in_use() {
@@ -120,7 +128,7 @@ main() {
         stop_system_services
     fi
     local port
-    for port in 1883 8086; do
+    for port in 1883 8086 5432; do
         if port_in_use "$port"; then
             log "note: something listens on 127.0.0.1:$port (a system service?); tests do not need it"
         fi

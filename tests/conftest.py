@@ -7,6 +7,9 @@ Real services, started once per test session on free loopback ports (see canalfl
 - ``influxd`` — a running :class:`~canalflow.services.Influxd` (InfluxDB 1.6).
 - ``influx`` — an :class:`~canalflow.influx.InfluxV1` on a fresh, uniquely named database,
   created for the test and dropped after it.
+- ``postgres`` — a running :class:`~canalflow.services.Postgres` (a throwaway cluster, trust auth on loopback).
+- ``postgres_url`` — the SQLAlchemy URL of a fresh, uniquely named PostgreSQL database, created for the
+  test and dropped after it (sorting text like en_US, as a production server would; see the fixture).
 - ``make_mosquitto(**kwargs)`` / ``make_influxd(**kwargs)`` — start a private instance for one
   test (in its tmp_path; stopped at teardown), for tests that restart, kill or configure a
   service (password file, ACL, TLS) and so must not touch the shared one.
@@ -27,9 +30,9 @@ from typing import Any, TypeVar
 import pytest
 
 from canalflow.influx import InfluxV1
-from canalflow.services import Influxd, Mosquitto, ServiceError, ServiceMissing
+from canalflow.services import Influxd, Mosquitto, Postgres, ServiceError, ServiceMissing
 
-_S = TypeVar("_S", Mosquitto, Influxd)
+_S = TypeVar("_S", Mosquitto, Influxd, Postgres)
 
 
 def start_or_fail(make: Callable[[], _S]) -> _S:
@@ -112,3 +115,24 @@ def influx(influxd: Influxd, request: pytest.FixtureRequest) -> Iterator[InfluxV
     yield client
     client.drop_database()
     client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL (the billing ledger's production database)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    server = start_or_fail(lambda: Postgres(tmp_path_factory.mktemp("postgres")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: Postgres, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for one test.  It sorts text by ICU en-US, like the en_US.UTF-8 default of
+    the postgres image we deploy (our cluster's own C locale would sort like SQLite and hide bugs)."""
+    name = "".join(c if c.isalnum() else "_" for c in f"t_{request.node.name[:40]}_{uuid.uuid4().hex[:8]}").lower()
+    yield postgres.create_database(name, icu_locale="en-US")
+    postgres.drop_database(name)

@@ -25,8 +25,8 @@ H = {role: {"Authorization": f"Bearer {role[0]}-token"} for role in ("viewer", "
 
 
 @pytest.fixture
-def api(demo, tmp_path):
-    url = f"sqlite:///{tmp_path}/ledger.db"
+def api(demo, ledger_url):
+    url = ledger_url
     t0, t1 = season_window(demo, demo.seasons["2026-spring"])
     volumes = {p: PointVolume(p, VolumeResult(250_000.0, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(demo)}
     run = build_run(demo, volumes, t0, t1, season=demo.seasons["2026-spring"], as_of_ms=t1)

@@ -64,9 +64,10 @@ def test_efficiency_text_report(day_of_water):
     assert "level_product" in done.stdout and "skip-level" in done.stdout and "M1/M1-R1" in done.stdout
 
 
-def test_run_approve_issue_and_ledger(day_of_water, tmp_path: Path):
+def test_run_approve_issue_and_ledger(day_of_water, tmp_path: Path, ledger_url: str):
+    """The operator's commands end to end, on the SQLite default and on PostgreSQL (``--ledger postgresql+psycopg://...``)."""
     influx, _ = day_of_water
-    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    ledger = ledger_url
     args = [*source(influx, to="2026-03-12T23:59:59+08:00"), "--out", str(tmp_path / "out"), "--ledger", ledger, "--as-of", "2026-03-14T00:00:00+08:00"]
     first = canalflow("run", *args, "--json")
     assert first.returncode == 0, first.stderr

@@ -66,14 +66,13 @@ def test_billed_volumes_match_true_volumes_within_meter_accuracy(metered, demo, 
     assert sum(r["total_yuan"] for r in rows) == pytest.approx(float(run.total))
 
 
-def test_rerun_gives_identical_bills_and_is_idempotent(metered, demo, tmp_path):
-    ledger = f"sqlite:///{tmp_path}/ledger.db"
-    first = run_billing(demo, metered, T0, T1, out_dir=tmp_path / "a", ledger_url=ledger, as_of_ms=T1 + HOUR)
-    second = run_billing(demo, metered, T0, T1, out_dir=tmp_path / "b", ledger_url=ledger, as_of_ms=T1 + HOUR)
+def test_rerun_gives_identical_bills_and_is_idempotent(metered, demo, tmp_path, ledger_url):
+    first = run_billing(demo, metered, T0, T1, out_dir=tmp_path / "a", ledger_url=ledger_url, as_of_ms=T1 + HOUR)
+    second = run_billing(demo, metered, T0, T1, out_dir=tmp_path / "b", ledger_url=ledger_url, as_of_ms=T1 + HOUR)
     assert first.run_id == second.run_id and second.ledger_status == "unchanged"
     for name in ["run.json", "bills.csv", "bill_lines.csv", "townships.csv", *(f"bills/{u}.json" for u in demo.units)]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    assert len(open_ledger(ledger).runs()) == 1
+    assert len(open_ledger(ledger_url).runs()) == 1
 
 
 def test_output_files_are_consistent(metered, demo, tmp_path):
@@ -91,14 +90,13 @@ def test_output_files_are_consistent(metered, demo, tmp_path):
     assert doc["sources"][0]["point"] == "V01-IN"
 
 
-def test_gap_blocks_the_bill_and_approval(influx, demo, tmp_path):
+def test_gap_blocks_the_bill_and_approval(influx, demo, ledger_url):
     silent = {
         "V06-IN": lambda t: t >= T0 + 4 * HOUR,  # last reading at T0+3h55: 3h55 of 6h covered
         "V07-IN": lambda t: T0 + HOUR <= t <= T0 + 3 * HOUR,  # comm outage inside the window
     }
     for point, meter in METERS.items():
         write_meter(influx, demo, point, meter, T0 - HOUR, T1 + HOUR, skip=silent.get(point, lambda t: False))
-    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
     run = run_billing(demo, influx, T0, T1, ledger_url=ledger_url, as_of_ms=T1 + HOUR)
     bill = run.bill_of("V06")
     assert bill.blocked and "V06-IN coverage 65%" in bill.blocked_reason and bill.lines == ()
@@ -110,8 +108,7 @@ def test_gap_blocks_the_bill_and_approval(influx, demo, tmp_path):
         open_ledger(ledger_url).advance(run.run_id, "approved", "clerk")
 
 
-def test_lifecycle_and_adjustment_on_next_run(metered, demo, tmp_path):
-    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
+def test_lifecycle_and_adjustment_on_next_run(metered, demo, ledger_url):
     ledger = open_ledger(ledger_url)
     first = run_billing(demo, metered, T0, T1, ledger_url=ledger_url, as_of_ms=T1 + HOUR)
     with pytest.raises(LedgerError, match="can only become approved"):
@@ -220,8 +217,7 @@ def test_efficiency_from_daily_rollups(influx, demo):
         efficiency_from_influx(demo, influx, t0, t0 + DAY_MS, source="rollups", travel_time=True)
 
 
-def test_a_draft_superseded_by_a_newer_run_carrying_its_adjustment_cannot_be_approved(metered, demo, tmp_path):
-    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
+def test_a_draft_superseded_by_a_newer_run_carrying_its_adjustment_cannot_be_approved(metered, demo, ledger_url):
     ledger = open_ledger(ledger_url)
     first = run_billing(demo, metered, T0, T0 + 3 * HOUR, ledger_url=ledger_url, as_of_ms=T1 + HOUR)
     ledger.advance(first.run_id, "approved", "clerk")

@@ -77,12 +77,11 @@ def test_xlsx_lines_add_up_to_bills(season_run, tmp_path):
     assert sum(Decimal(str(r[4])).quantize(Decimal("0.01")) for r in towns.values()) == season_run.total
 
 
-def test_explain_traces_a_line_to_the_readings(influx, demo, tmp_path):
+def test_explain_traces_a_line_to_the_readings(influx, demo, ledger_url):
     from test_billing_run import METERS, T0, T1  # the same synthetic meters
 
     for point, meter in METERS.items():
         write_meter(influx, demo, point, meter, T0 - 60 * MIN, T1 + 60 * MIN)
-    ledger_url = f"sqlite:///{tmp_path}/ledger.db"
     run = run_billing(demo, influx, T0, T1, ledger_url=ledger_url, as_of_ms=T1 + 60 * MIN)
     bill = run.bill_of("V01")
     line_id = bill.line_id(1)

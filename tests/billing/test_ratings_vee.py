@@ -123,7 +123,7 @@ def test_long_gap_estimated_from_the_balance_of_neighbours(influx, demo):
     assert run.manifest()["vee"]["estimates"]
 
 
-def test_manual_edit_replaces_the_gap_and_keeps_the_raw_readings(influx, demo, tmp_path):
+def test_manual_edit_replaces_the_gap_and_keeps_the_raw_readings(influx, demo, ledger_url):
     from billing.ledger import LedgerError, open_ledger
     from billing.run import run_billing
     from canalflow.contract import M
@@ -131,7 +131,7 @@ def test_manual_edit_replaces_the_gap_and_keeps_the_raw_readings(influx, demo, t
     t0, t1 = MIDNIGHT_12, MIDNIGHT_12 + DAY
     half = t0 + 12 * 3_600_000
     _write_l21(influx, demo, t0, t1, silent_v06=lambda t: t >= half)
-    url = f"sqlite:///{tmp_path}/ledger.db"
+    url = ledger_url
     ledger = open_ledger(url)
     before = run_billing(demo, influx, t0, t1, ledger_url=url, as_of_ms=t1 + DAY)
     with pytest.raises(LedgerError, match="named user and a reason"):
