@@ -86,7 +86,7 @@ def run() -> list[dict]:
          "note": f"{result.readings} rows; {scope}"},
         {"name": "season wall time per simulated day", "value": result.wall_s / days, "unit": "s",
          "goal": f"<= {GOAL_WALL_S_PER_DAY:g}", "note": f"set by the speed; the edges kept up: {late} polls late"},
-        {"name": "season readings lost (acked, not stored)", "value": lost, "unit": "readings", "goal": "0",
+        {"name": "season readings lost (confirmed, not stored)", "value": lost, "unit": "readings", "goal": "0",
          "note": f"{sum(g['confirmed'] for g in report.values())} confirmed"},
         {"name": "season plain bill error vs truth, max", "value": abs(worst.error_pct) if worst else None, "unit": "%",
          "ratio": abs(worst.billed_m3 - worst.true_m3) / worst.tolerance_m3 if worst else None, "goal": "ratio <= 1",
