@@ -352,12 +352,24 @@ def reading_lines(batch: ReadingBatch, canal: str, role: str) -> list[str]:
     tail = f",seq={batch.seq}i,historical={'true' if batch.historical else 'false'} "
     out = []
     for reading in batch.readings:
-        values = ",".join(f"{_field_key(k)}{float(v)!r}" for k, v in reading.values.items())
-        flags = escape_str_field(",".join(f.value for f in reading.flags))
-        quality = reading.quality
-        fields = f"quality={escape_str_field(quality.value)},qcode={quality.code}i,flags={flags}"
+        values = ",".join([_field_key(k) + repr(float(v)) for k, v in reading.values.items()])
+        fields = _quality_fields(reading.quality, reading.flags)
         out.append(f"{prefix}{values},{fields}{tail}{reading.ts}" if values else f"{prefix}{fields}{tail}{reading.ts}")
     return out
+
+
+_QUALITY_FIELDS: dict[tuple[Quality, tuple[Flag, ...]], str] = {}
+
+
+def _quality_fields(quality: Quality, flags: tuple[Flag, ...]) -> str:
+    """``quality=…,qcode=…,flags=…`` of a reading: a few combinations make almost every reading."""
+    fields = _QUALITY_FIELDS.get((quality, flags))
+    if fields is None:
+        flag_text = escape_str_field(",".join(f.value for f in flags))
+        fields = f"quality={escape_str_field(quality.value)},qcode={quality.code}i,flags={flag_text}"
+        if len(_QUALITY_FIELDS) < 4096:  # bounded: flags combine in few ways, but a cache must not grow without end
+            _QUALITY_FIELDS[(quality, flags)] = fields
+    return fields
 
 
 _FIELD_KEYS: dict[str, str] = {}
