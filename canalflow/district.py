@@ -605,7 +605,7 @@ def check_district(
     try:
         data, locate = load_yaml_with_lines(file)
     except YamlSyntaxError as exc:
-        return None, [Problem(file, exc.line, "(file)", exc.message, "fix the YAML syntax")]
+        return None, [Problem(file, exc.line, "(file)", exc.message, exc.hint)]
     rep = _Reporter(file, locate)
     spec, invalid_ids = parse_district(data, rep)
     if spec is None:

@@ -574,7 +574,7 @@ def load_profile_file(path: Path | str) -> tuple[Profile | None, list[ProfileErr
     try:
         data, locate = load_yaml_with_lines(file)
     except YamlSyntaxError as exc:
-        return None, [ProfileError(file, exc.line, "", exc.message, "fix the YAML syntax")]
+        return None, [ProfileError(file, exc.line, "", exc.message, exc.hint)]
     if not isinstance(data, dict):
         return None, [
             ProfileError(

@@ -39,12 +39,13 @@ class Problem:
 
 
 class YamlSyntaxError(ValueError):
-    """The file is not valid YAML; carries the file and line of the problem."""
+    """The file is not valid YAML, or cannot be read; carries the file, the line and what to do."""
 
-    def __init__(self, file: Path, line: int | None, message: str) -> None:
+    def __init__(self, file: Path, line: int | None, message: str, hint: str = "fix the YAML syntax") -> None:
         self.file = file
         self.line = line
         self.message = message
+        self.hint = hint
         where = f"{file}:{line}" if line else str(file)
         super().__init__(f"{where}: {message}")
 
@@ -119,5 +120,6 @@ def load_yaml_with_lines(path: Path | str) -> tuple[Any, Locator]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise YamlSyntaxError(file, None, f"cannot read file: {exc.strerror}") from exc
+        raise YamlSyntaxError(file, None, f"cannot read file: {exc.strerror}",
+                              "check the path, and that the file is readable") from exc
     return load_yaml_text(text, file)

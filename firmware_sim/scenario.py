@@ -195,9 +195,7 @@ def check_scenario(path: Path | str, district: District | None = None) -> tuple[
     try:
         data, locate = load_yaml_with_lines(file)
     except YamlSyntaxError as exc:
-        return None, [ScenarioProblem(file, exc.line, "(file)", exc.message, "fix the YAML syntax")]
-    except OSError as exc:
-        return None, [ScenarioProblem(file, None, "(file)", f"cannot read: {exc.strerror}", "check the path")]
+        return None, [ScenarioProblem(file, exc.line, "(file)", exc.message, exc.hint)]
     if data is None:
         data = {}
     if not isinstance(data, dict):
