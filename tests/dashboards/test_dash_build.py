@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import re
@@ -12,9 +11,9 @@ import pytest
 import yaml
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
+from canalflow.cli import main as canalflow
 from canalflow.contract import M
 from canalflow.district import load_district
-from dashboards import cli
 from dashboards.alerts import AlertSettingsError, load_alert_settings
 from dashboards.build import DATASOURCE_UID, build_dashboards
 from dashboards.influxql import InfluxQLQuery
@@ -25,13 +24,6 @@ from dashboards.validate import round_trip, validate_dashboard
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-district.yaml"
 TODAY = dt.date(2026, 4, 15)
-
-
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="canalflow")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +109,7 @@ def test_schematic_places_follow_the_canal_graph() -> None:
 
 
 def test_build_writes_provisioning_that_grafana_reads(tmp_path: Path) -> None:
-    assert run_cli("dashboards", "build", "--district", str(DEMO), "--out", str(tmp_path)) == 0
+    assert canalflow(["dashboards", "build", "--district", str(DEMO), "--out", str(tmp_path)]) == 0
     datasource = yaml.safe_load((tmp_path / "provisioning/datasources/canalflow.yaml").read_text())["datasources"][0]
     assert datasource["uid"] == DATASOURCE_UID and datasource["type"] == "influxdb"
     assert datasource["jsonData"]["dbName"] == "${INFLUX_DB}"
@@ -137,7 +129,7 @@ def test_build_writes_provisioning_that_grafana_reads(tmp_path: Path) -> None:
 def test_build_fails_clearly_on_a_broken_district(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(DEMO.read_text().replace("profile: em-pipe}", "profile: em-pipx}", 1))
-    assert run_cli("dashboards", "build", "--district", str(broken), "--out", str(tmp_path / "out")) == 1
+    assert canalflow(["dashboards", "build", "--district", str(broken), "--out", str(tmp_path / "out")]) == 1
     assert "broken.yaml:" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

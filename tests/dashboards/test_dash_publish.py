@@ -3,7 +3,6 @@ server standing in for Grafana's HTTP API (Grafana itself cannot run here)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 from collections.abc import Iterator
@@ -12,19 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from canalflow.cli import main as canalflow
 from canalflow.services import free_port
-from dashboards import cli
 from dashboards.publish import PublishError, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-district.yaml"
-
-
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="canalflow")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -82,7 +74,7 @@ def url_of(server: ThreadingHTTPServer) -> str:
 
 def test_nothing_listening_is_a_clear_connection_error(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    assert run_cli("dashboards", "publish", "--district", str(DEMO), "--url", url, "--token", "t", "--timeout", "3") == 1
+    assert canalflow(["dashboards", "publish", "--district", str(DEMO), "--url", url, "--token", "t", "--timeout", "3"]) == 1
     err = capsys.readouterr().err
     assert f"cannot connect to Grafana at {url}" in err and "is Grafana running" in err
 
@@ -97,8 +89,8 @@ def test_401_is_reported_as_an_authentication_failure(grafana_like: ThreadingHTT
 def test_publish_creates_the_folder_once_and_overwrites_by_uid(grafana_like: ThreadingHTTPServer, capsys: pytest.CaptureFixture[str]) -> None:
     args = ("dashboards", "publish", "--district", str(DEMO), "--url", url_of(grafana_like), "--token", "sa-token",
             "--folder", "灌区 canalflow", "--message", "round 2")
-    assert run_cli(*args) == 0
-    assert run_cli(*args) == 0
+    assert canalflow(args) == 0
+    assert canalflow(args) == 0
     out = capsys.readouterr().out
     assert "cf-demo-overview: version 2" in out
     requests = grafana_like.requests  # type: ignore[attr-defined]

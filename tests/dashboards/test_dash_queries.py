@@ -4,7 +4,6 @@ exactly the planted faults."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 from pathlib import Path
@@ -13,10 +12,10 @@ import pytest
 import yaml
 from dash_synthetic import ANOMALOUS_REACH, OFFLINE_GATEWAY, SILENT_POINT, raw_rows, rollup_rows
 
+from canalflow.cli import main as canalflow
 from canalflow.contract import ROLLUP_RP
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
-from dashboards import cli
 from dashboards.build import season_start_ms
 from dashboards.querycheck import alert_rules, check_dashboard, evaluate_rule
 
@@ -24,13 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-district.yaml"
 NOW = dt.datetime(2026, 4, 15, 4, 0, tzinfo=dt.UTC)  # 12:00 in Asia/Shanghai, inside spring round S2
 NOW_MS = int(NOW.timestamp() * 1000)
-
-
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="canalflow")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +33,7 @@ def demo() -> District:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("grafana")
-    assert run_cli("dashboards", "build", "--district", str(DEMO), "--out", str(out), "--locale", "en") == 0
+    assert canalflow(["dashboards", "build", "--district", str(DEMO), "--out", str(out), "--locale", "en"]) == 0
     return out
 
 
@@ -107,18 +99,18 @@ def test_queries_on_an_empty_database_report_no_data(built: Path, influx: Influx
 def test_check_and_preview_commands(filled: InfluxV1, demo: District, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     common = ("--district", str(DEMO), "--influx", filled.url, "--db", filled.database, "--now", NOW.isoformat(),
               "--var", f"season={spring_start(demo)}")
-    assert run_cli("dashboards", "check", *common) == 0
+    assert canalflow(["dashboards", "check", *common]) == 0
     captured = capsys.readouterr()
     assert "queries returned data of the expected shape" in captured.err
     assert "1 of 31 instance(s) firing" in captured.out  # the silent meter
-    assert run_cli("dashboards", "preview", *common, "--out", str(tmp_path / "png"), "--locale", "zh") == 0
+    assert canalflow(["dashboards", "preview", *common, "--out", str(tmp_path / "png"), "--locale", "zh"]) == 0
     pngs = sorted((tmp_path / "png").glob("*.png"))
     assert [p.name for p in pngs] == [f"cf-demo-{k}.png" for k in ("billing", "health", "network", "overview")]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 50_000 for p in pngs)
 
 
 def test_check_fails_on_an_empty_database(influx: InfluxV1, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli("dashboards", "check", "--district", str(DEMO), "--influx", influx.url, "--db", influx.database, "--now", NOW.isoformat()) == 1
+    assert canalflow(["dashboards", "check", "--district", str(DEMO), "--influx", influx.url, "--db", influx.database, "--now", NOW.isoformat()]) == 1
     assert "returned no data" in capsys.readouterr().err
 
 
@@ -126,7 +118,7 @@ def test_check_names_an_unreachable_influxdb(capsys: pytest.CaptureFixture[str])
     from canalflow.services import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    assert run_cli("dashboards", "check", "--district", str(DEMO), "--influx", url, "--db", "x") == 1
+    assert canalflow(["dashboards", "check", "--district", str(DEMO), "--influx", url, "--db", "x"]) == 1
     assert f"cannot reach InfluxDB at {url}" in capsys.readouterr().err
 
 
@@ -138,6 +130,6 @@ def test_check_with_a_picked_range_and_rollups_in_the_default_policy(influx: Inf
     start = (NOW - dt.timedelta(days=3)).isoformat()
     common = ("--district", str(DEMO), "--influx", influx.url, "--db", influx.database)
     # no --var season: the season holding --to (2026-spring) is chosen, as Grafana would on that day
-    assert run_cli("dashboards", "check", *common, "--from", start, "--to", NOW.isoformat()) == 0, capsys.readouterr().err
-    assert run_cli("dashboards", "check", *common, "--from", start) == 1
+    assert canalflow(["dashboards", "check", *common, "--from", start, "--to", NOW.isoformat()]) == 0, capsys.readouterr().err
+    assert canalflow(["dashboards", "check", *common, "--from", start]) == 1
     assert "--from and --to go together" in capsys.readouterr().err
