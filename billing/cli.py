@@ -18,7 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from canalflow.contract import M
-from canalflow.district import District, DistrictError, load_district
+from canalflow.district import District
+from canalflow.district_cli import load_or_report
 from canalflow.influx import InfluxError, InfluxV1
 
 DEFAULT_INFLUX = os.environ.get("CANALFLOW_INFLUX_URL", "http://127.0.0.1:8086")
@@ -263,16 +264,6 @@ def parse_instant(text: str, district: District, *, end: bool = False) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def load_or_report(path: Path) -> District | None:
-    try:
-        return load_district(path)
-    except DistrictError as exc:
-        print(exc, file=sys.stderr)
-    except FileNotFoundError:
-        print(f"district file {path} not found", file=sys.stderr)
-    return None
-
-
 def resolve_window(args: argparse.Namespace, district: District) -> tuple[int, int, str | None]:
     from billing.run import season_window
 
@@ -302,10 +293,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             run = run_billing(district, influx, t0, t1, out_dir=args.out, ledger_url=args.ledger, season_id=season_id, as_of_ms=as_of,
                               user=args.user, write_kpis=args.write_kpis, source=args.source, pdf=args.pdf, locale=args.lang,
                               progress=stderr_progress())
-    except (BillingError, InfluxError, ValueError, FontMissing) as exc:
-        print(f"canalflow billing run: {exc}", file=sys.stderr)
-        return 1
-    except SystemExit as exc:
+    except (BillingError, InfluxError, ValueError, FontMissing, SystemExit) as exc:
         print(f"canalflow billing run: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -62,3 +62,15 @@ def utc_to_wall(utc_s: float, tz: dt.tzinfo) -> int:
     """UTC epoch seconds -> the wall-clock time of ``tz`` as epoch seconds read as if UTC."""
     local = dt.datetime.fromtimestamp(int(utc_s), tz)
     return int(local.replace(tzinfo=dt.UTC).timestamp())
+
+
+def parse_iso_ms(text: str, *, naive_tz: dt.tzinfo = dt.UTC, what: str = "time") -> int:
+    """ISO 8601 (``2026-03-01``, ``2026-03-01T08:00:00Z``, with an offset) -> epoch ms; a time
+    without an offset is in ``naive_tz``. ValueError names ``what`` (e.g. the option) and the text."""
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not ISO 8601: write e.g. 2026-04-15T12:00:00+08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=naive_tz)
+    return int(moment.timestamp() * 1000)

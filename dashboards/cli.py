@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from canalflow.clock import parse_iso_ms
 from canalflow.contract import ROLLUP_RP
-from canalflow.district import DistrictError, load_district
+from canalflow.district_cli import load_or_report
 from dashboards.querycheck import TimeRange
 
 AUTO = "auto"
@@ -93,22 +94,11 @@ def register(subparsers: Any) -> None:
     publish.set_defaults(func=run_publish)
 
 
-def _load(path: Path) -> Any:
-    try:
-        return load_district(path)
-    except DistrictError as exc:
-        print(exc, file=sys.stderr)
-        return None
-    except OSError as exc:
-        print(f"{path}: cannot read the district file: {exc.strerror}", file=sys.stderr)
-        return None
-
-
 def run_build(args: argparse.Namespace) -> int:
     from dashboards.alerts import AlertSettingsError, load_alert_settings
     from dashboards.provisioning import DashboardBuildError, write_outputs
 
-    district = _load(args.district)
+    district = load_or_report(args.district)
     if district is None:
         return 1
     try:
@@ -126,27 +116,17 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_time_ms(text: str, option: str) -> int:
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{option} {text!r}: write ISO 8601, e.g. 2026-04-15T12:00:00+08:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def parse_window(args: argparse.Namespace) -> tuple[int, TimeRange | None]:
     """(now in epoch ms, the picked time range or None) from --now, --from and --to."""
     if bool(args.start) != bool(args.end):
         raise ValueError("--from and --to go together")
     chosen = None
     if args.start:
-        chosen = TimeRange(parse_time_ms(args.start, "--from"), parse_time_ms(args.end, "--to"))
+        chosen = TimeRange(parse_iso_ms(args.start, what="--from"), parse_iso_ms(args.end, what="--to"))
         if chosen.to_ms <= chosen.from_ms:
             raise ValueError(f"--to {args.end} is not after --from {args.start}")
     if args.now:
-        return parse_time_ms(args.now, "--now"), chosen
+        return parse_iso_ms(args.now, what="--now"), chosen
     return (chosen.to_ms if chosen else int(time.time() * 1000)), chosen
 
 
@@ -175,26 +155,54 @@ def default_overrides(district: Any, now_ms: int, given: dict[str, list[str]]) -
     return {**season_at(district, now_ms), **given}
 
 
+@dataclass(frozen=True)
+class _QueryContext:
+    """What checking or previewing queries needs: the district, the moment, the picked range, the variables."""
+
+    district: Any
+    now_ms: int
+    chosen: TimeRange | None
+    overrides: dict[str, list[str]]
+
+
+def _query_context(args: argparse.Namespace) -> _QueryContext | None:
+    """The district, --now/--from/--to and --var of ``check`` and ``preview``; None (said why) on an error."""
+    district = load_or_report(args.district)
+    if district is None:
+        return None
+    try:
+        (now_ms, chosen), given = parse_window(args), parse_vars(args.var)
+        return _QueryContext(district, now_ms, chosen, default_overrides(district, now_ms, given))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _unreachable(db: Any, url: str) -> bool:
+    if db.ping():
+        return False
+    print(f"cannot reach InfluxDB at {url} (/ping failed): is it running, and is the URL right?", file=sys.stderr)
+    return True
+
+
 def run_check(args: argparse.Namespace) -> int:
     from canalflow.influx import InfluxV1
     from dashboards.alerts import AlertSettingsError, build_alert_rules, load_alert_settings
     from dashboards.build import build_dashboards
     from dashboards.querycheck import QueryCheckError, alert_rules, check_dashboard, evaluate_rule
 
-    district = _load(args.district)
-    if district is None:
+    context = _query_context(args)
+    if context is None:
         return 1
+    district, now_ms, chosen, overrides = context.district, context.now_ms, context.chosen, context.overrides
     try:
-        (now_ms, chosen), overrides = parse_window(args), parse_vars(args.var)
-        overrides = default_overrides(district, now_ms, overrides)
         settings = load_alert_settings(args.alerts)
-    except (ValueError, AlertSettingsError) as exc:
+    except AlertSettingsError as exc:
         print(exc, file=sys.stderr)
         return 1
     failed = total = 0
     with InfluxV1(args.influx, args.db, token=args.token) as db:
-        if not db.ping():
-            print(f"cannot reach InfluxDB at {args.influx} (/ping failed): is it running, and is the URL right?", file=sys.stderr)
+        if _unreachable(db, args.influx):
             return 1
         try:
             policy = rollup_policy(args, db)
@@ -220,21 +228,15 @@ def run_preview(args: argparse.Namespace) -> int:
     from canalflow.influx import InfluxV1
     from dashboards.preview import render_previews
 
-    district = _load(args.district)
-    if district is None:
-        return 1
-    try:
-        (now_ms, chosen), overrides = parse_window(args), parse_vars(args.var)
-        overrides = default_overrides(district, now_ms, overrides)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+    context = _query_context(args)
+    if context is None:
         return 1
     with InfluxV1(args.influx, args.db, token=args.token) as db:
-        if not db.ping():
-            print(f"cannot reach InfluxDB at {args.influx} (/ping failed): is it running, and is the URL right?", file=sys.stderr)
+        if _unreachable(db, args.influx):
             return 1
-        paths = render_previews(district, db, args.out, locale=args.locale, now_ms=now_ms, overrides=overrides,
-                                time_range=chosen, rollup_rp=rollup_policy(args, db), progress=sys.stderr)
+        paths = render_previews(context.district, db, args.out, locale=args.locale, now_ms=context.now_ms,
+                                overrides=context.overrides, time_range=context.chosen,
+                                rollup_rp=rollup_policy(args, db), progress=sys.stderr)
     for path in paths:
         print(path)
     return 0
@@ -244,7 +246,7 @@ def run_publish(args: argparse.Namespace) -> int:
     from dashboards.build import build_dashboards
     from dashboards.publish import PublishError, publish
 
-    district = _load(args.district)
+    district = load_or_report(args.district)
     if district is None:
         return 1
     try:

@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from canalflow.clock import SimClock
+from canalflow.clock import SimClock, parse_iso_ms
 from canalflow.district import District, DistrictError, load_district
 from firmware_sim.scenario import Scenario, ScenarioError, check_scenario, load_scenario
 
@@ -51,17 +50,6 @@ def parse_duration_ms(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"cannot read duration {text!r}; write it like 15m, 1h, 1d or 30s")
     return int(float(match.group(1)) * _UNIT_MS[match.group(2)])
-
-
-def parse_time_ms(text: str, zone: ZoneInfo) -> int:
-    """ISO 8601 date or time; without an offset it is local to the district's timezone."""
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"cannot read time {text!r}; write ISO 8601 like 2026-03-10T08:00:00+08:00") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return round(moment.timestamp() * 1000)
 
 
 def register(subparsers: Any) -> None:
@@ -119,10 +107,6 @@ def _load(args: argparse.Namespace) -> tuple[District, Scenario] | None:
     return district, scenario
 
 
-def _zone(district: District) -> ZoneInfo:
-    return ZoneInfo(district.spec.district.timezone)
-
-
 def run_check(args: argparse.Namespace) -> int:
     try:
         district = load_district(args.district)
@@ -152,7 +136,7 @@ def run_truth(args: argparse.Namespace) -> int:
         return 1
     district, scenario = loaded
     try:
-        t0, t1 = parse_time_ms(args.start, _zone(district)), parse_time_ms(args.end, _zone(district))
+        t0, t1 = parse_iso_ms(args.start, naive_tz=district.tz, what="--from"), parse_iso_ms(args.end, naive_tz=district.tz, what="--to")
     except ValueError as exc:
         print(f"fleet truth: {exc}", file=sys.stderr)
         return 1
@@ -181,7 +165,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         print("fleet run: --speed must be positive (e.g. 60 for a simulated minute per second)", file=sys.stderr)
         return 1
     try:
-        start_ms = parse_time_ms(args.start, _zone(district)) if args.start else round(time.time() * 1000)
+        start_ms = parse_iso_ms(args.start, naive_tz=district.tz, what="--start") if args.start else round(time.time() * 1000)
     except ValueError as exc:
         print(f"fleet run: --start: {exc}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from canalflow.clock import parse_iso_ms
 from canalflow.district import DistrictError, load_district
 from canalflow.influx import InfluxError, InfluxV1
 from canalflow.mqtt import MqttConfigError, add_mqtt_arguments, target_from_args
@@ -276,7 +277,7 @@ def cmd_dl_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_rollup(args: argparse.Namespace) -> int:
-    from ingest.rollup import DirtyWindows, parse_time, run_dirty, run_rollup
+    from ingest.rollup import DirtyWindows, run_dirty, run_rollup
 
     if args.dirty == bool(args.start or args.end):
         return _fail("give either --from and --to, or --dirty")
@@ -286,7 +287,7 @@ def cmd_rollup(args: argparse.Namespace) -> int:
         if not args.dirty:
             if not (args.start and args.end):
                 return _fail("give both --from and --to")
-            start, end = parse_time(args.start), parse_time(args.end)
+            start, end = parse_iso_ms(args.start, what="--from"), parse_iso_ms(args.end, what="--to")
             if end <= start:
                 return _fail("--to must be after --from")
         elif not args.store.exists():
@@ -310,14 +311,10 @@ def cmd_rollup(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ingest.cli ingest ...``: the same commands without loading the other components."""
-    parser = argparse.ArgumentParser(prog="canalflow")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
+    """``python -m ingest.cli ingest ...``: the same as ``canalflow ingest ...``."""
+    from canalflow.cli import main as canalflow_main
+
+    return canalflow_main(argv)
 
 
 if __name__ == "__main__":

@@ -34,23 +34,12 @@ from canalflow.volume import Series, VolumeResult, window_volume
 from ingest.admin import rollup_policy
 from ingest.dirty import DirtyWindows, day_start, day_windows, touched_days
 
-__all__ = ["DirtyWindows", "Rollup", "day_start", "day_windows", "parse_time", "run_dirty", "run_rollup", "touched_days"]
+__all__ = ["DirtyWindows", "Rollup", "day_start", "day_windows", "run_dirty", "run_rollup", "touched_days"]
 
 CHUNK_DAYS = 7  # days computed from one query per point
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 QUANTITIES = ("flow", "totaliser", "level", "downstream_level", "velocity")
-
-
-def parse_time(text: str) -> int:
-    """ISO 8601 (``2026-03-01``, ``2026-03-01T08:00:00Z``, with offset) -> epoch ms; naive means UTC."""
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValueError(f"time {text!r} is not ISO 8601 (try 2026-03-01T00:00:00Z)") from exc
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1000)
 
 
 def hour_windows(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
