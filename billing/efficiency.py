@@ -25,12 +25,14 @@ reported incomplete, with no number.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from canalflow.contract import M, line
 from canalflow.district import CanalLevel, District, Point, PointRole
+from canalflow.seepage import headworks_travel_ms as travel_ms
+from canalflow.seepage import reach_expected_seepage_m3
 from canalflow.volume import Series, VolumeResult, window_volume
 
 M2_PER_MU = 10_000 / 15
@@ -111,22 +113,6 @@ class EfficiencyReport:
 # Volumes per point
 
 
-def travel_ms(district: District, point_id: str) -> int:
-    """Travel time of water from the headworks to a point: Σ length / velocity along its canals.
-
-    A point sits on ``canal`` at ``km`` (a diversion on its source canal at the offtake), so the
-    walk goes up from there through each canal's offtake on its source.
-    """
-    point = district.points[point_id]
-    canal_id, km = point.canal, point.km
-    seconds = 0.0
-    while canal_id in district.canals:
-        canal = district.canals[canal_id]
-        seconds += km * 1000 / canal.velocity_ms
-        canal_id, km = canal.source, canal.offtake_km
-    return round(seconds * 1000)
-
-
 def series_volumes(
     district: District, series: Mapping[str, Series], t0_ms: int, t1_ms: int, *, travel_time: bool = False
 ) -> dict[str, VolumeResult]:
@@ -177,56 +163,6 @@ def _sum(points: Iterable[Point], volumes: Mapping[str, VolumeResult]) -> _Sum:
 # Reaches and canals
 
 
-def expected_seepage_m3(district: District, canal_id: str, length_km: float, in_m3: float, seconds: float) -> float:
-    """Expected seepage over a reach: in × σ × L × lining, σ = A / (100 · Q^m) per km, Q the mean flow."""
-    canal = district.canals[canal_id]
-    soil = district.spec.soils[canal.soil]
-    q = in_m3 / seconds if seconds > 0 else 0.0
-    if q <= 0:
-        return 0.0
-    sigma = soil.A / (100.0 * q**soil.m)
-    return in_m3 * min(1.0, sigma * length_km * canal.lining_factor)
-
-
-def point_km_on(district: District, point: Point) -> float:
-    """Where a point takes water from the canal it sits on: a diversion at its canal's offtake."""
-    fed = district.fed_canal(point)
-    return district.canals[fed].offtake_km if fed and fed != point.canal else point.km
-
-
-def expected_reach_seepage_m3(
-    district: District, canal_id: str, from_km: float, to_km: float, outflows: Sequence[tuple[float, float]], seconds: float
-) -> float:
-    """Expected seepage of a reach from its metered outflows, by the soil law integrated between offtakes.
-
-    Seepage per km is dQ/dx = -k·Q^(1-m) with k = A/100 × lining, so over a stretch of length L
-    without offtakes Q_up^m = Q_down^m + m·k·L. Starting from the flow leaving the reach's end and
-    adding each offtake's mean flow where it takes off, this gives the inflow the soil law needs; the
-    expected seepage is that inflow less the outflows. ``outflows`` are (km, volume m³) pairs.
-    """
-    if seconds <= 0:
-        return 0.0
-    canal = district.canals[canal_id]
-    soil = district.spec.soils[canal.soil]
-    k = soil.A / 100.0 * canal.lining_factor
-    q = 0.0  # flow at the current position, going upstream
-    position = to_km
-    for km, volume in sorted(outflows, key=lambda o: -o[0]):
-        q = _upstream_flow(q, position - min(max(km, from_km), to_km), k, soil.m)
-        q += max(volume, 0.0) / seconds
-        position = min(max(km, from_km), to_km)
-    q = _upstream_flow(q, position - from_km, k, soil.m)
-    return max(0.0, q * seconds - sum(max(v, 0.0) for _, v in outflows))
-
-
-def _upstream_flow(q_down: float, length_km: float, k: float, m: float) -> float:
-    if q_down <= 0 or length_km <= 0:
-        return q_down
-    if m == 0:  # dQ/dx = -k·Q: exponential decay
-        return q_down * math.exp(k * length_km)
-    return (q_down**m + m * k * length_km) ** (1.0 / m)
-
-
 def reach_balances(district: District, volumes: Mapping[str, VolumeResult], seconds: float) -> list[ReachBalance]:
     factor = district.spec.tolerances.loss_anomaly_factor
     out: list[ReachBalance] = []
@@ -239,8 +175,7 @@ def reach_balances(district: District, volumes: Mapping[str, VolumeResult], seco
             flags.append("no_inflow_meter")
         flags += [f"missing:{p}" for p in vin.missing + vout.missing]
         loss = vin.volume - vout.volume
-        outflows = [(point_km_on(district, p), volumes[p.id].volume_m3) for p in outs if p.id in volumes]
-        expected = expected_reach_seepage_m3(district, ref.canal, ref.reach.from_km, ref.reach.to_km, outflows, seconds)
+        expected = reach_expected_seepage_m3(district, ref.canal, ref.reach.id, {p.id: volumes[p.id].volume_m3 for p in outs if p.id in volumes}, seconds)
         eta = vout.volume / vin.volume if vin.volume > 0 and not incomplete else None
         if (eta is not None and eta > 1) or (not incomplete and vin.volume <= 0 < vout.volume):
             flags.append("eta_above_1")  # more out than in (or out with nothing in): a meter error

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from canalflow.district import District, PointRole
+from canalflow.seepage import canal_law, expected_seepage_m3, outflow_for_inflow_m3, point_km_on
 from canalflow.volume import Series, VolumeResult, window_volume
 
 MAX_STEP_FRACTION = 0.5  # of the canal capacity, between consecutive readings
@@ -157,10 +158,10 @@ def estimate_from_balance(
 ) -> tuple[VolumeResult, str] | None:
     """The point's window volume from its reach balance, or None when a neighbour is incomplete.
 
-    For an outflow: in − other outs − expected seepage; for an inflow: outs + expected seepage.
+    By the soil law integrated between offtakes (:mod:`canalflow.seepage`): for an outflow, the
+    volume at its km that the reach's inflow can deliver besides the other outflows; for an inflow,
+    what the outflows need at the reach's head less the other inflows.
     """
-    from billing.efficiency import expected_seepage_m3
-
     where = reach_of(district, point_id)
     if where is None:
         return None
@@ -171,18 +172,15 @@ def estimate_from_balance(
     if not ins or any(r is None or r.incomplete for r in results):
         return None
     vin = sum(volumes[p.id].volume_m3 for p in ins if p.id != point_id)
-    vout = sum(volumes[p.id].volume_m3 for p in outs if p.id != point_id)
+    outflows = [(point_km_on(district, p), volumes[p.id].volume_m3) for p in outs if p.id != point_id]
     reach = next(r for r in district.canals[canal].reach_list if r.id == reach_id)
-    seconds = (t1_ms - t0_ms) / 1000
-    length = reach.to_km - reach.from_km
+    law, seconds = canal_law(district, canal), (t1_ms - t0_ms) / 1000
     if side == "out":
-        loss = expected_seepage_m3(district, canal, length, vin, seconds)
-        volume = vin - vout - loss
+        at_km = point_km_on(district, district.points[point_id])
+        volume = outflow_for_inflow_m3(law, reach.from_km, reach.to_km, vin, outflows, at_km, seconds)
     else:
-        # the inflow is unknown: solve in = outs + seepage(in) by fixed-point iteration (seepage is small)
-        volume = vout
-        for _ in range(20):
-            volume = vout + expected_seepage_m3(district, canal, length, volume, seconds)
+        vout = sum(v for _, v in outflows)
+        volume = vout + expected_seepage_m3(law, reach.from_km, reach.to_km, outflows, seconds) - vin
     coverage = min(r.coverage for r in results if r is not None)
     note = f"{point_id}: estimated from the balance of reach {canal}/{reach_id} ({', '.join(others)}) less expected seepage"
     return VolumeResult(max(0.0, volume), coverage, 1.0, "balance_estimate", [], False, 0, ("estimated_from_balance",)), note

@@ -7,9 +7,10 @@ Model (documented for operators in docs/fleet.md):
   ``round.days / Σ days of the season's rounds`` at a constant rate, split evenly over its
   charging points. Outside rounds intakes take nothing.
 * **Canals** are walked from the tail up. Between offtakes, seepage follows the district's soil law
-  σ = A/(100·Q^m) per km × lining_factor, i.e. dQ/dx = −k·Q^(1−m) with k = A·lf/100, integrated
-  exactly: Q_up^m = Q_down^m + m·k·L. Water needed at a point at time t passes a point upstream
-  at t − L/v (v = the canal's velocity_ms, travel times rounded to whole minutes), so head gates
+  (``canalflow.seepage``: σ = A/(100·Q^m) per km × lining_factor, integrated exactly between
+  offtakes). Water needed at a point at time t passes a point upstream at t − L/v
+  (``canalflow.seepage.travel_s``, v = the canal's velocity_ms, rounded here to whole minutes so
+  breakpoints line up), so head gates
   open before a round and close before its end. Beyond the last offtake a canal is dry.
 * **Outfalls** spill ``tail_spill_fraction`` of their canal's offtakes; a main canal with an outfall
   also carries ``base_flow_m3s`` all year (outside rounds the district is dry but for that).
@@ -21,12 +22,12 @@ Model (documented for operators in docs/fleet.md):
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from canalflow.district import Canal, CanalLevel, District, Point, PointRole
+from canalflow.seepage import canal_law, travel_s, upstream_flow
 from firmware_sim.scenario import Breach, DrySpell, GateOpen, Scenario, Withdrawal
 from firmware_sim.stepfn import StepFn, total
 
@@ -222,8 +223,7 @@ class _Solver:
             offtakes[point.km].append(share)
 
     def _walk(self, canal: Canal, stops: list[float], offtakes: dict[float, list[StepFn]]) -> StepFn:
-        soil = self.d.spec.soils[canal.soil]
-        k = soil.A * canal.lining_factor / 100.0
+        law = canal_law(self.d, canal.id)
         flow = StepFn.constant(0.0)
         pos = canal.length_km
         for km in stops:
@@ -231,7 +231,7 @@ class _Solver:
                 length = pos - km
                 tau = travel_ms(length, canal.velocity_ms)
                 arriving = flow.shifted(-tau)
-                upstream = arriving.mapped(lambda q, L=length: seep_upstream(q, soil.m, k, L))
+                upstream = arriving.mapped(lambda q, L=length: upstream_flow(law, q, L))
                 reach = self.d.reach_at(canal.id, (pos + km) / 2).id
                 self.reach_loss[(canal.id, reach)].append(upstream - arriving)
                 flow = upstream
@@ -243,18 +243,8 @@ class _Solver:
 
 
 def travel_ms(length_km: float, velocity_ms: float) -> int:
-    """Travel time over a segment, rounded to whole minutes (so breakpoints line up)."""
-    seconds = length_km * 1000.0 / velocity_ms
-    return round(seconds * 1000 / TRAVEL_QUANTUM_MS) * TRAVEL_QUANTUM_MS
-
-
-def seep_upstream(q_down: float, m: float, k: float, length_km: float) -> float:
-    """Flow needed at the upstream end of a segment so that ``q_down`` arrives (seepage law)."""
-    if q_down <= 0:
-        return 0.0
-    if m == 0:
-        return q_down * math.exp(k * length_km)
-    return (q_down**m + m * k * length_km) ** (1.0 / m)
+    """Travel time over a segment (the core's L / v), rounded to whole minutes (so breakpoints line up)."""
+    return round(travel_s(length_km, velocity_ms) * 1000 / TRAVEL_QUANTUM_MS) * TRAVEL_QUANTUM_MS
 
 
 def solve(district: District, scenario: Scenario | None = None) -> Network:

@@ -5,8 +5,9 @@
   ``canalflow.volume.window_volume`` (totaliser deltas aware of rollover and reset, else integrated
   flow; flow rated from level with the point's rating when a meter sends level only).
 - ``balance`` (tags ``BALANCE_TAGS``; one row per reach and day): in_m3, out_m3, loss_m3,
-  expected_loss_m3 (seepage σ = A / (100·Q^m) per km × length × lining), eta, anomaly, data_error
-  (η > 1), incomplete, computed_ms. In/out points from ``District.reach_balance_points``.
+  expected_loss_m3 (the reach's expected seepage from its outflows by the soil law,
+  ``canalflow.seepage.reach_expected_seepage_m3``, the same figure ``billing efficiency`` reports),
+  eta, anomaly, data_error (η > 1), incomplete, computed_ms. In/out points from ``District.reach_balance_points``.
 
 Windows: hours are UTC hours; days are calendar days in the district's time zone (billing days).
 Rows are overwritten when recomputed (same tags + same time), so recomputing is idempotent.
@@ -30,6 +31,7 @@ from canalflow import ratings
 from canalflow.contract import M, line
 from canalflow.district import District, Point
 from canalflow.influx import InfluxV1
+from canalflow.seepage import reach_expected_seepage_m3
 from canalflow.volume import Series, VolumeResult, window_volume
 from ingest.admin import rollup_policy
 from ingest.dirty import DirtyWindows, day_start, day_windows, touched_days
@@ -135,12 +137,8 @@ class Rollup:
         v_in = sum(day[p.id].volume_m3 for p in inflow)
         v_out = sum(day[p.id].volume_m3 for p in outflow)
         incomplete = any(day[p.id].incomplete for p in members)
-        canal = self.district.canals[canal_id]
-        reach = next(r for r in canal.reach_list if r.id == reach_id)
-        soil = self.district.spec.soils[canal.soil]
-        mean_q = v_in / ((t1 - t0) / 1000)
-        sigma_per_km = soil.A / (100 * mean_q**soil.m) if mean_q > 0 else 0.0
-        expected = v_in * min(1.0, sigma_per_km * (reach.to_km - reach.from_km) * canal.lining_factor)
+        outflows = {p.id: day[p.id].volume_m3 for p in outflow}
+        expected = reach_expected_seepage_m3(self.district, canal_id, reach_id, outflows, (t1 - t0) / 1000)
         loss = v_in - v_out
         fields: dict[str, float | int | bool | str] = {
             "in_m3": float(v_in),

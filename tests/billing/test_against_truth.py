@@ -65,7 +65,7 @@ def test_reach_and_system_eta_within_1_percent_of_truth(influx, demo):
 
 def test_travel_time_keeps_a_round_start_window_balanced(influx, demo):
     """A window opening with the round: upstream gates open hours before water reaches the tails."""
-    from billing.efficiency import travel_ms
+    from canalflow.seepage import headworks_travel_ms as travel_ms
 
     truth = Truth(demo)
     _, start, _ = truth.rounds[0]

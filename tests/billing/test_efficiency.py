@@ -9,7 +9,7 @@ from billing_synth import network_volumes, volume_result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.efficiency import efficiency_report, expected_seepage_m3
+from billing.efficiency import efficiency_report
 
 DAY = 86_400_000
 DELIVERIES = {
@@ -103,13 +103,6 @@ def test_loss_anomaly_and_eta_above_one_are_flagged(demo):
     assert "eta_above_1" in rep.canals["L33"].flags
 
 
-def test_expected_seepage_by_hand(demo):
-    # L13 on clay (A 0.7, m 0.3), 5 km unlined; Q = 86,400 m3 / 86,400 s = 1 m3/s: sigma = 0.007/km
-    assert expected_seepage_m3(demo, "L13", 5.0, 86_400.0, 86_400.0) == pytest.approx(86_400 * 0.007 * 5)
-    # M1 lined (0.25), medium loam (1.9, 0.4), Q = 8 m3/s: sigma = 0.019 / 8**0.4
-    assert expected_seepage_m3(demo, "M1", 12.0, 8 * 86_400.0, 86_400.0) == pytest.approx(8 * 86_400 * 0.019 / 8**0.4 * 12 * 0.25)
-
-
 def test_field_and_whole_district(demo):
     true = network_volumes(demo, DELIVERIES, eta_by_level(demo))
     rep = report_of(demo, true)
@@ -133,16 +126,3 @@ def test_eta_at_most_one_or_flagged(demo, main, branch, lateral, noise):
     for reach in rep.reaches:
         assert reach.eta is None or reach.eta <= 1 + 1e-12 or "eta_above_1" in reach.flags
     assert all(math.isfinite(r.loss_m3) for r in rep.reaches)
-
-
-def test_expected_reach_seepage_integrates_the_soil_law_between_offtakes(demo):
-    from billing.efficiency import expected_reach_seepage_m3
-
-    day = 86_400.0
-    # L13 (clay: A 0.7, m 0.3, unlined), 1 m3/s leaving its end at km 5: Q_up^0.3 = 1 + 0.3 * 0.007 * 5
-    end_only = expected_reach_seepage_m3(demo, "L13", 0.0, 5.0, [(5.0, day)], day)
-    assert end_only == pytest.approx(((1 + 0.3 * 0.007 * 5) ** (1 / 0.3) - 1) * day)
-    # the same water taken off at km 1 instead seeps over 1 km only
-    early = expected_reach_seepage_m3(demo, "L13", 0.0, 5.0, [(1.0, day)], day)
-    assert early == pytest.approx(((1 + 0.3 * 0.007 * 1) ** (1 / 0.3) - 1) * day)
-    assert expected_reach_seepage_m3(demo, "L13", 0.0, 5.0, [], day) == 0.0

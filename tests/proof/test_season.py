@@ -155,7 +155,7 @@ def test_bills_are_within_meter_accuracy_of_truth_or_flagged(season):
 
 def test_expected_seepage_of_a_reach_with_offtakes_follows_the_soil_law(tmp_path):
     """No pipeline needed: billing's expected seepage vs the simulator's exact seepage over round S1."""
-    from billing.efficiency import expected_reach_seepage_m3, point_km_on
+    from canalflow.seepage import reach_expected_seepage_m3
     from firmware_sim.truth import Truth
 
     district = season_district(tmp_path)
@@ -165,6 +165,6 @@ def test_expected_seepage_of_a_reach_with_offtakes_follows_the_soil_law(tmp_path
         reach = district.canals[canal].reach_list[0]
         outs = district.reach_balance_points(canal, reach.id)[1]
         true_seepage = truth.reach_loss_m3(canal, reach.id, t0, t1)
-        outflows = [(point_km_on(district, p), truth.volume_m3(p.id, t0, t1)) for p in outs]
-        expected = expected_reach_seepage_m3(district, canal, reach.from_km, reach.to_km, outflows, (t1 - t0) / 1000)
+        outflows = {p.id: truth.volume_m3(p.id, t0, t1) for p in outs}
+        expected = reach_expected_seepage_m3(district, canal, reach.id, outflows, (t1 - t0) / 1000)
         assert 0.8 <= expected / true_seepage <= 1.25, (canal, reach.id, round(expected), round(true_seepage))
