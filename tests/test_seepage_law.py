@@ -17,19 +17,10 @@ from pathlib import Path
 import pytest
 
 from billing.vee import estimate_from_balance
+from canalflow import seepage
 from canalflow.contract import Reading, ReadingBatch, reading_lines
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
-from canalflow.seepage import (
-    SoilLaw,
-    canal_law,
-    expected_seepage_m3,
-    headworks_travel_ms,
-    outflow_for_inflow_m3,
-    required_inflow_m3s,
-    sigma_per_km,
-    travel_s,
-)
 from canalflow.volume import VolumeResult
 from firmware_sim.truth import Truth
 
@@ -55,43 +46,43 @@ def demo() -> District:
 
 def test_sigma_is_the_soil_law_per_km(demo: District) -> None:
     # L13 on clay (A 0.7, m 0.3), unlined; at 1 m3/s sigma = 0.7 / 100 = 0.007 per km
-    assert sigma_per_km(canal_law(demo, "L13"), 1.0) == pytest.approx(0.007)
+    assert seepage.sigma_per_km(seepage.canal_law(demo, "L13"), 1.0) == pytest.approx(0.007)
     # M1 on medium loam (A 1.9, m 0.4), lining 0.25; at 8 m3/s sigma = 0.019 / 8**0.4 × 0.25
-    assert sigma_per_km(canal_law(demo, "M1"), 8.0) == pytest.approx(0.019 / 8**0.4 * 0.25)
-    assert sigma_per_km(canal_law(demo, "M1"), 0.0) == 0.0
+    assert seepage.sigma_per_km(seepage.canal_law(demo, "M1"), 8.0) == pytest.approx(0.019 / 8**0.4 * 0.25)
+    assert seepage.sigma_per_km(seepage.canal_law(demo, "M1"), 0.0) == 0.0
 
 
 def test_expected_seepage_integrates_the_soil_law_between_offtakes(demo: District) -> None:
-    law = canal_law(demo, "L13")
+    law = seepage.canal_law(demo, "L13")
     # 1 m3/s leaving the end at km 5: Q_up^0.3 = 1 + 0.3 × 0.007 × 5
-    end_only = expected_seepage_m3(law, 0.0, 5.0, [(5.0, DAY_S)], DAY_S)
+    end_only = seepage.expected_seepage_m3(law, 0.0, 5.0, [(5.0, DAY_S)], DAY_S)
     assert end_only == pytest.approx(((1 + 0.3 * 0.007 * 5) ** (1 / 0.3) - 1) * DAY_S)
     # the same water taken off at km 1 instead seeps over 1 km only
-    early = expected_seepage_m3(law, 0.0, 5.0, [(1.0, DAY_S)], DAY_S)
+    early = seepage.expected_seepage_m3(law, 0.0, 5.0, [(1.0, DAY_S)], DAY_S)
     assert early == pytest.approx(((1 + 0.3 * 0.007 * 1) ** (1 / 0.3) - 1) * DAY_S)
-    assert expected_seepage_m3(law, 0.0, 5.0, [], DAY_S) == 0.0
+    assert seepage.expected_seepage_m3(law, 0.0, 5.0, [], DAY_S) == 0.0
     # two offtakes: 0.5 m3/s at km 5 reaches km 2 as q2, then 0.5 more is taken there
     q2 = (0.5**0.3 + 0.3 * 0.007 * 3) ** (1 / 0.3) + 0.5
     q0 = (q2**0.3 + 0.3 * 0.007 * 2) ** (1 / 0.3)
-    assert required_inflow_m3s(law, 0.0, 5.0, [(2.0, 0.5), (5.0, 0.5)]) == pytest.approx(q0)
+    assert seepage.required_inflow_m3s(law, 0.0, 5.0, [(2.0, 0.5), (5.0, 0.5)]) == pytest.approx(q0)
 
 
 def test_a_soil_with_m_zero_loses_a_fixed_fraction_exponentially() -> None:
-    law = SoilLaw.of(2.0, 0.0)  # dQ/dx = −0.02·Q
-    assert required_inflow_m3s(law, 0.0, 10.0, [(10.0, 1.0)]) == pytest.approx(math.exp(0.2))
+    law = seepage.SoilLaw.of(2.0, 0.0)  # dQ/dx = −0.02·Q
+    assert seepage.required_inflow_m3s(law, 0.0, 10.0, [(10.0, 1.0)]) == pytest.approx(math.exp(0.2))
 
 
 def test_outflow_for_inflow_inverts_the_required_inflow(demo: District) -> None:
-    law = canal_law(demo, "L21")
-    x = outflow_for_inflow_m3(law, 0.0, 4.0, 0.4 * DAY_S, [(3.8, 0.15 * DAY_S)], 2.0, DAY_S)
-    assert required_inflow_m3s(law, 0.0, 4.0, [(2.0, x / DAY_S), (3.8, 0.15)]) == pytest.approx(0.4, rel=1e-9)
-    assert outflow_for_inflow_m3(law, 0.0, 4.0, 0.1 * DAY_S, [(3.8, 0.15 * DAY_S)], 2.0, DAY_S) == 0.0
+    law = seepage.canal_law(demo, "L21")
+    x = seepage.outflow_for_inflow_m3(law, 0.0, 4.0, 0.4 * DAY_S, [(3.8, 0.15 * DAY_S)], 2.0, DAY_S)
+    assert seepage.required_inflow_m3s(law, 0.0, 4.0, [(2.0, x / DAY_S), (3.8, 0.15)]) == pytest.approx(0.4, rel=1e-9)
+    assert seepage.outflow_for_inflow_m3(law, 0.0, 4.0, 0.1 * DAY_S, [(3.8, 0.15 * DAY_S)], 2.0, DAY_S) == 0.0
 
 
 def test_travel_time_is_length_over_velocity(demo: District) -> None:
-    assert travel_s(9.0, 0.9) == pytest.approx(10_000.0)
+    assert seepage.travel_s(9.0, 0.9) == pytest.approx(10_000.0)
     # L11-HEAD: 3 km down B1 (0.7 m/s) from its offtake at km 8 of M1 (0.9 m/s)
-    assert headworks_travel_ms(demo, "L11-HEAD") == round((8_000 / 0.9 + 3_000 / 0.7) * 1000)
+    assert seepage.headworks_travel_ms(demo, "L11-HEAD") == round((8_000 / 0.9 + 3_000 / 0.7) * 1000)
 
 
 # ---------------------------------------------------------------------------------------------
