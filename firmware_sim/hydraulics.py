@@ -10,8 +10,8 @@ Model (documented for operators in docs/fleet.md):
   (``canalflow.seepage``: σ = A/(100·Q^m) per km × lining_factor, integrated exactly between
   offtakes). Water needed at a point at time t passes a point upstream at t − L/v
   (``canalflow.seepage.travel_s``, v = the canal's velocity_ms, rounded here to whole minutes so
-  breakpoints line up), so head gates
-  open before a round and close before its end. Beyond the last offtake a canal is dry.
+  breakpoints line up), so head gates open before a round and close before its end. Beyond the
+  last offtake a canal is dry.
 * **Outfalls** spill ``tail_spill_fraction`` of their canal's offtakes; a main canal with an outfall
   also carries ``base_flow_m3s`` all year (outside rounds the district is dry but for that).
 * **Losses** of a reach are its seepage plus unmetered events on it (withdrawals, breaches, spill
@@ -229,7 +229,7 @@ class _Solver:
         for km in stops:
             if pos > km:
                 length = pos - km
-                tau = travel_ms(length, canal.velocity_ms)
+                tau = quantised_travel_ms(length, canal.velocity_ms)
                 arriving = flow.shifted(-tau)
                 upstream = arriving.mapped(lambda q, L=length: upstream_flow(law, q, L))
                 reach = self.d.reach_at(canal.id, (pos + km) / 2).id
@@ -242,7 +242,7 @@ class _Solver:
         return flow
 
 
-def travel_ms(length_km: float, velocity_ms: float) -> int:
+def quantised_travel_ms(length_km: float, velocity_ms: float) -> int:
     """Travel time over a segment (the core's L / v), rounded to whole minutes (so breakpoints line up)."""
     return round(travel_s(length_km, velocity_ms) * 1000 / TRAVEL_QUANTUM_MS) * TRAVEL_QUANTUM_MS
 

@@ -65,12 +65,12 @@ def test_reach_and_system_eta_within_1_percent_of_truth(influx, demo):
 
 def test_travel_time_keeps_a_round_start_window_balanced(influx, demo):
     """A window opening with the round: upstream gates open hours before water reaches the tails."""
-    from canalflow.seepage import headworks_travel_ms as travel_ms
+    from canalflow.seepage import headworks_travel_ms
 
     truth = Truth(demo)
     _, start, _ = truth.rounds[0]
     t0, t1 = start - 6 * 3_600_000, start + DAY
-    lag = max(travel_ms(demo, p) for p in demo.points)
+    lag = max(headworks_travel_ms(demo, p) for p in demo.points)
     influx.write_lines(sampled_lines(demo, truth, t0 - 2 * 3_600_000, t1 + lag + 2 * 3_600_000))
     plain = efficiency_from_influx(demo, influx, t0, t1)
     shifted = efficiency_from_influx(demo, influx, t0, t1, travel_time=True)
@@ -78,7 +78,7 @@ def test_travel_time_keeps_a_round_start_window_balanced(influx, demo):
     for a, b in zip(plain.reaches, shifted.reaches, strict=True):
         # the simulator's loss at t is Q_up(t) − Q_down(t + τ): count it over the inflow's (shifted) window
         [head] = demo.reach_balance_points(a.canal, a.reach)[0]
-        lag_in = travel_ms(demo, head.id)
+        lag_in = headworks_travel_ms(demo, head.id)
         inflow = truth.volume_m3(head.id, t0 + lag_in, t1 + lag_in)
         true_eta = 1 - truth.reach_loss_m3(a.canal, a.reach, t0 + lag_in, t1 + lag_in) / inflow
         worst_plain = max(worst_plain, abs(a.eta / true_eta - 1))
