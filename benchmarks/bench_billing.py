@@ -19,7 +19,7 @@ from typing import Any
 from canalflow.contract import M, line
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
-from canalflow.services import Influxd
+from testbed.services import Influxd
 
 UNITS = 10_000
 POINTS = 20_000

@@ -21,9 +21,9 @@ from typing import Any
 from canalflow.contract import M, Quality, line
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
-from canalflow.services import Influxd
 from dashboards.build import build_dashboards
 from dashboards.querycheck import check_dashboard
+from testbed.services import Influxd
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = 7

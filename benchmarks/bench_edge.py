@@ -149,7 +149,7 @@ def _fast_reads(district: Path, manifest: dict[str, Any], gateway: str) -> list[
 
 def _agent_run(tmp: Path, district: Path, manifest: dict[str, Any], manifest_path: Path, gateways: list[str],
                meters: int, fast_s: float, mqtt_url: str, name: str, settle_s: float, measure_s: float) -> dict[str, Any]:
-    from canalflow.services import free_port
+    from testbed.services import free_port
 
     port = free_port()
     config = _edge_config(tmp, district, manifest, gateways, meters, fast_s, mqtt_url, port)
@@ -213,8 +213,8 @@ def _rtu_district(tmp: Path) -> Path:
 # ---- the rows ---------------------------------------------------------------------------------
 
 def run() -> list[dict[str, Any]]:
-    from canalflow.services import Mosquitto
     from firmware_sim.synth import write_synthetic_district
+    from testbed.services import Mosquitto
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as tmp_name:

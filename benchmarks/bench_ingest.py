@@ -1,6 +1,6 @@
 """Ingest throughput, end to end, against the raw limits of its parts measured in the same run.
 
-Everything runs as deployed, each in its own process: publisher processes (ingest.loadgen, batches
+Everything runs as deployed, each in its own process: publisher processes (testbed.loadgen, batches
 of readings as edge agents send them) -> Debian's Mosquitto -> ingest workers (``canalflow ingest
 run``) -> Debian's InfluxDB 1.6. Figures:
 
@@ -27,8 +27,8 @@ from pathlib import Path
 from canalflow.contract import ReadingBatch, reading_lines, readings_filter
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
-from canalflow.services import ServiceStack, free_port
-from ingest.loadgen import batches
+from testbed.loadgen import batches
+from testbed.services import ServiceStack, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo-district.yaml"
@@ -48,7 +48,7 @@ def _start_publishers(mqtt_url: str, start_at: float) -> list[subprocess.Popen[s
     points = list(load_district(DEMO).points)
     groups = [points[i::PUBLISHERS] for i in range(PUBLISHERS)]
     return [
-        _py("-m", "ingest.loadgen", "--mqtt", mqtt_url, "--district", str(DEMO), "--points", ",".join(group),
+        _py("-m", "testbed.loadgen", "--mqtt", mqtt_url, "--district", str(DEMO), "--points", ",".join(group),
             "--messages", str(MESSAGES_PER_POINT), "--readings", str(READINGS_PER_MESSAGE), "--start-at", str(start_at),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for group in groups
@@ -72,7 +72,7 @@ def _finish(procs: list[subprocess.Popen[str]], timeout: float = 300) -> list[di
 def raw_mqtt(stack: ServiceStack) -> float:
     """Readings/s through Mosquitto alone: publishers to two bare subscribers in a shared group."""
     subscribers = [
-        _py("-m", "ingest.loadgen", "--mqtt", stack.mqtt_url, "--subscribe", readings_filter("demo"), "--group", "rawbench",
+        _py("-m", "testbed.loadgen", "--mqtt", stack.mqtt_url, "--subscribe", readings_filter("demo"), "--group", "rawbench",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)
     ]

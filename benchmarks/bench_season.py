@@ -33,8 +33,8 @@ from proof_kit import (
     withdrawal_reaches,
 )
 
-from canalflow.pipeline import Pipeline
-from canalflow.services import ServiceStack
+from testbed.pipeline import Pipeline
+from testbed.services import ServiceStack
 
 GOAL_WALL_S_PER_DAY = 30.0
 

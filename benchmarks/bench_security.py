@@ -32,7 +32,7 @@ from canalflow.mqtt import (
     make_client,
     target_from_args,
 )
-from canalflow.services import Mosquitto, TlsFiles
+from testbed.services import Mosquitto, TlsFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo-district.yaml"

@@ -39,6 +39,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from canalflow.binaries import BinaryMissing, find_binary
 from canalflow.contract import (
     cmd_result_topic,
     cmd_topic,
@@ -48,7 +49,6 @@ from canalflow.contract import (
     status_filter,
 )
 from canalflow.district import District, DistrictError, load_district
-from canalflow.services import ServiceMissing, find_binary
 
 __all__ = [
     "ACL_FILE",
@@ -636,7 +636,7 @@ def run_credentials(args: argparse.Namespace) -> int:
         if args.check:
             return _run_check(district, args)
         return _run_generate(district, args)
-    except (CredentialsError, ServiceMissing) as exc:
+    except (CredentialsError, BinaryMissing) as exc:
         print(f"canalflow credentials: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

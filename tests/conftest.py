@@ -1,13 +1,13 @@
 """Shared pytest fixtures.
 
-Real services, started once per test session on free loopback ports (see canalflow.services):
+Real services, started once per test session on free loopback ports (see testbed.services):
 
-- ``mosquitto`` — a running :class:`~canalflow.services.Mosquitto` (anonymous, persistence on).
+- ``mosquitto`` — a running :class:`~testbed.services.Mosquitto` (anonymous, persistence on).
 - ``mqtt_url`` — its ``mqtt://127.0.0.1:PORT`` URL.
-- ``influxd`` — a running :class:`~canalflow.services.Influxd` (InfluxDB 1.6).
+- ``influxd`` — a running :class:`~testbed.services.Influxd` (InfluxDB 1.6).
 - ``influx`` — an :class:`~canalflow.influx.InfluxV1` on a fresh, uniquely named database,
   created for the test and dropped after it.
-- ``postgres`` — a running :class:`~canalflow.services.Postgres` (a throwaway cluster, trust auth on loopback).
+- ``postgres`` — a running :class:`~testbed.services.Postgres` (a throwaway cluster, trust auth on loopback).
 - ``postgres_url`` — the SQLAlchemy URL of a fresh, uniquely named PostgreSQL database, created for the
   test and dropped after it (sorting text like en_US, as a production server would; see the fixture).
 - ``make_mosquitto(**kwargs)`` / ``make_influxd(**kwargs)`` — start a private instance for one
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import pytest
 
 from canalflow.influx import InfluxV1
-from canalflow.services import Influxd, Mosquitto, Postgres, ServiceError, ServiceMissing
+from testbed.services import Influxd, Mosquitto, Postgres, ServiceError, ServiceMissing
 
 _S = TypeVar("_S", Mosquitto, Influxd, Postgres)
 

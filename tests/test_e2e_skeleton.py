@@ -1,7 +1,7 @@
 """The thin path end to end, as deployed: fleet -> edge agents -> Mosquitto -> ingest -> InfluxDB ->
 billing, for one accelerated simulated hour of an irrigation round on the demo district.
 
-Every part runs as its own process with the command line an operator would use (canalflow.pipeline).
+Every part runs as its own process with the command line an operator would use (testbed.pipeline).
 The billed volume of every unit must equal the simulator's true volume within the stated accuracy of
 the meters that charge it.
 """
@@ -17,10 +17,10 @@ import pytest
 
 from billing.run import run_billing
 from canalflow.contract import M
-from canalflow.demo import DEMO_START
 from canalflow.district import District, load_district
-from canalflow.pipeline import Pipeline, run_canalflow
 from firmware_sim.truth import Truth
+from testbed.demo import DEMO_START
+from testbed.pipeline import Pipeline, run_canalflow
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-district.yaml"
 SPEED = 120.0  # one simulated hour in 30 s

@@ -16,7 +16,7 @@ from canalflow.influx import (
     parse_retry_after,
     quote_ident,
 )
-from canalflow.services import Influxd, free_port
+from testbed.services import Influxd, free_port
 
 T0 = 1_700_000_000_123  # epoch ms with a non-zero millisecond part
 

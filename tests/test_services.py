@@ -1,4 +1,4 @@
-"""canalflow.services against the real Debian mosquitto and influxd binaries."""
+"""testbed.services against the real Debian mosquitto and influxd binaries."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from canalflow import services
+from canalflow import binaries
+from canalflow.binaries import find_binary
 from canalflow.influx import InfluxV1
-from canalflow.services import (
+from testbed import services
+from testbed.services import (
     Influxd,
     Mosquitto,
     PortInUse,
@@ -24,7 +26,6 @@ from canalflow.services import (
     ServiceMissing,
     ServiceStack,
     TlsFiles,
-    find_binary,
     free_port,
 )
 
@@ -224,7 +225,7 @@ def test_missing_binary_names_the_install_command(
     service: type[Mosquitto] | type[Influxd], hint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", "")
-    monkeypatch.setattr(services, "SYSTEM_DIRS", ())  # /usr/sbin is searched after PATH
+    monkeypatch.setattr(binaries, "SYSTEM_DIRS", ())  # /usr/sbin is searched after PATH
     with pytest.raises(ServiceMissing) as caught:
         service(tmp_path)
     assert hint in str(caught.value)

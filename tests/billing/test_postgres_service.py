@@ -1,4 +1,4 @@
-"""canalflow.services.Postgres, the throwaway PostgreSQL the ledger tests run on."""
+"""testbed.services.Postgres, the throwaway PostgreSQL the ledger tests run on."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from canalflow import services
-from canalflow.services import Postgres, ServiceMissing
+from testbed import services
+from testbed.services import Postgres, ServiceMissing
 
 
 def _owner(path_or_proc: Path) -> str:

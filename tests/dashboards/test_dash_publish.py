@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from canalflow.cli import main as canalflow
-from canalflow.services import free_port
 from dashboards.publish import PublishError, publish
+from testbed.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-district.yaml"

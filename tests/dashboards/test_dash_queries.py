@@ -115,7 +115,7 @@ def test_check_fails_on_an_empty_database(influx: InfluxV1, capsys: pytest.Captu
 
 
 def test_check_names_an_unreachable_influxdb(capsys: pytest.CaptureFixture[str]) -> None:
-    from canalflow.services import free_port
+    from testbed.services import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     assert canalflow(["dashboards", "check", "--district", str(DEMO), "--influx", url, "--db", "x"]) == 1

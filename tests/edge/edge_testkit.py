@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 
 from canalflow.contract import ReadingBatch, parse_batch
 from canalflow.district import District
-from edge.simdevice import SimBus, meter_from_profile
+from testbed.simdevice import SimBus, meter_from_profile
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
 

@@ -13,7 +13,7 @@ from canalflow.profiles import load_profiles
 from edge.config import PointPlan, PollOptions, QualityOptions
 from edge.modbus import ModbusLink, interframe_gap_s
 from edge.poller import BusPoller
-from edge.simdevice import SimBus, meter_from_profile
+from testbed.simdevice import SimBus, meter_from_profile
 
 PROFILES = load_profiles()
 START_MS = 1_772_323_200_000

@@ -14,9 +14,9 @@ from canalflow.cli import main
 from canalflow.clock import SimClock
 from canalflow.contract import Reading
 from canalflow.district import load_district
-from canalflow.services import Mosquitto
 from edge.buffer import Buffer
 from edge.config import load_edge_config
+from testbed.services import Mosquitto
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_commission_adds_a_point_that_answered_and_validates_the_config(
 ) -> None:
     bus, port = gateway
     from canalflow.profiles import load_profiles
-    from edge.simdevice import meter_from_profile
+    from testbed.simdevice import meter_from_profile
 
     bus.call(lambda: bus.bus.add(meter_from_profile(21, load_profiles()["em-pipe"], {"flow": 0.07, "battery": 3.6})))
     config = tmp_path / "edge.yaml"

@@ -24,13 +24,13 @@ from canalflow.contract import Confirmation, M, Reading, readings_filter
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
 from canalflow.mqtt import MqttTarget
-from canalflow.services import Mosquitto
 from edge.agent import EdgeAgent
 from edge.buffer import Buffer
 from edge.config import EndpointSpec, load_edge_config
 from edge.outstanding import Outstanding
 from edge.replay import ReplayError, replay_buffer
-from edge.simdevice import meter_from_profile
+from testbed.services import Mosquitto
+from testbed.simdevice import meter_from_profile
 
 START_MS = 1_772_323_200_000
 

@@ -18,10 +18,10 @@ from canalflow.contract import GatewayStatus, Reading, readings_filter, status_t
 from canalflow.credentials import generate_credentials, secret_file
 from canalflow.district import load_district
 from canalflow.mqtt import MqttTarget
-from canalflow.services import Mosquitto
 from edge.agent import EdgeAgent
 from edge.buffer import Buffer
 from edge.config import load_edge_config
+from testbed.services import Mosquitto
 
 
 def test_agent_with_credentials_from_its_config_on_a_broker_with_acl(

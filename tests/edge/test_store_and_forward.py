@@ -15,8 +15,8 @@ from pathlib import Path
 from edge_testkit import DEMO, AgentProcess, Collector, FleetProcess, gaps_ok
 
 from canalflow.contract import readings_filter
-from canalflow.services import Mosquitto
 from edge.buffer import Buffer
+from testbed.services import Mosquitto
 
 SPEED = 600.0  # a 60 s poll every 0.1 s of wall time; an hour in 6 s
 INTERVAL_MS = 60_000

@@ -71,7 +71,7 @@ def _is_worker(pid: int) -> bool:
 def publish(mqtt_url: str, *args: str, timeout: float = 120) -> dict[str, float]:
     """Run the load generator in its own process (as an edge agent would be); return its summary."""
     done = subprocess.run(
-        [sys.executable, "-m", "ingest.loadgen", "--mqtt", mqtt_url, *args], capture_output=True, text=True,
+        [sys.executable, "-m", "testbed.loadgen", "--mqtt", mqtt_url, *args], capture_output=True, text=True,
         timeout=timeout, cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
@@ -80,7 +80,7 @@ def publish(mqtt_url: str, *args: str, timeout: float = 120) -> dict[str, float]
 
 def publish_async(mqtt_url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ingest.loadgen", "--mqtt", mqtt_url, *args], stdout=subprocess.PIPE,
+        [sys.executable, "-m", "testbed.loadgen", "--mqtt", mqtt_url, *args], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
 
@@ -105,7 +105,7 @@ def wait_for_rows(influx: InfluxV1, expected: int, timeout: float = 60.0, ingest
 
 
 def write_raw(path: Path, messages: list[tuple[str, bytes]]) -> Path:
-    """A JSON-lines file for ``ingest.loadgen --raw``."""
+    """A JSON-lines file for ``testbed.loadgen --raw``."""
     import base64
 
     with path.open("w") as handle:

@@ -12,7 +12,7 @@ from ingest_helpers import DEMO, publish, run_cli, wait_for_rows
 
 from canalflow.contract import Reading, ReadingBatch, reading_lines
 from canalflow.influx import InfluxV1
-from canalflow.services import free_port
+from testbed.services import free_port
 
 DAY1 = 1_772_294_400_000
 

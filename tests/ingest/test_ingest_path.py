@@ -9,7 +9,7 @@ from ingest_helpers import DEMO, publish, rows_per_point, wait_for_rows
 from canalflow.contract import GatewayStatus, status_topic
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
-from ingest.loadgen import Publisher, reading_values
+from testbed.loadgen import Publisher, reading_values
 
 START = 1_772_323_200_000  # 2026-03-01T00:00:00Z
 

@@ -11,7 +11,7 @@ from ingest_helpers import DEMO, publish, publish_async, rows_per_point, wait_fo
 
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
-from canalflow.services import Influxd, Mosquitto
+from testbed.services import Influxd, Mosquitto
 
 POINTS = list(load_district(DEMO).points)
 

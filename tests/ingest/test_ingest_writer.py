@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from canalflow.influx import InfluxV1
-from canalflow.services import Influxd, free_port
 from ingest.writer import ResilientWriter, WriterStopped
+from testbed.services import Influxd, free_port
 
 
 def lines(n: int, point: str = "P1") -> list[str]:

@@ -29,7 +29,7 @@ import yaml
 from canalflow.contract import M
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
-from canalflow.pipeline import Pipeline, PipelineError, run_canalflow, wait_for
+from testbed.pipeline import Pipeline, PipelineError, run_canalflow, wait_for
 
 if TYPE_CHECKING:
     from billing.run import Bill

@@ -34,8 +34,8 @@ from proof_kit import (
     settle,
 )
 
-from canalflow.pipeline import Pipeline, wait_for
-from canalflow.services import Influxd, Mosquitto, free_port
+from testbed.pipeline import Pipeline, wait_for
+from testbed.services import Influxd, Mosquitto, free_port
 
 SPEED = 1800.0
 FAST_S, SLOW_S = 300, 900

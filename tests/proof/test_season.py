@@ -38,8 +38,8 @@ from proof_kit import (
 
 from canalflow.contract import M
 from canalflow.district import District
-from canalflow.pipeline import Pipeline
 from firmware_sim.scenario import load_scenario
+from testbed.pipeline import Pipeline
 
 GATEWAY_DOWN = "GW-B2"
 

@@ -18,7 +18,7 @@ from sec_helpers import DEMO, Peer, start_broker
 from canalflow.credentials import generate_credentials, secret_file
 from canalflow.district import District, load_district
 from canalflow.mqtt import MqttTarget
-from canalflow.services import Mosquitto
+from testbed.services import Mosquitto
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from canalflow.mqtt import MqttTarget, connect_blocking, make_client
-from canalflow.services import Mosquitto, ServiceError, TlsFiles
+from testbed.services import Mosquitto, ServiceError, TlsFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-district.yaml"

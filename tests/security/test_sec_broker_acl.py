@@ -27,7 +27,7 @@ from canalflow.contract import (
 )
 from canalflow.credentials import secret_file
 from canalflow.mqtt import MqttConnectError, MqttTarget, connect_blocking, make_client, refusal_error
-from canalflow.services import Mosquitto
+from testbed.services import Mosquitto
 
 Connect = Callable[[str], Peer]
 D = "demo"

@@ -12,9 +12,9 @@ import pytest
 from sec_helpers import DEMO
 
 from canalflow import credentials as cr
+from canalflow.binaries import find_binary
 from canalflow.contract import cmd_topic, confirm_topic, gateway_prefix, readings_filter, status_filter
 from canalflow.district import District
-from canalflow.services import find_binary
 
 GATEWAYS = ["GW-MAIN", "GW-B1", "GW-B2", "GW-B3"]
 

@@ -22,7 +22,7 @@ from canalflow.mqtt import (
     redact_url,
     target_from_args,
 )
-from canalflow.services import Mosquitto, free_port
+from testbed.services import Mosquitto, free_port
 
 SECRET = "s3cr3t-Value-that-must-never-show"
 

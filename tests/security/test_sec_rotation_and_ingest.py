@@ -15,8 +15,8 @@ from canalflow.contract import Reading, ReadingBatch, readings_filter, readings_
 from canalflow.credentials import generate_credentials, secret_file
 from canalflow.district import District
 from canalflow.mqtt import MqttConnectError, MqttTarget, connect
-from canalflow.services import Mosquitto
 from ingest.validate import MessageValidator
+from testbed.services import Mosquitto
 
 D = "demo"
 

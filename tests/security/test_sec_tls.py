@@ -12,7 +12,7 @@ from canalflow.contract import readings_filter, readings_topic
 from canalflow.credentials import CredentialsError, check_tls, generate_tls, secret_file
 from canalflow.credentials import tls_files as generated_tls_files
 from canalflow.mqtt import MqttConnectError, MqttTarget, connect
-from canalflow.services import Mosquitto, TlsFiles
+from testbed.services import Mosquitto, TlsFiles
 
 
 @pytest.fixture(scope="module")

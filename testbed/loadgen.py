@@ -3,9 +3,9 @@
 Publishers run as their own processes, as edge agents do (two paho clients in one process are slow,
 see pitfalls.md)::
 
-    python -m ingest.loadgen --mqtt mqtt://127.0.0.1:1883 --district examples/demo-district.yaml \\
+    python -m testbed.loadgen --mqtt mqtt://127.0.0.1:1883 --district examples/demo-district.yaml \\
         --messages 100 --readings 50 --start-ms 1772323200000 --step-ms 1000
-    python -m ingest.loadgen --mqtt mqtt://127.0.0.1:1883 --raw messages.jsonl   # {"topic", "payload_b64"}
+    python -m testbed.loadgen --mqtt mqtt://127.0.0.1:1883 --raw messages.jsonl   # {"topic", "payload_b64"}
 
 It prints one JSON line: messages and readings published (all acknowledged by the broker) and seconds.
 Values are a deterministic function of the point and the reading index (see :func:`reading_values`),
@@ -136,7 +136,7 @@ def count_messages(url: str, topic_filter: str, group: str | None, expect: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingest.loadgen", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m testbed.loadgen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mqtt", required=True)
     parser.add_argument("--district", type=Path, help="district file: publish for its points")

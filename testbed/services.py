@@ -38,6 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
+from canalflow.binaries import BinaryMissing, find_binary
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Self
@@ -51,14 +53,10 @@ __all__ = [
     "ServiceMissing",
     "ServiceStack",
     "TlsFiles",
-    "find_binary",
     "free_port",
 ]
 
 LOOPBACK = "127.0.0.1"
-# Directories searched after PATH: Debian installs mosquitto in /usr/sbin, which is not on a
-# normal user's PATH.  Tests set this to () to simulate a machine without the packages.
-SYSTEM_DIRS: tuple[str, ...] = ("/usr/sbin", "/usr/bin")
 _LOG_TAIL_LINES = 30
 
 
@@ -66,7 +64,7 @@ class ServiceError(RuntimeError):
     """A service failed to start or stop; the message includes the tail of its log."""
 
 
-class ServiceMissing(ServiceError):
+class ServiceMissing(ServiceError, BinaryMissing):
     """The service's binary is not installed; the message says how to install it."""
 
 
@@ -81,20 +79,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def find_binary(name: str, package: str) -> str:
-    """Return the path of executable ``name`` from PATH or SYSTEM_DIRS, else raise ServiceMissing."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in SYSTEM_DIRS:
-        candidate = Path(directory) / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    searched = ", ".join(["PATH", *SYSTEM_DIRS])
-    raise ServiceMissing(
-        f"{name} not found (searched {searched}). Install it with "
-        f"`sudo apt-get install {package}` (or run `make deps`), then retry."
-    )
+def _service_binary(name: str, package: str) -> str:
+    """:func:`canalflow.binaries.find_binary` for a service's own binary: a missing one is a ServiceMissing."""
+    try:
+        return find_binary(name, package)
+    except BinaryMissing as exc:
+        raise ServiceMissing(str(exc)) from None
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -130,7 +120,7 @@ class _Service:
 
     def __init__(self, workdir: Path, *, ports_chosen: bool, binary: str | None = None) -> None:
         self.workdir = Path(workdir).resolve()
-        self.binary = binary or find_binary(self.binary_name, self.package)
+        self.binary = binary or _service_binary(self.binary_name, self.package)
         self._proc: subprocess.Popen[bytes] | None = None
         self._output: IO[bytes] | None = None
         self._lock = threading.Lock()
@@ -379,7 +369,7 @@ class Mosquitto(_Service):
     def config_text(self) -> str:
         """The mosquitto.conf this instance runs with."""
         lines = [
-            "# written by canalflow.services.Mosquitto",
+            "# written by testbed.services.Mosquitto",
             "per_listener_settings false",
             f"listener {self.port} {LOOPBACK}",
             "set_tcp_nodelay true",
@@ -504,7 +494,7 @@ class Influxd(_Service):
     def config_text(self) -> str:
         """The influxdb.conf this instance runs with (InfluxDB 1.6 syntax)."""
         root = self.workdir
-        return f"""# written by canalflow.services.Influxd
+        return f"""# written by testbed.services.Influxd
 reporting-disabled = true
 bind-address = "{LOOPBACK}:{self.rpc_port}"
 
@@ -634,7 +624,7 @@ class Postgres(_Service):
         self.bindir = _postgres_bindir()  # Debian keeps postgres off PATH
         super().__init__(workdir, ports_chosen=port is not None, binary=str(self.bindir / "postgres"))
         self._owner = _postgres_owner()
-        self._setpriv = find_binary("setpriv", "util-linux") if self._owner else ""
+        self._setpriv = _service_binary("setpriv", "util-linux") if self._owner else ""
         try:
             import psycopg  # noqa: F401  (the readiness probe and create_database use it)
         except ImportError:
@@ -774,7 +764,7 @@ class Postgres(_Service):
             shutil.rmtree(rundir, ignore_errors=True)
             raise ServiceError(self._failure(f"initdb exited with status {done.returncode}"))
         hba = datadir / "pg_hba.conf"
-        hba.write_text("# written by canalflow.services.Postgres: a throwaway test server, loopback only\n"
+        hba.write_text("# written by testbed.services.Postgres: a throwaway test server, loopback only\n"
                        "local all all trust\n"
                        f"host all all {LOOPBACK}/32 trust\n")
         if self._owner:

@@ -26,7 +26,7 @@ from typing import IO
 from canalflow.clock import SimClock
 from canalflow.district import District
 from canalflow.influx import InfluxV1
-from canalflow.services import Influxd, Mosquitto
+from testbed.services import Influxd, Mosquitto
 
 CANALFLOW = [sys.executable, "-m", "canalflow.cli"]
 INGEST_READY = "subscribed (ready)"  # what an ingest worker logs once its subscription is in place

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from canalflow.district import District, load_district
-from canalflow.pipeline import Pipeline, PipelineError, run_canalflow
-from canalflow.services import ServiceStack
+from testbed.pipeline import Pipeline, PipelineError, run_canalflow
+from testbed.services import ServiceStack
 
 DEMO_DISTRICT = Path(__file__).resolve().parents[1] / "examples" / "demo-district.yaml"
 # Inside spring irrigation round S1 of the demo district (2026-03-10 06:00 +08:00, 10 days).
@@ -129,7 +129,7 @@ def produce_outputs(district: District, influx_url: str, database: str, window: 
     say("dashboards, provisioning and alert rules; panel previews")
     run_canalflow("dashboards", "build", "--district", str(district.path), "--out", str(out / "dashboards"))
     run_canalflow("dashboards", "preview", *common, *span, "--out", str(out / "previews"))
-    from canalflow.report import demo_report
+    from testbed.report import demo_report
 
     text = demo_report(district, out, window, json.loads(efficiency), seed=seed)
     (out / "report.md").write_text(text, encoding="utf-8")
