@@ -11,7 +11,8 @@ import pytest
 from billing_synth import MIN, Meter, write_meter
 
 from billing.ledger import LedgerError, open_ledger
-from billing.run import DAY_MS, run_billing, season_window
+from billing.run import run_billing
+from billing.window import DAY_MS, season_window
 from canalflow.contract import M, line
 from canalflow.influx import InfluxV1
 
@@ -139,7 +140,9 @@ def test_lifecycle_and_adjustment_on_next_run(metered, demo, ledger_url):
 
 
 def test_unpaid_units_get_no_subsidy_and_short_windows_a_prorated_quota(demo):
-    from billing.run import PointVolume, build_run, charging_points, quota_share
+    from billing.bills import build_run
+    from billing.volumes import PointVolume, charging_points
+    from billing.window import quota_share
     from canalflow.volume import VolumeResult
 
     season = demo.seasons["2026-spring"]
