@@ -25,7 +25,7 @@ reported incomplete, with no number.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,8 +37,6 @@ from canalflow.influx import InfluxV1
 from canalflow.volume import VolumeResult
 
 M2_PER_MU = 10_000 / 15
-
-VolumeFn = Callable[[str], VolumeResult | None]
 
 
 @dataclass(frozen=True)
