@@ -113,9 +113,11 @@ def _timed(fn: Any) -> tuple[Any, float]:
 
 
 def run() -> list[dict]:
+    from billing.bills import build_run
+    from billing.exports import write_outputs
     from billing.ledger import open_ledger
-    from billing.readings import fetch_rollup_volumes
-    from billing.run import PointVolume, build_run, charging_points, month_windows, season_window, write_outputs
+    from billing.volumes import RollupsSource, charging_points
+    from billing.window import season_window
 
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-billing-") as tmp:
@@ -139,10 +141,9 @@ def run() -> list[dict]:
             points = charging_points(district)
             raw_q = f'SELECT sum(volume_m3) FROM "{M.volume}" WHERE interval = \'1d\' AND time >= {t0}ms AND time < {t1}ms GROUP BY point'
             _, raw_s = _timed(lambda: influx.query(raw_q))
-            months = month_windows(district, t0, t1)
-            volumes, fetch_s = _timed(lambda: fetch_rollup_volumes(influx, district.id, points, t0, t1, months=months))
+            measured, fetch_s = _timed(lambda: RollupsSource(district, influx).measure(points, t0, t1))
             season = district.seasons[SEASON]
-            point_volumes = {p: PointVolume(p, r, tuple(volumes.monthly.get(p, {}).items())) for p, r in volumes.results.items()}
+            point_volumes = measured.volumes
             run_, build_s = _timed(lambda: build_run(district, point_volumes, t0, t1, season=season, as_of_ms=t1))
             _, files_s = _timed(lambda: write_outputs(run_, root / "out"))
             ledger = open_ledger(f"sqlite:///{root}/ledger.db")

@@ -236,7 +236,8 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @app.post("/runs", tags=["runs"], status_code=201)
     def start_run(body: RunRequest, who: Clerk) -> dict[str, Any]:
-        from billing.run import BillingError, run_billing, season_window
+        from billing.run import run_billing
+        from billing.window import BillingError, season_window
 
         d = district()
         if body.season:
@@ -326,7 +327,7 @@ def create_app(config: ApiConfig) -> FastAPI:
             raise HTTPException(422, str(exc)) from exc
         d = district()
         t0, t1 = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-        from billing.run import season_window
+        from billing.window import season_window
 
         # head-tail needs whole-season net depths: a season kind only when the window covers a season
         whole = [s for s in d.spec.seasons if t0 <= season_window(d, s)[0] and season_window(d, s)[1] <= t1]

@@ -265,7 +265,7 @@ def parse_instant(text: str, district: District, *, end: bool = False) -> int:
 
 
 def resolve_window(args: argparse.Namespace, district: District) -> tuple[int, int, str | None]:
-    from billing.run import season_window
+    from billing.window import season_window
 
     if getattr(args, "season", None):
         season = district.seasons.get(args.season)
@@ -280,7 +280,8 @@ def resolve_window(args: argparse.Namespace, district: District) -> tuple[int, i
 
 def cmd_run(args: argparse.Namespace) -> int:
     from billing.pdf import FontMissing
-    from billing.run import BillingError, run_billing
+    from billing.run import run_billing
+    from billing.window import BillingError
 
     district = load_or_report(args.district)
     if district is None:

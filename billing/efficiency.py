@@ -25,19 +25,20 @@ reported incomplete, with no number.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from billing.allocation import units_by_point
+from billing.volumes import volume_source
 from canalflow.contract import M, line
 from canalflow.district import CanalLevel, District, Point, PointRole
+from canalflow.influx import InfluxV1
 from canalflow.seepage import headworks_travel_ms as travel_ms
 from canalflow.seepage import reach_expected_seepage_m3
-from canalflow.volume import Series, VolumeResult, window_volume
+from canalflow.volume import VolumeResult
 
 M2_PER_MU = 10_000 / 15
-
-VolumeFn = Callable[[str], VolumeResult | None]
 
 
 @dataclass(frozen=True)
@@ -111,27 +112,6 @@ class EfficiencyReport:
 
 # ---------------------------------------------------------------------------------------------
 # Volumes per point
-
-
-def series_volumes(
-    district: District, series: Mapping[str, Series], t0_ms: int, t1_ms: int, *, travel_time: bool = False
-) -> dict[str, VolumeResult]:
-    """Window volume of every point with a series (re-rated from levels; the billing run's rollover and tolerances).
-
-    ``travel_time``: each point's window is shifted by the water's travel time from the headworks,
-    so every balance compares the same water (for windows whose edges are not steady).
-    """
-    from billing.hydrometry import rerate
-    from billing.run import rollover_of
-
-    tol = district.spec.tolerances
-    max_gap = int(tol.max_gap_minutes * 60_000)
-    out = {}
-    for p, s in series.items():
-        lag = travel_ms(district, p) if travel_time else 0
-        out[p] = window_volume(rerate(district, p, s)[0], t0_ms + lag, t1_ms + lag, max_gap_ms=max_gap,
-                               rollover_m3=rollover_of(district, p), min_coverage=tol.min_coverage)
-    return out
 
 
 @dataclass
@@ -323,8 +303,6 @@ def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], sys
     weighted = 0.0
     total = 0.0
     parts: list[_Sum] = []
-    from billing.allocation import units_by_point
-
     sharing = units_by_point(district)
     for point in (p for p in district.spec.points if p.role is PointRole.intake):
         s = _sum([point], volumes)
@@ -423,27 +401,18 @@ def kpi_lines(report: EfficiencyReport, ts_ms: int | None = None) -> list[str]:
 
 
 def efficiency_from_influx(
-    district: District, influx: Any, t0_ms: int, t1_ms: int, *, season_kind: str | None = None, write_kpis: bool = False,
+    district: District, influx: InfluxV1, t0_ms: int, t1_ms: int, *, season_kind: str | None = None, write_kpis: bool = False,
     travel_time: bool = False, source: str = "readings",
 ) -> EfficiencyReport:
     """Read every metering point's volumes for the window and build the report (optionally write KPIs).
 
     ``source``: ``readings`` (raw, re-rated; ``travel_time`` shifts each point's window by the
-    travel time from the headworks) or ``rollups`` (the daily ``volume`` rollups, whole days).
+    travel time from the headworks) or ``rollups`` (the daily ``volume`` rollups, whole days);
+    the same volumes as billing's (:mod:`billing.volumes`).
     """
-    from billing.readings import fetch_rollup_volumes, fetch_series
-
-    if source == "rollups":
-        if travel_time:
-            raise ValueError("--travel-time needs raw readings: daily rollups cannot be shifted by minutes")
-        volumes = fetch_rollup_volumes(influx, district.id, district.points, t0_ms, t1_ms, min_coverage=district.spec.tolerances.min_coverage).results
-    elif source == "readings":
-        max_gap = int(district.spec.tolerances.max_gap_minutes * 60_000)
-        lag = max((travel_ms(district, p) for p in district.points), default=0) if travel_time else 0
-        series = fetch_series(influx, district.id, district.points, t0_ms, t1_ms + lag, margin_ms=max_gap)
-        volumes = series_volumes(district, series, t0_ms, t1_ms, travel_time=travel_time)
-    else:
-        raise ValueError(f"unknown volume source {source!r}: use readings or rollups")
+    lag = {p: travel_ms(district, p) for p in district.points} if travel_time else None
+    measured = volume_source(source, district, influx).measure(list(district.points), t0_ms, t1_ms, by_month=False, lag_ms=lag)
+    volumes = measured.results()
     report = efficiency_report(district, volumes, t0_ms, t1_ms, season_kind=season_kind)
     if write_kpis:
         influx.write_lines(kpi_lines(report))

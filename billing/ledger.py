@@ -44,6 +44,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from billing.edits import Edit
+
 STATUSES = ("draft", "approved", "issued")
 NEXT_STATUS = {"draft": "approved", "approved": "issued"}
 _SCHEMA_LOCK = 0x63616E616C666C6F  # PostgreSQL advisory lock key ("canalflo") held while creating the tables
@@ -437,9 +439,7 @@ class Ledger:
             s.flush()
             return row.id
 
-    def edits(self, district_id: str) -> list[Any]:
-        from billing.vee import Edit
-
+    def edits(self, district_id: str) -> list[Edit]:
         with self.session() as s:
             rows = s.scalars(select(EditRow).where(EditRow.district_id == district_id).order_by(EditRow.id)).all()
             return [Edit(r.id, r.point, r.start_ms, r.end_ms, float(r.volume_m3), r.user, r.reason) for r in rows]

@@ -152,7 +152,7 @@ def apply_tariff(
     """Bill lines of one unit for one season's volume (m3, exact Decimal) under ``tariff``.
 
     ``quota_share``: the part of the season quota that applies to a window shorter than the
-    season (see ``billing.run.quota_share``); class quotas are scaled by it, to the litre.
+    season (see ``billing.window.quota_share``); class quotas are scaled by it, to the litre.
     """
     if volume_m3 < 0:
         raise ValueError(f"unit {unit_id}: negative volume {volume_m3} m3 cannot be billed; check its intake meter")

@@ -17,9 +17,13 @@ still incomplete is estimated from the balance of its neighbours on the graph
 seepage); where a neighbour is incomplete too, nothing is estimated and the bill line stays
 blocked.
 
-Editing: a manual edit (:class:`Edit`, kept in the ledger with user, reason and time) replaces a
-point's volume over a stretch of time; the raw readings are never touched, and the run records
-which edits it applied.
+Editing: a manual edit (:class:`billing.edits.Edit`, kept in the ledger with user, reason and
+time) replaces a point's volume over a stretch of time; the raw readings are never touched, and
+the run records which edits it applied.
+
+The VEE stage (:func:`vee_volumes`) takes the charging points' volumes from a
+:class:`billing.volumes.VolumeSource` and hands the billing stage the volumes after VEE and a
+:class:`VeeOutcome`.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from billing.edits import Edit
+from billing.volumes import Measured, PointVolume, VolumeSource, charging_points
 from canalflow.district import District, PointRole
 from canalflow.seepage import canal_law, expected_seepage_m3, outflow_for_inflow_m3, point_km_on
-from canalflow.volume import Series, VolumeResult, window_volume
+from canalflow.volume import Series, VolumeResult
 
 MAX_STEP_FRACTION = 0.5  # of the canal capacity, between consecutive readings
 STUCK_READINGS = 12
@@ -48,19 +54,6 @@ class Finding:
 
     def to_dict(self) -> dict[str, object]:
         return {"point": self.point, "rule": self.rule, "start_ms": self.start_ms, "end_ms": self.end_ms, "detail": self.detail}
-
-
-@dataclass(frozen=True)
-class Edit:
-    """A manual replacement of a point's volume over [start_ms, end_ms), by a named user."""
-
-    id: int
-    point: str
-    start_ms: int
-    end_ms: int
-    volume_m3: float
-    user: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -186,36 +179,60 @@ def estimate_from_balance(
     return VolumeResult(max(0.0, volume), coverage, 1.0, "balance_estimate", [], False, 0, ("estimated_from_balance",)), note
 
 
-def apply_edits(series: Series, edits: Sequence[Edit], t0_ms: int, t1_ms: int, *, max_gap_ms: int, rollover_m3: float | None, min_coverage: float) -> VolumeResult:
-    """The window volume with manual edits: measured outside the edited stretches, edited inside.
-
-    Edited stretches count as covered and as estimated; volumes are additive over adjacent
-    windows, so the pieces sum to the window.
-    """
-    cuts = sorted((max(e.start_ms, t0_ms), min(e.end_ms, t1_ms), e) for e in edits if e.end_ms > t0_ms and e.start_ms < t1_ms)
-    volume = edited = covered = 0.0
-    gaps: list[tuple[int, int]] = []
-    flags: list[str] = ["manual_edit"]
-    cursor = t0_ms
-    n = 0
-    for a, b, edit in cuts:
-        if a > cursor:
-            part = window_volume(series, cursor, a, max_gap_ms=max_gap_ms, rollover_m3=rollover_m3, min_coverage=min_coverage)
-            volume, covered, n = volume + part.volume_m3, covered + part.coverage * (a - cursor), n + part.n_readings
-            gaps += part.gaps
-            flags += part.flags
-        share = edit.volume_m3 * (b - max(a, cursor)) / (edit.end_ms - edit.start_ms) if b > max(a, cursor) else 0.0
-        volume, edited, covered = volume + share, edited + abs(share), covered + max(0, b - max(a, cursor))
-        cursor = max(cursor, b)
-    if cursor < t1_ms:
-        part = window_volume(series, cursor, t1_ms, max_gap_ms=max_gap_ms, rollover_m3=rollover_m3, min_coverage=min_coverage)
-        volume, covered, n = volume + part.volume_m3, covered + part.coverage * (t1_ms - cursor), n + part.n_readings
-        gaps += part.gaps
-        flags += part.flags
-    coverage = min(1.0, covered / (t1_ms - t0_ms))
-    share = min(1.0, edited / abs(volume)) if volume else (1.0 if edited else 0.0)
-    return VolumeResult(volume, coverage, share, "manual_edit", gaps, coverage < min_coverage, n, tuple(dict.fromkeys(flags)))
-
-
 def findings_text(findings: Iterable[Finding]) -> list[str]:
     return [f"{f.point}: {f.rule} {f.start_ms}..{f.end_ms}: {f.detail}" for f in findings]
+
+
+# ---------------------------------------------------------------------------------------------
+# The VEE stage
+
+
+def vee_volumes(
+    district: District, source: VolumeSource, t0_ms: int, t1_ms: int, *, edits: Sequence[Edit] = ()
+) -> tuple[dict[str, PointVolume], VeeOutcome]:
+    """Charging-point volumes after VEE: edits applied, incomplete points estimated from the balance."""
+    points = charging_points(district)
+    measured = source.measure(points, t0_ms, t1_ms, edits=edits)
+    findings = validate_measured(district, measured, points, t0_ms, t1_ms)
+    volumes, estimates = estimate_incomplete(district, measured.volumes, source, t0_ms, t1_ms, edits=edits)
+    applied = tuple(e for e in edits if e.point in volumes and e.end_ms > t0_ms and e.start_ms < t1_ms)
+    return volumes, VeeOutcome(tuple(findings), tuple(estimates), applied)
+
+
+def validate_measured(district: District, measured: Measured, point_ids: Sequence[str], t0_ms: int, t1_ms: int) -> list[Finding]:
+    """Findings of the points' readings, or of their coverage where the volumes came without readings (rollups)."""
+    findings: list[Finding] = []
+    for p in point_ids:
+        result = measured.volumes[p].result
+        if p in measured.series:
+            findings += validate_series(district, p, measured.series[p], t0_ms, t1_ms, result)
+        elif result.incomplete:
+            findings.append(Finding(p, "gap", t0_ms, t1_ms, f"rollups cover {result.coverage:.0%} of the window"))
+    return findings
+
+
+def estimate_incomplete(
+    district: District, volumes: dict[str, PointVolume], source: VolumeSource, t0_ms: int, t1_ms: int, *, edits: Sequence[Edit] = ()
+) -> tuple[dict[str, PointVolume], list[str]]:
+    """Replace incomplete point volumes by balance estimates where the neighbours are complete.
+
+    Neighbours that are not charging points are measured from the same ``source``."""
+    incomplete = [p for p, v in volumes.items() if v.result.incomplete]
+    if not incomplete:
+        return volumes, []
+    wanted = sorted({n for p in incomplete for n in neighbours(district, p)} - set(volumes))
+    known = {p: v.result for p, v in volumes.items()}
+    if wanted:
+        known |= source.measure(wanted, t0_ms, t1_ms, edits=edits, by_month=False).results()
+    out = dict(volumes)
+    notes = []
+    for p in incomplete:
+        estimate = estimate_from_balance(district, p, known, t0_ms, t1_ms)
+        if estimate is None:
+            continue
+        result, note = estimate
+        measured = volumes[p]
+        monthly = tuple((m, v / measured.result.volume_m3 * result.volume_m3) for m, v in measured.monthly) if measured.result.volume_m3 > 0 else ()
+        out[p] = PointVolume(p, result, monthly, measured.ratings)
+        notes.append(f"{note}: {result.volume_m3:.0f} m3 instead of the {measured.result.volume_m3:.0f} m3 measured at {measured.result.coverage:.0%} coverage")
+    return out, notes

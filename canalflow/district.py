@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from canalflow.profiles import Profile
 from canalflow.ratings import Rating
 from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
 
@@ -380,7 +381,7 @@ class District:
     def headworks(self) -> dict[str, Headworks]:
         return {h.id: h for h in self.spec.headworks}
 
-    def profile_of(self, point_id: str) -> Any:
+    def profile_of(self, point_id: str) -> Profile:
         return self.profiles[self.points[point_id].profile]
 
     def points_of_gateway(self, gateway_id: str) -> list[Point]:

@@ -193,7 +193,6 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path: Path, monkeypatch: pytest.Monk
     assert import_cycles("pkg") == [["pkg.a", "pkg.b"]]
 
 
-@pytest.mark.xfail(reason="billing cycles removed by the stages branch", strict=False)
 def test_billing_has_no_import_cycle() -> None:
     cycles = import_cycles("billing")
     assert not cycles, "modules of billing/ that import each other (imports must point down one way):\n" + \

@@ -15,8 +15,10 @@ from billing_synth import DEMO, MIN, Meter, write_meter
 from fastapi.testclient import TestClient
 
 from billing.api import ApiConfig, Principal, TokenFileError, create_app, load_tokens
+from billing.bills import build_run
 from billing.ledger import open_ledger
-from billing.run import PointVolume, build_run, charging_points, season_window
+from billing.volumes import PointVolume, charging_points
+from billing.window import season_window
 from canalflow.credentials import hash_api_token as hash_token
 from canalflow.volume import VolumeResult
 

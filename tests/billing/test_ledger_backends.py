@@ -24,8 +24,10 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.pool import NullPool
 
 from billing.api import ApiConfig, Principal, create_app
+from billing.bills import BillingRun, PendingAdjustment, build_run
 from billing.ledger import AdjustmentRow, BillRow, Ledger, LedgerError, LineRow, RunRow, open_ledger
-from billing.run import BillingRun, PendingAdjustment, PointVolume, build_run, charging_points, season_window
+from billing.volumes import PointVolume, charging_points
+from billing.window import season_window
 from canalflow.credentials import hash_api_token
 from canalflow.district import District, load_district
 from canalflow.volume import VolumeResult

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 from billing_synth import MIN, write_meter
 
+from billing.bills import build_run
 from billing.explain import explain_line, format_explanation
+from billing.exports import write_outputs, write_pdfs
 from billing.ledger import LedgerError, open_ledger
 from billing.pdf import render_bill
-from billing.run import PointVolume, build_run, charging_points, run_billing, season_window, write_outputs, write_pdfs
+from billing.run import run_billing
+from billing.volumes import PointVolume, charging_points
+from billing.window import season_window
 from canalflow.volume import VolumeResult
 
 MONTHS = (("2026-03", 100_000.0), ("2026-04", 150_000.0), ("2026-05", 50_000.0))

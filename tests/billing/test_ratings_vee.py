@@ -9,7 +9,7 @@ import pytest
 from billing_synth import DEMO
 
 from billing.hydrometry import rerate
-from billing.run import compute_point_volumes
+from billing.volumes import compute_point_volumes
 from canalflow.contract import Quality
 from canalflow.district import load_district
 from canalflow.volume import Series

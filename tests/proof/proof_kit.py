@@ -32,7 +32,7 @@ from canalflow.influx import InfluxV1
 from testbed.pipeline import Pipeline, PipelineError, run_canalflow, wait_for
 
 if TYPE_CHECKING:
-    from billing.run import Bill
+    from billing.bills import Bill
     from firmware_sim.truth import Truth
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,8 +30,10 @@ from fastapi.testclient import TestClient
 from sec_helpers import DEMO
 
 from billing.api import ApiConfig, Principal, create_app
+from billing.bills import BillingRun, build_run
 from billing.ledger import open_ledger
-from billing.run import BillingRun, PointVolume, build_run, charging_points, season_window
+from billing.volumes import PointVolume, charging_points
+from billing.window import season_window
 from canalflow.contract import Quality, Reading, ReadingBatch, reading_lines
 from canalflow.credentials import hash_api_token
 from canalflow.district import District

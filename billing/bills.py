@@ -1,0 +1,235 @@
+"""Bills of a window: allocation to billing units, the tariff, adjustments, one reproducible run.
+
+    run = build_run(district, point_volumes, t0_ms, t1_ms, season=season, as_of_ms=as_of, vee=vee)
+    run.bill_of("V01").lines     # tariff lines, Decimal money rounded to the fen
+    run.bill_of("V01").total
+
+:func:`build_run` is pure (no I/O): it takes the charging points' volumes after VEE
+(:mod:`billing.vee`), allocates them to units (:mod:`billing.allocation`) and applies the
+tariff in force (:mod:`billing.tariff`). A run's id is the SHA-256 of every input (district file
+hash, season, tariff id and version, window, the point volumes, pending adjustments, unpaid
+units, edits, quota share), so the same inputs give the same bills byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from billing.allocation import M3, Allocation, UnitVolumes, allocate
+from billing.tariff import Charge, Line, apply_tariff, to_fen
+from billing.vee import VeeOutcome
+from billing.volumes import PointVolume
+from billing.window import quota_share, tariff_of
+from canalflow.district import District, Season, Tariff
+
+
+@dataclass(frozen=True)
+class Bill:
+    bill_id: str
+    run_id: str
+    unit_id: str
+    unit_name: str
+    unit_kind: str
+    township: str
+    season_id: str
+    season_kind: str
+    t0_ms: int
+    t1_ms: int
+    volume_m3: Decimal
+    quota_m3: Decimal
+    lines: tuple[Line, ...]
+    allocations: tuple[Allocation, ...]
+    sources: tuple[dict[str, Any], ...]
+    notes: tuple[str, ...]
+    blocked_reason: str = ""
+    monthly_m3: tuple[tuple[str, float], ...] = ()  # the unit's use by month, for the chart
+    charge: Charge | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.blocked_reason)
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+    def line_id(self, n: int) -> str:
+        return f"{self.bill_id}-L{n}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bill_id": self.bill_id,
+            "run_id": self.run_id,
+            "unit": {"id": self.unit_id, "name": self.unit_name, "kind": self.unit_kind, "township": self.township},
+            "season": {"id": self.season_id, "kind": self.season_kind},
+            "window": {"t0_ms": self.t0_ms, "t1_ms": self.t1_ms},
+            "volume_m3": str(self.volume_m3),
+            "quota_m3": str(self.quota_m3),
+            "lines": [{"id": self.line_id(n), **line.to_dict()} for n, line in enumerate(self.lines, start=1)],
+            "total": str(self.total),
+            "blocked": self.blocked,
+            "blocked_reason": self.blocked_reason,
+            "allocations": [
+                {"point": a.point_id, "volume_m3": str(a.volume_m3), "method": a.method, "weight": str(a.weight)}
+                for a in self.allocations
+            ],
+            "sources": list(self.sources),
+            "notes": list(self.notes),
+            "monthly_m3": {label: round(v, 1) for label, v in self.monthly_m3},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+
+
+@dataclass(frozen=True)
+class BillingRun:
+    run_id: str
+    district_id: str
+    district_sha256: str
+    season_id: str
+    tariff_id: str
+    tariff_version: int
+    t0_ms: int
+    t1_ms: int
+    as_of_ms: int
+    points: dict[str, PointVolume]
+    bills: tuple[Bill, ...]
+    unit_volumes: dict[str, Decimal]
+    allocation_notes: tuple[str, ...] = ()
+    adjustment_ids: tuple[int, ...] = ()
+    vee: VeeOutcome = field(default_factory=VeeOutcome)
+    unpaid_units: tuple[str, ...] = ()  # units refused the precise subsidy for unpaid fees
+    quota_share: Decimal = Decimal(1)
+    ledger_status: str = ""  # created | unchanged, when recorded
+
+    def bill_of(self, unit_id: str) -> Bill:
+        for bill in self.bills:
+            if bill.unit_id == unit_id:
+                return bill
+        raise KeyError(f"no bill for unit {unit_id!r} in run {self.run_id[:12]}")
+
+    @property
+    def total(self) -> Decimal:
+        return sum((b.total for b in self.bills), Decimal(0))
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "district": {"id": self.district_id, "sha256": self.district_sha256},
+            "season": self.season_id,
+            "tariff": {"id": self.tariff_id, "version": self.tariff_version},
+            "window": {"t0_ms": self.t0_ms, "t1_ms": self.t1_ms},
+            "as_of_ms": self.as_of_ms,
+            "points": [self.points[p].summary() for p in sorted(self.points)],
+            "bills": [{"bill_id": b.bill_id, "unit": b.unit_id, "volume_m3": str(b.volume_m3), "total": str(b.total), "blocked": b.blocked} for b in self.bills],
+            "total": str(self.total),
+            "allocation_notes": list(self.allocation_notes),
+            "adjustments": list(self.adjustment_ids),
+            "vee": self.vee.to_dict(),
+            "unpaid_units": list(self.unpaid_units),
+            "quota_share": str(self.quota_share),
+        }
+
+
+def run_id_of(inputs: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PendingAdjustment:
+    id: int
+    unit_id: str
+    amount: Decimal
+    reason: str
+    corrects_bill_id: str
+
+
+def build_run(
+    district: District,
+    point_volumes: Mapping[str, PointVolume],
+    t0_ms: int,
+    t1_ms: int,
+    *,
+    season: Season,
+    as_of_ms: int,
+    adjustments: Iterable[PendingAdjustment] = (),
+    unpaid_units: Iterable[str] = (),
+    quantum: Decimal = M3,
+    vee: VeeOutcome | None = None,
+) -> BillingRun:
+    """Bills from point volumes (pure: no I/O)."""
+    tariff = tariff_of(district, season)
+    adjustments = list(adjustments)
+    unpaid = set(unpaid_units)
+    volumes = allocate(district, {p: pv.result.volume_m3 for p, pv in point_volumes.items()}, quantum)
+    inputs = {
+        "district_sha256": district.sha256,
+        "season": season.id,
+        "tariff": [tariff.id, tariff.version],
+        "window": [t0_ms, t1_ms],
+        "quantum": str(quantum),
+        "points": {p: point_volumes[p].summary() for p in sorted(point_volumes)},
+        "adjustments": [[a.id, a.unit_id, str(a.amount)] for a in adjustments],
+        "unpaid": sorted(unpaid),
+        "edits": [e.id for e in vee.edits] if vee else [],
+    }
+    share = quota_share(district, season, t0_ms, t1_ms)
+    inputs["quota_share"] = str(share)
+    run_id = run_id_of(inputs)
+    bills = tuple(
+        _bill(district, run_id, unit_id, season, tariff, volumes, point_volumes, t0_ms, t1_ms,
+              [a for a in adjustments if a.unit_id == unit_id], unit_id in unpaid, share)
+        for unit_id in sorted(district.units)
+    )
+    return BillingRun(
+        run_id, district.id, district.sha256, season.id, tariff.id, tariff.version, t0_ms, t1_ms, as_of_ms,
+        dict(point_volumes), bills, dict(volumes.by_unit), volumes.notes, tuple(a.id for a in adjustments), vee or VeeOutcome(),
+        tuple(sorted(unpaid)), share,
+    )
+
+
+def _bill(
+    district: District, run_id: str, unit_id: str, season: Season, tariff: Tariff, volumes: UnitVolumes,
+    point_volumes: Mapping[str, PointVolume], t0_ms: int, t1_ms: int, adjustments: list[PendingAdjustment], unpaid: bool,
+    share: Decimal = Decimal(1),
+) -> Bill:
+    unit = district.units[unit_id]
+    volume = volumes.by_unit[unit_id]
+    sources = tuple(point_volumes[p].summary() for p in unit.charging_points if p in point_volumes)
+    incomplete = [s for s in sources if s["incomplete"]]
+    missing = [p for p in unit.charging_points if p not in point_volumes]
+    charge = apply_tariff(district, unit_id, volume, season.kind, tariff, unpaid_fees=unpaid, quota_share=share)
+    lines = list(charge.lines)
+    lines += [Line("adjustment", "", "adjustment", None, Decimal(0), Decimal(0), to_fen(a.amount), f"#{a.id} corrects {a.corrects_bill_id}: {a.reason}") for a in adjustments]
+    reason = ""
+    if missing or incomplete:
+        parts = [f"no readings queried for {p}" for p in missing]
+        parts += [f"{s['point']} coverage {s['coverage']:.0%} below {district.spec.tolerances.min_coverage:.0%} ({len(s['gaps'])} gap(s))" for s in incomplete]
+        reason = "; ".join(parts) + ": fill or estimate the gaps (VEE) and rerun"
+        lines = []
+    return Bill(
+        bill_id=f"{run_id[:12]}-{unit_id}", run_id=run_id, unit_id=unit_id, unit_name=unit.name, unit_kind=unit.kind.value,
+        township=unit.township, season_id=season.id, season_kind=season.kind, t0_ms=t0_ms, t1_ms=t1_ms,
+        volume_m3=volume, quota_m3=charge.quota_m3, lines=tuple(lines), allocations=tuple(volumes.of(unit_id)),
+        sources=sources, notes=charge.notes + ((f"quota for this window: {share:.2%} of the season quota (its share of the season's irrigation rounds)",) if share != 1 else ()),
+        blocked_reason=reason, monthly_m3=_unit_monthly(volumes.of(unit_id), point_volumes), charge=charge,
+    )
+
+
+def _unit_monthly(allocations: Iterable[Allocation], point_volumes: Mapping[str, PointVolume]) -> tuple[tuple[str, float], ...]:
+    """A unit's monthly use: its share of each charging point times the point's monthly volumes."""
+    months: dict[str, float] = {}
+    for a in allocations:
+        pv = point_volumes.get(a.point_id)
+        if pv is None or pv.result.volume_m3 <= 0:
+            continue
+        share = float(a.volume_m3) / pv.result.volume_m3
+        for label, v in pv.monthly:
+            months[label] = months.get(label, 0.0) + v * share
+    return tuple(sorted(months.items()))
