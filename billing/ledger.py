@@ -44,6 +44,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from billing.schemas import bill_json
+
 STATUSES = ("draft", "approved", "issued")
 NEXT_STATUS = {"draft": "approved", "approved": "issued"}
 _SCHEMA_LOCK = 0x63616E616C666C6F  # PostgreSQL advisory lock key ("canalflo") held while creating the tables
@@ -222,7 +224,7 @@ class Ledger:
             # Bulk inserts (executemany): a district run has tens of thousands of bills and lines.
             bills = [
                 {"id": b.bill_id, "run_id": run.run_id, "unit_id": b.unit_id, "volume_m3": str(b.volume_m3), "quota_m3": str(b.quota_m3),
-                 "total": str(b.total), "blocked": int(b.blocked), "document": b.to_json()}
+                 "total": str(b.total), "blocked": int(b.blocked), "document": bill_json(b)}
                 for b in run.bills
             ]
             lines = [

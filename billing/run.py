@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 from billing.allocation import M3, Allocation, UnitVolumes, allocate
 from billing.hydrometry import RatingUse, rerate
 from billing.readings import fetch_rollup_volumes, fetch_series
+from billing.schemas import bill_document, bill_json, document_json, run_manifest
 from billing.tariff import Charge, Line, apply_tariff, to_fen
 from billing.vee import Edit, Finding, VeeOutcome, apply_edits, estimate_from_balance, neighbours, validate_series
 from canalflow.contract import M, line
@@ -151,29 +152,7 @@ class Bill:
         return f"{self.bill_id}-L{n}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "bill_id": self.bill_id,
-            "run_id": self.run_id,
-            "unit": {"id": self.unit_id, "name": self.unit_name, "kind": self.unit_kind, "township": self.township},
-            "season": {"id": self.season_id, "kind": self.season_kind},
-            "window": {"t0_ms": self.t0_ms, "t1_ms": self.t1_ms},
-            "volume_m3": str(self.volume_m3),
-            "quota_m3": str(self.quota_m3),
-            "lines": [{"id": self.line_id(n), **line.to_dict()} for n, line in enumerate(self.lines, start=1)],
-            "total": str(self.total),
-            "blocked": self.blocked,
-            "blocked_reason": self.blocked_reason,
-            "allocations": [
-                {"point": a.point_id, "volume_m3": str(a.volume_m3), "method": a.method, "weight": str(a.weight)}
-                for a in self.allocations
-            ],
-            "sources": list(self.sources),
-            "notes": list(self.notes),
-            "monthly_m3": {label: round(v, 1) for label, v in self.monthly_m3},
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+        return bill_document(self).model_dump(mode="json")
 
 
 @dataclass(frozen=True)
@@ -208,22 +187,7 @@ class BillingRun:
         return sum((b.total for b in self.bills), Decimal(0))
 
     def manifest(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "district": {"id": self.district_id, "sha256": self.district_sha256},
-            "season": self.season_id,
-            "tariff": {"id": self.tariff_id, "version": self.tariff_version},
-            "window": {"t0_ms": self.t0_ms, "t1_ms": self.t1_ms},
-            "as_of_ms": self.as_of_ms,
-            "points": [self.points[p].summary() for p in sorted(self.points)],
-            "bills": [{"bill_id": b.bill_id, "unit": b.unit_id, "volume_m3": str(b.volume_m3), "total": str(b.total), "blocked": b.blocked} for b in self.bills],
-            "total": str(self.total),
-            "allocation_notes": list(self.allocation_notes),
-            "adjustments": list(self.adjustment_ids),
-            "vee": self.vee.to_dict(),
-            "unpaid_units": list(self.unpaid_units),
-            "quota_share": str(self.quota_share),
-        }
+        return run_manifest(self).model_dump(mode="json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,10 +505,10 @@ def write_outputs(run: BillingRun, out_dir: Path) -> list[Path]:
     written = []
     for bill in run.bills:
         path = bills_dir / f"{bill.unit_id}.json"
-        path.write_text(bill.to_json(), encoding="utf-8")
+        path.write_text(bill_json(bill), encoding="utf-8")
         written.append(path)
     manifest = out_dir / "run.json"
-    manifest.write_text(json.dumps(run.manifest(), sort_keys=True, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    manifest.write_text(document_json(run_manifest(run)), encoding="utf-8")
     written += [manifest, _write_bills_csv(run, out_dir / "bills.csv"), _write_lines_csv(run, out_dir / "bill_lines.csv"),
                 _write_townships_csv(run, out_dir / "townships.csv")]
     written.append(write_xlsx(run, out_dir / "bills.xlsx"))
