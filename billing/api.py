@@ -33,10 +33,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import models_json_schema
 
 from billing.ledger import Ledger, LedgerError, open_ledger
 from billing.schemas import (
     AdjustmentMade,
+    BillDocument,
     Efficiency,
     ErrorResponse,
     Event,
@@ -46,6 +48,7 @@ from billing.schemas import (
     Payment,
     PendingAdjustment,
     RunDetail,
+    RunManifest,
     RunSummary,
     StartedRun,
     StoredBill,
@@ -371,7 +374,25 @@ def create_app(config: ApiConfig) -> FastAPI:
             return Efficiency.model_validate(efficiency_from_influx(d, client, t0, t1, season_kind=whole[0].kind if len(whole) == 1 else None).to_dict())
 
     app.state.ledger = ledger
+    _publish_documents(app)
     return app
+
+
+def _publish_documents(app: FastAPI) -> None:
+    """Add the bill file's and the run manifest's models to the OpenAPI document's schemas.
+
+    The API answers them only extended (``StoredBill``, ``StartedRun``); the files written by
+    ``billing run --out`` are the plain ``BillDocument`` and ``RunManifest``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        _, found = models_json_schema([(BillDocument, "serialization"), (RunManifest, "serialization")], ref_template="#/components/schemas/{model}")
+        for name, schema in found["$defs"].items():
+            document["components"]["schemas"].setdefault(name, schema)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class BodyLimit:

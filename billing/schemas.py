@@ -141,7 +141,7 @@ class BillLine(Schema):
     component: str = Field(description="backbone | terminal | village_fee | subsidy | reward | adjustment")
     band: int | None = Field(description="index of the tariff band (above quota) of a charge; null otherwise")
     volume_m3: DecimalText
-    rate: DecimalText = Field(description="yuan per m3 after the band multiplier; negative for credits")
+    rate: DecimalText = Field(description="yuan per m3 after the band multiplier, negative for credits: an exact decimal string, never a float")
     amount: Money
     note: str
 
@@ -170,7 +170,7 @@ class BillDocument(Schema):
     volume_m3: DecimalText
     quota_m3: DecimalText
     lines: list[BillLine] = Field(description="empty when the bill is blocked")
-    total: Money = Field(description="sum of the lines' amounts")
+    total: Money = Field(description="yuan, a decimal string to the fen (never a float): the sum of the lines' amounts")
     blocked: bool
     blocked_reason: str
     allocations: list[Allocation]
