@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from billing.efficiency import ReachBalance
+
 if TYPE_CHECKING:
     from billing.run import Bill, BillingRun
 
@@ -456,28 +458,12 @@ class Figure(Schema):
     meets_target: bool | None
 
 
-class ReachBalance(Schema):
-    canal: str
-    reach: str
-    inflow_points: list[str]
-    outflow_points: list[str]
-    in_m3: float
-    out_m3: float
-    loss_m3: float
-    expected_loss_m3: float
-    eta: float | None
-    coverage: float
-    incomplete: bool
-    anomaly: bool
-    flags: list[str]
-
-
 class Efficiency(Schema):
     """Water-use efficiency of a window: reach balances, canal and system figures (floats: estimates, not money)."""
 
     district: str
     window: Window
-    reaches: list[ReachBalance]
+    reaches: list[ReachBalance] = Field(description="the water balance of each canal reach (the fields of billing.efficiency.ReachBalance)")
     canals: dict[str, Figure]
     levels: dict[str, Figure]
     system: dict[str, Figure]
