@@ -134,7 +134,7 @@ CHECKS = {
 }
 
 
-def component(doc: dict[str, Any], name: str) -> dict[str, Any]:
+def component(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
@@ -157,7 +157,11 @@ def walk_properties(schema: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_the_openapi_document_declares_every_answer_and_one_error_model(tmp_path: Path) -> None:
-    doc = create_app(ApiConfig(f"sqlite:///{tmp_path}/ledger.db", TOKENS)).openapi()
+    client = TestClient(create_app(ApiConfig(f"sqlite:///{tmp_path}/ledger.db", TOKENS)))
+    served = client.get("/openapi.json")  # served without a token, as /docs and /redoc show it
+    assert served.status_code == 200 and client.get("/docs").status_code == client.get("/redoc").status_code == 200
+    doc = served.json()
+    assert doc == client.app.openapi()  # type: ignore[attr-defined]
     schemas = doc["components"]["schemas"]
     for method, path, op in operations(doc):
         where = f"{method} {path}"
@@ -169,7 +173,7 @@ def test_the_openapi_document_declares_every_answer_and_one_error_model(tmp_path
         assert name in schemas and schemas[name]["additionalProperties"] is False, f"{where}: answers {ref or 'an undeclared shape'}"
         errors = {code: answer for code, answer in codes.items() if code >= 400}
         for code, answer in errors.items():
-            assert answer["content"]["application/json"]["schema"] == component(doc, "ErrorResponse"), f"{where} {code}"
+            assert answer["content"]["application/json"]["schema"] == component("ErrorResponse"), f"{where} {code}"
         if path != "/health":
             assert {401, 403, 422} <= set(errors), f"{where} declares only {sorted(errors)}"
         if method == "POST":
@@ -190,14 +194,14 @@ def test_the_checker_and_the_models_refuse_what_the_document_does_not_allow(tmp_
     doc = create_app(ApiConfig(f"sqlite:///{tmp_path}/ledger.db", TOKENS)).openapi()
     line = {"id": "3f2a9c1d04e5-V01-L1", "kind": "charge", "crop_class": "grain", "component": "backbone", "band": 0,
             "volume_m3": "8571", "rate": "0.0875", "amount": "749.96", "note": ""}
-    schema = component(doc, "BillLine")
+    schema = component("BillLine")
     assert schema_errors(line, schema, doc) == []
     assert schema_errors(line | {"amount": 749.96}, schema, doc)
     assert schema_errors(line | {"amount": "749.961"}, schema, doc)
     assert schema_errors(line | {"paid": True}, schema, doc)
     assert schema_errors({k: v for k, v in line.items() if k != "amount"}, schema, doc)
     assert schema_errors(line | {"band": "0"}, schema, doc) and schema_errors(line | {"kind": "fee"}, schema, doc)
-    assert schema_errors({"detail": [{"loc": ["query", "limit"], "msg": "too big"}]}, component(doc, "ErrorResponse"), doc)
+    assert schema_errors({"detail": [{"loc": ["query", "limit"], "msg": "too big"}]}, component("ErrorResponse"), doc)
     assert schema_errors("x", {"type": "string", "if": {}}, doc) == ["$: the test's checker does not know ['if']"]
     for amount in (749.96, "749.961", "NaN", "1e999"):
         with pytest.raises(ValidationError, match=r"fen|float|finite"):
@@ -269,11 +273,11 @@ def test_real_answers_and_bill_files_match_the_document(billed: tuple[Any, Path]
     for path in files:
         text = path.read_text(encoding="utf-8")
         stored = json.loads(text)
-        assert schema_errors(stored, component(doc, "BillDocument"), doc) == [], path.name
+        assert schema_errors(stored, component("BillDocument"), doc) == [], path.name
         assert document_json(BillDocument.model_validate_json(text)) == text, f"{path.name} does not round-trip through its model"
         assert served[stored["bill_id"]] == stored | {"status": "draft"}, f"{path.name} differs from the ledger's bill"
     manifest = (out / "run.json").read_text(encoding="utf-8")
-    assert schema_errors(json.loads(manifest), component(doc, "RunManifest"), doc) == []
+    assert schema_errors(json.loads(manifest), component("RunManifest"), doc) == []
     assert document_json(RunManifest.model_validate_json(manifest)) == manifest
     assert sum(Decimal(b["total"]) for b in served.values()) == run.total > 0
     # every route, as each role uses it
