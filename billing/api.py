@@ -9,8 +9,9 @@ carry one role:
 - ``manager``: + approve and issue runs.
 
 Lists are paginated with ``offset`` and ``limit`` (≤ 500) and answer ``{items, offset, limit, total}``.
-Every answer has a declared model (``billing/schemas.py``): money is a decimal string to the fen
-(``"-12.50"``), never a float. Errors are JSON ``{"detail": ...}`` (``ErrorResponse``): 401 no/unknown token, 403 role too low, 404 unknown id,
+Every answer has a declared model (``billing/schemas.py``; the document is at ``/openapi.json``):
+money is a decimal string to the fen (``"-12.50"``), never a float. Errors are JSON
+``{"detail": ...}`` (``ErrorResponse``): 401 no/unknown token, 403 role too low, 404 unknown id,
 409 lifecycle conflict (an issued run is final, and no other run may bill its window), 413 body
 over 1 MB, 422 invalid input (field and problem, without echoing the input), 503 InfluxDB down.
 """
@@ -386,10 +387,12 @@ def _publish_documents(app: FastAPI) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        document = generate()
-        _, found = models_json_schema([(BillDocument, "serialization"), (RunManifest, "serialization")], ref_template="#/components/schemas/{model}")
-        for name, schema in found["$defs"].items():
-            document["components"]["schemas"].setdefault(name, schema)
+        document = generate()  # FastAPI's, made once and kept
+        schemas = document["components"]["schemas"]
+        if "BillDocument" not in schemas:
+            _, found = models_json_schema([(BillDocument, "serialization"), (RunManifest, "serialization")], ref_template="#/components/schemas/{model}")
+            for name, schema in found["$defs"].items():
+                schemas.setdefault(name, schema)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
