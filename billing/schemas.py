@@ -35,6 +35,12 @@ def _not_a_float(value: object) -> object:
     return value
 
 
+def _not_a_number_of_fen(value: object) -> object:
+    if isinstance(value, int):
+        raise ValueError(f"{value!r}: give yuan as a decimal string or Decimal (\"12.50\"); a bare integer could be fen (integer fen are Decimal(fen) / 100)")
+    return _not_a_float(value)
+
+
 def _to_the_fen(value: Decimal) -> Decimal:
     try:
         exact = value.is_finite() and value == value.quantize(FEN)
@@ -52,7 +58,7 @@ def _fixed_point(value: Decimal) -> str:
 
 Money = Annotated[
     Decimal,
-    BeforeValidator(_not_a_float),
+    BeforeValidator(_not_a_number_of_fen),
     AfterValidator(_to_the_fen),
     PlainSerializer(_fixed_point, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": MONEY_PATTERN, "examples": ["-12.50", "1234.07", "0"],

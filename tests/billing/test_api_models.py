@@ -203,7 +203,7 @@ def test_the_checker_and_the_models_refuse_what_the_document_does_not_allow(tmp_
     assert schema_errors(line | {"band": "0"}, schema, doc) and schema_errors(line | {"kind": "fee"}, schema, doc)
     assert schema_errors({"detail": [{"loc": ["query", "limit"], "msg": "too big"}]}, component("ErrorResponse"), doc)
     assert schema_errors("x", {"type": "string", "if": {}}, doc) == ["$: the test's checker does not know ['if']"]
-    for amount in (749.96, "749.961", "NaN", "1e999"):
+    for amount in (749.96, 74996, "749.961", "NaN", "1e999"):  # a float, integer fen, fractions of a fen, not a number
         with pytest.raises(ValidationError, match=r"fen|float|finite"):
             BillLine.model_validate(line | {"amount": amount})
 
