@@ -9,7 +9,9 @@ carry one role:
 - ``manager``: + approve and issue runs.
 
 Lists are paginated with ``offset`` and ``limit`` (≤ 500) and answer ``{items, offset, limit, total}``.
-Errors are JSON ``{"detail": ...}``: 401 no/unknown token, 403 role too low, 404 unknown id,
+Every answer has a declared model (``billing/schemas.py``; the document is at ``/openapi.json``):
+money is a decimal string to the fen (``"-12.50"``), never a float. Errors are JSON
+``{"detail": ...}`` (``ErrorResponse``): 401 no/unknown token, 403 role too low, 404 unknown id,
 409 lifecycle conflict (an issued run is final, and no other run may bill its window), 413 body
 over 1 MB, 422 invalid input (field and problem, without echoing the input), 503 InfluxDB down.
 """
@@ -32,8 +34,29 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import models_json_schema
 
 from billing.ledger import Ledger, LedgerError, open_ledger
+from billing.schemas import (
+    AdjustmentMade,
+    BillDocument,
+    Efficiency,
+    ErrorResponse,
+    Event,
+    Explanation,
+    Health,
+    Page,
+    Payment,
+    PendingAdjustment,
+    RunDetail,
+    RunManifest,
+    RunSummary,
+    StartedRun,
+    StoredBill,
+    Transition,
+    VolumeEdit,
+    WaterUse,
+)
 from canalflow.credentials import hash_api_token
 
 ROLES = ("viewer", "clerk", "manager")
@@ -156,8 +179,24 @@ class ApiConfig:
     influx_token: str | None = None
 
 
-def page(items: list[Any], offset: int, limit: int, total: int) -> dict[str, Any]:
-    return {"items": items, "offset": offset, "limit": limit, "total": total}
+ERRORS = {
+    401: "no bearer token, or an unknown one",
+    403: "the token's role is too low for this route",
+    404: "no such run, bill, line or unit",
+    409: "the lifecycle does not allow it (an issued run is final; no run may bill again a window an issued run bills)",
+    413: "the request body is over 1 MB",
+    422: "invalid input: the field and the problem (the input is not echoed)",
+    503: "InfluxDB is unreachable, or the API was started without --district or --influx",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route may give, all of them :class:`ErrorResponse`."""
+    return {code: {"model": ErrorResponse, "description": ERRORS[code]} for code in codes}
+
+
+READ = errors(401, 403, 422)  # every route with a token and a parameter
+WRITE = errors(401, 403, 413, 422)
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -216,26 +255,28 @@ def create_app(config: ApiConfig) -> FastAPI:
             raise HTTPException(404 if text.startswith("no ") else 409, text) from exc
 
     @app.get("/health", tags=["meta"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    def health() -> Health:
+        return Health(status="ok")
 
-    @app.get("/runs", tags=["runs"])
-    def list_runs(_: Viewer, offset: Offset = 0, limit: Limit = 50) -> dict[str, Any]:
+    @app.get("/runs", tags=["runs"], responses=READ)
+    def list_runs(_: Viewer, offset: Offset = 0, limit: Limit = 50) -> Page[RunSummary]:
         rows = ledger.runs(offset=offset, limit=limit)
-        return page([_run_dict(r) for r in rows], offset, limit, ledger.count_runs())
+        return Page[RunSummary](items=[_run_summary(r) for r in rows], offset=offset, limit=limit, total=ledger.count_runs())
 
-    @app.get("/runs/{run_id}", tags=["runs"])
-    def get_run(run_id: str, _: Viewer) -> dict[str, Any]:
+    @app.get("/runs/{run_id}", tags=["runs"], responses=READ | errors(404))
+    def get_run(run_id: str, _: Viewer) -> RunDetail:
         row = ledger_call(lambda: ledger.run(run_id))
-        return _run_dict(row) | {"events": [{"action": e.action, "user": e.user, "at": e.at, "note": e.note} for e in ledger.events(row.id)]}
+        events = [Event(action=e.action, user=e.user, at=e.at, note=e.note) for e in ledger.events(row.id)]
+        return RunDetail(**_run_summary(row).model_dump(), events=events)
 
-    @app.get("/runs/{run_id}/bills", tags=["bills"])
-    def run_bills(run_id: str, _: Viewer, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
+    @app.get("/runs/{run_id}/bills", tags=["bills"], responses=READ | errors(404))
+    def run_bills(run_id: str, _: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[StoredBill]:
         row = ledger_call(lambda: ledger.run(run_id))
-        return page(ledger.bills_of_run(row.id, offset=offset, limit=limit), offset, limit, ledger.count_bills(row.id))
+        bills = [doc | {"status": row.status} for doc in ledger.bills_of_run(row.id, offset=offset, limit=limit)]
+        return Page[StoredBill].model_validate({"items": bills, "offset": offset, "limit": limit, "total": ledger.count_bills(row.id)})
 
-    @app.post("/runs", tags=["runs"], status_code=201)
-    def start_run(body: RunRequest, who: Clerk) -> dict[str, Any]:
+    @app.post("/runs", tags=["runs"], status_code=201, responses=WRITE | errors(409, 503))
+    def start_run(body: RunRequest, who: Clerk) -> StartedRun:
         from billing.run import run_billing
         from billing.window import BillingError, season_window
 
@@ -254,70 +295,70 @@ def create_app(config: ApiConfig) -> FastAPI:
             raise HTTPException(422, str(exc)) from exc
         except LedgerError as exc:
             raise HTTPException(409, str(exc)) from exc
-        return run.manifest() | {"ledger": run.ledger_status}
+        return StartedRun.model_validate(run.manifest() | {"ledger": run.ledger_status})
 
-    @app.post("/runs/{run_id}/approve", tags=["runs"])
-    def approve(run_id: str, who: Manager, body: TransitionRequest | None = None) -> dict[str, str]:
+    @app.post("/runs/{run_id}/approve", tags=["runs"], responses=WRITE | errors(404, 409))
+    def approve(run_id: str, who: Manager, body: TransitionRequest | None = None) -> Transition:
         status = ledger_call(lambda: ledger.advance(run_id, "approved", who.user, body.note if body else ""))
-        return {"run_id": run_id, "status": status}
+        return Transition(run_id=run_id, status=status)
 
-    @app.post("/runs/{run_id}/issue", tags=["runs"])
-    def issue(run_id: str, who: Manager, body: TransitionRequest | None = None) -> dict[str, str]:
+    @app.post("/runs/{run_id}/issue", tags=["runs"], responses=WRITE | errors(404, 409))
+    def issue(run_id: str, who: Manager, body: TransitionRequest | None = None) -> Transition:
         status = ledger_call(lambda: ledger.advance(run_id, "issued", who.user, body.note if body else ""))
-        return {"run_id": run_id, "status": status}
+        return Transition(run_id=run_id, status=status)
 
-    @app.get("/bills/{bill_id}", tags=["bills"])
-    def get_bill(bill_id: str, _: Viewer) -> dict[str, Any]:
-        return ledger_call(lambda: ledger.bill(bill_id))
+    @app.get("/bills/{bill_id}", tags=["bills"], responses=READ | errors(404))
+    def get_bill(bill_id: str, _: Viewer) -> StoredBill:
+        return StoredBill.model_validate(ledger_call(lambda: ledger.bill(bill_id)))
 
-    @app.get("/lines/{line_id}/explain", tags=["bills"])
-    def explain(line_id: str, _: Viewer) -> dict[str, Any]:
+    @app.get("/lines/{line_id}/explain", tags=["bills"], responses=READ | errors(404, 409))
+    def explain(line_id: str, _: Viewer) -> Explanation:
         from billing.explain import explain_line
 
-        return ledger_call(lambda: explain_line(ledger, line_id))
+        return Explanation.model_validate(ledger_call(lambda: explain_line(ledger, line_id)))
 
-    @app.post("/bills/{bill_id}/adjustments", tags=["adjustments"], status_code=201)
-    def adjust(bill_id: str, body: AdjustmentRequest, who: Clerk) -> dict[str, Any]:
+    @app.post("/bills/{bill_id}/adjustments", tags=["adjustments"], status_code=201, responses=WRITE | errors(404, 409))
+    def adjust(bill_id: str, body: AdjustmentRequest, who: Clerk) -> AdjustmentMade:
         adj_id = ledger_call(lambda: ledger.add_adjustment(bill_id, body.amount, body.reason, who.user))
-        return {"id": adj_id, "bill_id": bill_id, "amount": str(body.amount), "reason": body.reason, "by": who.user}
+        return AdjustmentMade(id=adj_id, bill_id=bill_id, amount=body.amount, reason=body.reason, by=who.user)
 
-    @app.post("/bills/{bill_id}/paid", tags=["bills"])
-    def paid(bill_id: str, who: Clerk) -> dict[str, str]:
+    @app.post("/bills/{bill_id}/paid", tags=["bills"], responses=WRITE | errors(404, 409))
+    def paid(bill_id: str, who: Clerk) -> Payment:
         ledger_call(lambda: ledger.mark_paid(bill_id, who.user))
-        return {"bill_id": bill_id, "paid": "yes", "by": who.user}
+        return Payment(bill_id=bill_id, paid="yes", by=who.user)
 
-    @app.get("/adjustments", tags=["adjustments"])
-    def pending(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
+    @app.get("/adjustments", tags=["adjustments"], responses=READ | errors(503))
+    def pending(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[PendingAdjustment]:
         rows = ledger.pending_adjustments(district().id)
-        items = [{"id": a.id, "unit": a.unit_id, "bill_id": a.corrects_bill_id, "amount": a.amount, "reason": a.reason, "by": a.created_by, "at": a.created_at}
+        items = [PendingAdjustment(id=a.id, unit=a.unit_id, bill_id=a.corrects_bill_id, amount=Decimal(a.amount), reason=a.reason, by=a.created_by, at=a.created_at)
                  for a in rows[offset:offset + limit]]
-        return page(items, offset, limit, len(rows))
+        return Page[PendingAdjustment](items=items, offset=offset, limit=limit, total=len(rows))
 
-    @app.post("/edits", tags=["vee"], status_code=201)
-    def add_edit(body: EditRequest, who: Clerk) -> dict[str, Any]:
+    @app.post("/edits", tags=["vee"], status_code=201, responses=WRITE | errors(409, 503))
+    def add_edit(body: EditRequest, who: Clerk) -> VolumeEdit:
         d = district()
         if body.point not in d.points:
             raise HTTPException(422, f"unknown point {body.point!r}")
         start, end = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)
         edit_id = ledger_call(lambda: ledger.add_edit(d.id, body.point, start, end, body.volume_m3, who.user, body.reason))
-        return {"id": edit_id, "point": body.point, "start_ms": start, "end_ms": end, "volume_m3": body.volume_m3, "by": who.user}
+        return VolumeEdit(id=edit_id, point=body.point, start_ms=start, end_ms=end, volume_m3=body.volume_m3, by=who.user, reason=body.reason)
 
-    @app.get("/edits", tags=["vee"])
-    def list_edits(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
+    @app.get("/edits", tags=["vee"], responses=READ | errors(503))
+    def list_edits(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[VolumeEdit]:
         edits = ledger.edits(district().id)
-        items = [{"id": e.id, "point": e.point, "start_ms": e.start_ms, "end_ms": e.end_ms, "volume_m3": e.volume_m3, "by": e.user, "reason": e.reason}
+        items = [VolumeEdit(id=e.id, point=e.point, start_ms=e.start_ms, end_ms=e.end_ms, volume_m3=e.volume_m3, by=e.user, reason=e.reason)
                  for e in edits[offset:offset + limit]]
-        return page(items, offset, limit, len(edits))
+        return Page[VolumeEdit](items=items, offset=offset, limit=limit, total=len(edits))
 
-    @app.get("/units/{unit_id}/water-use", tags=["ledger"])
-    def water_use(unit_id: str, _: Viewer, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
+    @app.get("/units/{unit_id}/water-use", tags=["ledger"], responses=READ | errors(404, 503))
+    def water_use(unit_id: str, _: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[WaterUse]:
         if config.district_path is not None and unit_id not in district().units:
             raise HTTPException(404, f"no billing unit {unit_id!r} in district {district().id}")
         entries = ledger.water_use(unit_id)
-        return page(entries[offset:offset + limit], offset, limit, len(entries))
+        return Page[WaterUse].model_validate({"items": entries[offset:offset + limit], "offset": offset, "limit": limit, "total": len(entries)})
 
-    @app.get("/efficiency", tags=["efficiency"])
-    def efficiency(_: Viewer, start: Annotated[dt.datetime, Query(alias="from")], end: Annotated[dt.datetime, Query(alias="to")]) -> dict[str, Any]:
+    @app.get("/efficiency", tags=["efficiency"], responses=READ | errors(503))
+    def efficiency(_: Viewer, start: Annotated[dt.datetime, Query(alias="from")], end: Annotated[dt.datetime, Query(alias="to")]) -> Efficiency:
         from billing.efficiency import efficiency_from_influx
 
         try:
@@ -332,10 +373,30 @@ def create_app(config: ApiConfig) -> FastAPI:
         # head-tail needs whole-season net depths: a season kind only when the window covers a season
         whole = [s for s in d.spec.seasons if t0 <= season_window(d, s)[0] and season_window(d, s)[1] <= t1]
         with influx() as client:
-            return efficiency_from_influx(d, client, t0, t1, season_kind=whole[0].kind if len(whole) == 1 else None).to_dict()
+            return Efficiency.model_validate(efficiency_from_influx(d, client, t0, t1, season_kind=whole[0].kind if len(whole) == 1 else None).to_dict())
 
     app.state.ledger = ledger
+    _publish_documents(app)
     return app
+
+
+def _publish_documents(app: FastAPI) -> None:
+    """Add the bill file's and the run manifest's models to the OpenAPI document's schemas.
+
+    The API answers them only extended (``StoredBill``, ``StartedRun``); the files written by
+    ``billing run --out`` are the plain ``BillDocument`` and ``RunManifest``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()  # FastAPI's, made once and kept
+        schemas = document["components"]["schemas"]
+        if "BillDocument" not in schemas:
+            _, found = models_json_schema([(BillDocument, "serialization"), (RunManifest, "serialization")], ref_template="#/components/schemas/{model}")
+            for name, schema in found["$defs"].items():
+                schemas.setdefault(name, schema)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class BodyLimit:
@@ -355,7 +416,7 @@ class BodyLimit:
         too_large = f"request body over {self.max_bytes} bytes"
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
+            await _error(413, too_large)(scope, receive, send)
             return
         received = 0
 
@@ -375,7 +436,7 @@ def _influx_down_is_503(app: FastAPI) -> None:
 
     @app.exception_handler(InfluxUnavailable)
     async def unavailable(_: Request, exc: InfluxUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": f"{exc}; retry when InfluxDB is back"}, status_code=503)
+        return _error(503, f"{exc}; retry when InfluxDB is back")
 
 
 def _validation_errors_without_input(app: FastAPI) -> None:
@@ -387,14 +448,19 @@ def _validation_errors_without_input(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        issues = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in exc.errors()]
+        return _error(422, jsonable_encoder(issues))
 
 
-def _run_dict(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "status": row.status, "district": row.district_id, "district_sha256": row.district_sha256, "season": row.season_id,
-            "tariff": {"id": row.tariff_id, "version": row.tariff_version}, "t0_ms": row.t0_ms, "t1_ms": row.t1_ms, "as_of_ms": row.as_of_ms,
-            "created_at": row.created_at}
+def _error(status: int, detail: str | list[dict[str, Any]]) -> JSONResponse:
+    """An error answer of the API's own handlers, in the one error model."""
+    return JSONResponse(ErrorResponse.model_validate({"detail": detail}).model_dump(mode="json", exclude_none=True), status_code=status)
+
+
+def _run_summary(row: Any) -> RunSummary:
+    return RunSummary(id=row.id, status=row.status, district=row.district_id, district_sha256=row.district_sha256, season=row.season_id,
+                      tariff={"id": row.tariff_id, "version": row.tariff_version}, t0_ms=row.t0_ms, t1_ms=row.t1_ms, as_of_ms=row.as_of_ms,
+                      created_at=row.created_at)
 
 
 def serve(config: ApiConfig, host: str, port: int) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from billing import schemas
 from billing.allocation import M3, Allocation, UnitVolumes, allocate
 from billing.tariff import Charge, Line, apply_tariff, to_fen
 from billing.vee import VeeOutcome
@@ -61,30 +62,32 @@ class Bill:
     def line_id(self, n: int) -> str:
         return f"{self.bill_id}-L{n}"
 
+    def document(self) -> schemas.BillDocument:
+        """The bill's document: what the bill file, the ledger and the API hold (one model, :mod:`billing.schemas`)."""
+        return schemas.BillDocument(
+            bill_id=self.bill_id,
+            run_id=self.run_id,
+            unit=schemas.UnitRef(id=self.unit_id, name=self.unit_name, kind=self.unit_kind, township=self.township),
+            season=schemas.SeasonRef(id=self.season_id, kind=self.season_kind),
+            window=schemas.Window(t0_ms=self.t0_ms, t1_ms=self.t1_ms),
+            volume_m3=self.volume_m3,
+            quota_m3=self.quota_m3,
+            lines=[schemas.BillLine(id=self.line_id(n), **line.to_dict()) for n, line in enumerate(self.lines, start=1)],
+            total=self.total,
+            blocked=self.blocked,
+            blocked_reason=self.blocked_reason,
+            allocations=[schemas.Allocation(point=a.point_id, volume_m3=a.volume_m3, method=a.method, weight=a.weight) for a in self.allocations],
+            sources=[schemas.PointSummary.model_validate(s) for s in self.sources],
+            notes=list(self.notes),
+            monthly_m3={label: round(v, 1) for label, v in self.monthly_m3},
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "bill_id": self.bill_id,
-            "run_id": self.run_id,
-            "unit": {"id": self.unit_id, "name": self.unit_name, "kind": self.unit_kind, "township": self.township},
-            "season": {"id": self.season_id, "kind": self.season_kind},
-            "window": {"t0_ms": self.t0_ms, "t1_ms": self.t1_ms},
-            "volume_m3": str(self.volume_m3),
-            "quota_m3": str(self.quota_m3),
-            "lines": [{"id": self.line_id(n), **line.to_dict()} for n, line in enumerate(self.lines, start=1)],
-            "total": str(self.total),
-            "blocked": self.blocked,
-            "blocked_reason": self.blocked_reason,
-            "allocations": [
-                {"point": a.point_id, "volume_m3": str(a.volume_m3), "method": a.method, "weight": str(a.weight)}
-                for a in self.allocations
-            ],
-            "sources": list(self.sources),
-            "notes": list(self.notes),
-            "monthly_m3": {label: round(v, 1) for label, v in self.monthly_m3},
-        }
+        return self.document().model_dump(mode="json")
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+        """The bill file's text (``out/bills/<unit>.json``), which is also the ledger's stored document."""
+        return schemas.document_json(self.document())
 
 
 @dataclass(frozen=True)
@@ -118,23 +121,27 @@ class BillingRun:
     def total(self) -> Decimal:
         return sum((b.total for b in self.bills), Decimal(0))
 
+    def document(self) -> schemas.RunManifest:
+        """The run's manifest: ``run.json``, the ledger's manifest, the answer to ``POST /runs``."""
+        return schemas.RunManifest(
+            run_id=self.run_id,
+            district=schemas.DistrictRef(id=self.district_id, sha256=self.district_sha256),
+            season=self.season_id,
+            tariff=schemas.TariffRef(id=self.tariff_id, version=self.tariff_version),
+            window=schemas.Window(t0_ms=self.t0_ms, t1_ms=self.t1_ms),
+            as_of_ms=self.as_of_ms,
+            points=[schemas.PointSummary.model_validate(self.points[p].summary()) for p in sorted(self.points)],
+            bills=[schemas.BillSummary(bill_id=b.bill_id, unit=b.unit_id, volume_m3=b.volume_m3, total=b.total, blocked=b.blocked) for b in self.bills],
+            total=self.total,
+            allocation_notes=list(self.allocation_notes),
+            adjustments=list(self.adjustment_ids),
+            vee=schemas.VeeOutcome.model_validate(self.vee.to_dict()),
+            unpaid_units=list(self.unpaid_units),
+            quota_share=self.quota_share,
+        )
+
     def manifest(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "district": {"id": self.district_id, "sha256": self.district_sha256},
-            "season": self.season_id,
-            "tariff": {"id": self.tariff_id, "version": self.tariff_version},
-            "window": {"t0_ms": self.t0_ms, "t1_ms": self.t1_ms},
-            "as_of_ms": self.as_of_ms,
-            "points": [self.points[p].summary() for p in sorted(self.points)],
-            "bills": [{"bill_id": b.bill_id, "unit": b.unit_id, "volume_m3": str(b.volume_m3), "total": str(b.total), "blocked": b.blocked} for b in self.bills],
-            "total": str(self.total),
-            "allocation_notes": list(self.allocation_notes),
-            "adjustments": list(self.adjustment_ids),
-            "vee": self.vee.to_dict(),
-            "unpaid_units": list(self.unpaid_units),
-            "quota_share": str(self.quota_share),
-        }
+        return self.document().model_dump(mode="json")
 
 
 def run_id_of(inputs: Mapping[str, Any]) -> str:

@@ -11,13 +11,13 @@ numbers formatted to the fen (Excel has no decimal type).
 from __future__ import annotations
 
 import csv
-import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from billing.bills import BillingRun
 from billing.pdf import render_bills_parallel
+from billing.schemas import document_json
 from canalflow.district import District
 
 BILL_COLUMNS = ("bill_id", "unit_id", "unit_name", "kind", "township", "season", "volume_m3", "quota_m3", "total_yuan", "blocked", "blocked_reason")
@@ -37,7 +37,7 @@ def write_outputs(run: BillingRun, out_dir: Path) -> list[Path]:
         path.write_text(bill.to_json(), encoding="utf-8")
         written.append(path)
     manifest = out_dir / "run.json"
-    manifest.write_text(json.dumps(run.manifest(), sort_keys=True, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    manifest.write_text(document_json(run.document()), encoding="utf-8")
     written += [manifest, _write_bills_csv(run, out_dir / "bills.csv"), _write_lines_csv(run, out_dir / "bill_lines.csv"),
                 _write_townships_csv(run, out_dir / "townships.csv")]
     written.append(write_xlsx(run, out_dir / "bills.xlsx"))
