@@ -154,6 +154,11 @@ class RollupsSource:
     ) -> Measured:
         if lag_ms:
             raise BillingError("--travel-time needs raw readings: daily rollups cannot be shifted by minutes")
+        covering = [e for e in edits if e.point in point_ids and e.end_ms > t0_ms and e.start_ms < t1_ms]
+        if covering:
+            which = ", ".join(f"#{e.id} {e.point}" for e in covering)
+            raise BillingError(f"manual edits {which} cover this window, and daily rollups cannot apply an edit: "
+                               "bill this window with --source readings")
         months = month_windows(self.district, t0_ms, t1_ms) if by_month else []
         min_coverage = self.district.spec.tolerances.min_coverage
         rollups = fetch_rollup_volumes(self.influx, self.district.id, point_ids, t0_ms, t1_ms, min_coverage=min_coverage, months=months)
