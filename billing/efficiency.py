@@ -35,7 +35,7 @@ from canalflow.contract import M, line
 from canalflow.district import CanalLevel, District, Point, PointRole
 from canalflow.influx import InfluxV1
 from canalflow.seepage import headworks_travel_ms as travel_ms
-from canalflow.seepage import reach_expected_seepage_m3
+from canalflow.seepage import judge_reach, reach_expected_seepage_m3
 from canalflow.volume import VolumeResult
 
 M2_PER_MU = 10_000 / 15
@@ -157,9 +157,10 @@ def reach_balances(district: District, volumes: Mapping[str, VolumeResult], seco
         loss = vin.volume - vout.volume
         expected = reach_expected_seepage_m3(district, ref.canal, ref.reach.id, {p.id: volumes[p.id].volume_m3 for p in outs if p.id in volumes}, seconds)
         eta = vout.volume / vin.volume if vin.volume > 0 and not incomplete else None
-        if (eta is not None and eta > 1) or (not incomplete and vin.volume <= 0 < vout.volume):
+        verdict = judge_reach(vin.volume, vout.volume, expected, incomplete=incomplete, anomaly_factor=factor)
+        if verdict.data_error:
             flags.append("eta_above_1")  # more out than in (or out with nothing in): a meter error
-        anomaly = not incomplete and expected > 0 and loss > factor * expected
+        anomaly = verdict.anomaly
         if anomaly:
             flags.append("loss_anomaly")
         out.append(ReachBalance(

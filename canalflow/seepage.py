@@ -135,6 +135,26 @@ def reach_expected_seepage_m3(district: District, canal_id: str, reach_id: str, 
     return expected_seepage_m3(canal_law(district, canal_id), reach.from_km, reach.to_km, outflows, seconds)
 
 
+@dataclass(frozen=True)
+class ReachVerdict:
+    """What a reach's measured balance says against the law: a meter error, or a loss beyond expectation."""
+
+    data_error: bool  # more out than in, or out with nothing in: a meter is wrong, not a gain
+    anomaly: bool  # loss above loss_anomaly_factor × the expected seepage: leak, breach or unmetered take
+
+
+def judge_reach(in_m3: float, out_m3: float, expected_m3: float, *, incomplete: bool, anomaly_factor: float) -> ReachVerdict:
+    """The one rule for a reach balance, shared by billing's efficiency report and ingest's daily balances.
+
+    An incomplete balance (a meter missing or short of coverage) is judged neither way: its loss
+    says nothing about the canal."""
+    if incomplete:
+        return ReachVerdict(False, False)
+    loss = in_m3 - out_m3
+    data_error = (in_m3 > 0 and out_m3 > in_m3) or (in_m3 <= 0 < out_m3)
+    return ReachVerdict(data_error, expected_m3 > 0 and loss > anomaly_factor * expected_m3)
+
+
 def travel_s(length_km: float, velocity_ms: float) -> float:
     """Travel time (s) of water over ``length_km`` at ``velocity_ms`` (m/s): L / v."""
     return length_km * 1000.0 / velocity_ms

@@ -31,7 +31,7 @@ from canalflow import ratings
 from canalflow.contract import M, line
 from canalflow.district import District, Point
 from canalflow.influx import InfluxV1
-from canalflow.seepage import reach_expected_seepage_m3
+from canalflow.seepage import judge_reach, reach_expected_seepage_m3
 from canalflow.volume import Series, VolumeResult, window_volume
 from ingest.admin import rollup_policy
 from ingest.dirty import DirtyWindows, day_start, day_windows, touched_days
@@ -140,14 +140,15 @@ class Rollup:
         outflows = {p.id: day[p.id].volume_m3 for p in outflow}
         expected = reach_expected_seepage_m3(self.district, canal_id, reach_id, outflows, (t1 - t0) / 1000)
         loss = v_in - v_out
+        verdict = judge_reach(v_in, v_out, expected, incomplete=incomplete, anomaly_factor=self.district.spec.tolerances.loss_anomaly_factor)
         fields: dict[str, float | int | bool | str] = {
             "in_m3": float(v_in),
             "out_m3": float(v_out),
             "loss_m3": float(loss),
             "expected_loss_m3": float(expected),
             "incomplete": incomplete,
-            "data_error": bool(v_in > 0 and v_out > v_in),
-            "anomaly": bool(expected > 0 and loss > expected * self.district.spec.tolerances.loss_anomaly_factor),
+            "data_error": verdict.data_error,
+            "anomaly": verdict.anomaly,
             "points_in": len(inflow),
             "points_out": len(outflow),
             "computed_ms": self.computed_ms,

@@ -151,3 +151,15 @@ def test_vee_estimates_on_either_side_of_a_balance_imply_the_true_seepage(demo: 
     assert reach_of(demo, point) == (canal, reach, side)
     implied = implied_vee_seepage(demo, truth, point, canal, reach)
     assert implied == pytest.approx(truth.reach_loss_m3(canal, reach, T0, T1), rel=1e-6)
+
+
+def test_one_verdict_for_a_reach_balance() -> None:
+    """Billing's efficiency report and ingest's daily balances judge a reach by the same rule (judge_reach)."""
+    from canalflow.seepage import ReachVerdict, judge_reach
+
+    # a missing outflow meter makes the loss look huge: an incomplete balance is judged neither way
+    assert judge_reach(1000.0, 100.0, 50.0, incomplete=True, anomaly_factor=2.0) == ReachVerdict(False, False)
+    assert judge_reach(1000.0, 100.0, 50.0, incomplete=False, anomaly_factor=2.0).anomaly
+    assert not judge_reach(1000.0, 899.0, 50.0, incomplete=False, anomaly_factor=2.0).anomaly  # loss 101 ≤ 2 × 50
+    assert judge_reach(1000.0, 1001.0, 50.0, incomplete=False, anomaly_factor=2.0).data_error  # more out than in
+    assert judge_reach(0.0, 5.0, 0.0, incomplete=False, anomaly_factor=2.0).data_error  # out with nothing in
