@@ -160,6 +160,6 @@ def test_one_verdict_for_a_reach_balance() -> None:
     # a missing outflow meter makes the loss look huge: an incomplete balance is judged neither way
     assert judge_reach(1000.0, 100.0, 50.0, incomplete=True, anomaly_factor=2.0) == ReachVerdict(False, False)
     assert judge_reach(1000.0, 100.0, 50.0, incomplete=False, anomaly_factor=2.0).anomaly
-    assert not judge_reach(1000.0, 899.0, 50.0, incomplete=False, anomaly_factor=2.0).anomaly  # loss 101 ≤ 2 × 50
+    assert not judge_reach(1000.0, 901.0, 50.0, incomplete=False, anomaly_factor=2.0).anomaly  # loss 99 ≤ 2 × 50
     assert judge_reach(1000.0, 1001.0, 50.0, incomplete=False, anomaly_factor=2.0).data_error  # more out than in
     assert judge_reach(0.0, 5.0, 0.0, incomplete=False, anomaly_factor=2.0).data_error  # out with nothing in
