@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from billing.ledger import Ledger, LedgerError, open_ledger
 from canalflow.credentials import hash_api_token
+from canalflow.errors import CanalflowError
 
 ROLES = ("viewer", "clerk", "manager")
 MAX_PAGE = 500
@@ -52,7 +53,7 @@ class Principal:
     role: str
 
 
-class TokenFileError(ValueError):
+class TokenFileError(CanalflowError, ValueError):
     pass
 
 

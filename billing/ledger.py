@@ -44,6 +44,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from canalflow.errors import CanalflowError
+
 STATUSES = ("draft", "approved", "issued")
 NEXT_STATUS = {"draft": "approved", "approved": "issued"}
 _SCHEMA_LOCK = 0x63616E616C666C6F  # PostgreSQL advisory lock key ("canalflo") held while creating the tables
@@ -58,7 +60,7 @@ def _code_point_order(length: int) -> String:
     return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
-class LedgerError(ValueError):
+class LedgerError(CanalflowError, ValueError):
     """A ledger operation that the lifecycle does not allow (with what to do instead)."""
 
 

@@ -35,13 +35,14 @@ from billing.tariff import Charge, Line, apply_tariff, to_fen
 from billing.vee import Edit, Finding, VeeOutcome, apply_edits, estimate_from_balance, neighbours, validate_series
 from canalflow.contract import M, line
 from canalflow.district import District, Season, Tariff
+from canalflow.errors import CanalflowError
 from canalflow.influx import InfluxV1
 from canalflow.volume import Series, VolumeResult, window_volume
 
 DAY_MS = 86_400_000
 
 
-class BillingError(ValueError):
+class BillingError(CanalflowError, ValueError):
     """A billing run that cannot be made, with what to change."""
 
 

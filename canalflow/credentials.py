@@ -48,6 +48,7 @@ from canalflow.contract import (
     status_filter,
 )
 from canalflow.district import District, DistrictError, load_district
+from canalflow.errors import CanalflowError
 from canalflow.services import ServiceMissing, find_binary
 
 __all__ = [
@@ -87,7 +88,7 @@ PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
 
 
-class CredentialsError(ValueError):
+class CredentialsError(CanalflowError, ValueError):
     """Bad input for credentials generation (user name clash, unusable output dir)."""
 
 

@@ -38,6 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
+from canalflow.errors import CanalflowError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Self
@@ -62,7 +64,7 @@ SYSTEM_DIRS: tuple[str, ...] = ("/usr/sbin", "/usr/bin")
 _LOG_TAIL_LINES = 30
 
 
-class ServiceError(RuntimeError):
+class ServiceError(CanalflowError, RuntimeError):
     """A service failed to start or stop; the message includes the tail of its log."""
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from canalflow import contract
 from canalflow.contract import M
 from canalflow.district import District
+from canalflow.errors import CanalflowError
 from dashboards.build import DATASOURCE_UID, q
 from dashboards.queries import TIME_FILTER, ident, in_policy, literal, select
 from dashboards.texts import Texts
@@ -47,7 +48,7 @@ class AlertSettings(BaseModel):
     pending_for: str = Field(default="5m", pattern=r"^\d+[mhd]$")
 
 
-class AlertSettingsError(ValueError):
+class AlertSettingsError(CanalflowError, ValueError):
     pass
 
 

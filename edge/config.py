@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from canalflow.clock import SimClock
 from canalflow.contract import QUANTITIES
+from canalflow.errors import CanalflowError
 from canalflow.mqtt import MqttTarget
+from canalflow.problems import validation_problems
 from canalflow.yamlines import Problem, dotted_path, load_yaml_with_lines
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ DEFAULT_SIGNAL_BITS: tuple[str, ...] = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(CanalflowError, ValueError):
     """An edge config problem; the message names the file, line and field and what to try.
 
     Problems in a config file are :class:`canalflow.yamlines.Problem` s, printed as district,
@@ -340,17 +342,6 @@ def edge_config_from_district(
                       profiles=dict(district.profiles))
 
 
-def _problems(file: Path, locate: Any, exc: ValidationError) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        unknown = err["type"] == "extra_forbidden"
-        problems.append(Problem(file, locate(loc), dotted_path(loc),
-                                "unknown field" if unknown else err["msg"],
-                                "see docs/edge.md for the fields" if unknown else ""))
-    return problems
-
-
 class _LazyLocator:
     """Line numbers of a YAML file, worked out only when an error needs one: a gateway with
     thousands of points should not keep the whole node tree in memory for nothing."""
@@ -380,7 +371,7 @@ def check_edge_config_file(path: Path | str) -> tuple[EdgeConfigFile, Any]:
     try:
         return EdgeConfigFile.model_validate(data), locate
     except ValidationError as exc:
-        raise ConfigError(_problems(file, locate, exc)) from exc
+        raise ConfigError(validation_problems(exc, EdgeConfigFile, file, locate, docs="docs/edge.md")) from exc
 
 
 def load_edge_config(path: Path | str, *, manifest: Path | str | None = None) -> EdgeConfig:
