@@ -24,11 +24,10 @@ from canalflow.cliopts import (
     window_from_args,
 )
 from canalflow.contract import M
-from canalflow.district import District
-from canalflow.district_cli import load_or_report
+from canalflow.district import District, load_district
 from canalflow.errors import reported_as_errors
 
-DEFAULT_LEDGER = os.environ.get("CANALFLOW_LEDGER", "sqlite:///out/ledger.db")
+DEFAULT_LEDGER = "sqlite:///out/ledger.db"
 
 RUN_EXAMPLE = """examples:
   canalflow billing run --district examples/demo-district.yaml --season 2026-spring --out out/bills
@@ -63,6 +62,13 @@ Exit 1 on error.
 """ + WINDOW_RULE
 
 
+def _add_ledger(parser: argparse.ArgumentParser) -> None:
+    """``--ledger``, read from the environment when the parser is built (the URL may hold a password:
+    --help does not print it)."""
+    parser.add_argument("--ledger", default=os.environ.get("CANALFLOW_LEDGER") or DEFAULT_LEDGER, metavar="URL",
+                        help=f"SQLAlchemy URL of the ledger ($CANALFLOW_LEDGER, else {DEFAULT_LEDGER})")
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("billing", help="efficiency, billing runs, ledger and the billing API")
     commands = parser.add_subparsers(dest="billing_command", metavar="ACTION", required=True)
@@ -76,25 +82,25 @@ def register(subparsers: Any) -> None:
         p.add_argument("run_id", help="run id or a unique prefix of it")
         p.add_argument("--user", required=True, help="who does it (recorded in the audit trail)")
         p.add_argument("--note", default="")
-        p.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"SQLAlchemy URL of the ledger (default {DEFAULT_LEDGER})")
+        _add_ledger(p)
         p.set_defaults(func=cmd_advance, to_status="approved" if action == "approve" else "issued")
     adjust = commands.add_parser("adjust", help="record a correction of an issued bill", epilog=ADJUST_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     adjust.add_argument("bill_id")
     adjust.add_argument("--amount", required=True, help="yuan, negative for a credit")
     adjust.add_argument("--reason", required=True)
     adjust.add_argument("--user", required=True)
-    adjust.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(adjust)
     adjust.set_defaults(func=cmd_adjust)
     paid = commands.add_parser("paid", help="record that an issued bill was paid", epilog="example:\n  canalflow billing paid 3f2a9c1d04e5-V01 --user li",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     paid.add_argument("bill_id")
     paid.add_argument("--user", required=True)
-    paid.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(paid)
     paid.set_defaults(func=cmd_paid)
     ledger = commands.add_parser("ledger", help="list runs, or a unit's water-use ledger (用水台账)", epilog=LEDGER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ledger.add_argument("what", choices=("runs", "water-use"))
     ledger.add_argument("unit", nargs="?", help="billing unit id (for water-use)")
-    ledger.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(ledger)
     ledger.set_defaults(func=cmd_ledger)
 
 
@@ -127,7 +133,7 @@ volume (method, coverage, gaps, estimates) and, with --influx, the readings behi
 def _add_explain(commands: Any) -> None:
     ex = commands.add_parser("explain", help="trace a bill line back to volumes and readings", epilog=EXPLAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("line_id", help="bill line id as printed on the bill, e.g. 3f2a9c1d04e5-V01-L2")
-    ex.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"SQLAlchemy URL of the ledger (default {DEFAULT_LEDGER})")
+    _add_ledger(ex)
     add_influx_arguments(ex, url_fallback=False)  # with a URL, also summarise the raw readings
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_explain)
@@ -172,16 +178,14 @@ def _add_edit(commands: Any) -> None:
     ed.add_argument("--volume", required=True, type=float, help="m3 over the stretch")
     ed.add_argument("--user", required=True)
     ed.add_argument("--reason", required=True)
-    ed.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(ed)
     ed.set_defaults(func=cmd_edit)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from billing.ledger import open_ledger
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
+    district = load_district(args.district)
     if args.point not in district.points:
         raise OptionError(f"unknown point {args.point!r} in {args.district}")
     window = window_from_args(args, district.tz)
@@ -196,7 +200,7 @@ def _add_serve(commands: Any) -> None:
     srv = commands.add_parser("serve", help="the billing HTTP API (FastAPI)", epilog=SERVE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     srv.add_argument("--district", type=Path, help="district YAML file (needed to start runs and for efficiency)")
     srv.add_argument("--tokens", type=Path, required=True, help="YAML file of {user, role, sha256} entries")
-    srv.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(srv)
     add_influx_arguments(srv)
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8600)
@@ -207,8 +211,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from billing.api import ApiConfig, load_tokens, serve
 
     tokens = load_tokens(args.tokens)
-    if args.district is not None and load_or_report(args.district) is None:
-        return 1
+    if args.district is not None:
+        load_district(args.district)  # fail now, naming every problem, not on the first request
     from sqlalchemy.engine import make_url
 
     ledger = make_url(args.ledger).render_as_string(hide_password=True)
@@ -255,9 +259,7 @@ def resolve_window(args: argparse.Namespace, district: District) -> tuple[int, i
 def cmd_run(args: argparse.Namespace) -> int:
     from billing.run import run_billing
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
+    district = load_district(args.district)
     t0, t1, season_id = resolve_window(args, district)
     as_of = parse_instant(args.as_of, district.tz, what="--as-of") if args.as_of else None
     try:
@@ -279,9 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_efficiency(args: argparse.Namespace) -> int:
     from billing.efficiency import efficiency_from_influx, format_report
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
+    district = load_district(args.district)
     t0, t1, season_id = resolve_window(args, district)
     # head-tail needs whole-season net depths, so a season kind only for a --season window
     season = district.seasons[season_id] if season_id else None

@@ -10,17 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canalflow.cliopts import (
-    WINDOW_RULE,
-    OptionError,
-    add_influx_arguments,
-    add_window_arguments,
-    influx_from_args,
-    parse_instant,
-    window_from_args,
-)
+from canalflow import cliopts
 from canalflow.contract import ROLLUP_RP
-from canalflow.district_cli import load_or_report
+from canalflow.district import load_district
 from canalflow.errors import CanalflowError
 from dashboards.querycheck import TimeRange
 
@@ -39,14 +31,14 @@ CHECK_EXAMPLE = """example:
 Runs every variable, panel and alert query (Grafana macros substituted) and checks each answer's
 shape. Exit 1 when any query fails or returns data of the wrong shape.
 
-""" + WINDOW_RULE + """ --to also sets --now."""
+""" + cliopts.WINDOW_RULE + """ --to also sets --now."""
 
 PREVIEW_EXAMPLE = """example:
   canalflow dashboards preview --district examples/demo-district.yaml --influx http://127.0.0.1:8086 --db canalflow --out out/previews
 
 Renders each dashboard's panels to DIR/<dashboard uid>.png with matplotlib, from the same queries.
 
-""" + WINDOW_RULE + """ --to also sets --now."""
+""" + cliopts.WINDOW_RULE + """ --to also sets --now."""
 
 PUBLISH_EXAMPLE = """example:
   canalflow dashboards publish --district examples/demo-district.yaml --url http://grafana:3000 --token $GRAFANA_TOKEN --folder canalflow
@@ -64,9 +56,9 @@ def _district_arg(parser: argparse.ArgumentParser, *, rollup_default: str = ROLL
 
 
 def _query_args(parser: argparse.ArgumentParser) -> None:
-    add_influx_arguments(parser)
+    cliopts.add_influx_arguments(parser)
     parser.add_argument("--now", help="evaluate at this time (ISO 8601, naive = district time; default: now), for simulated data")
-    add_window_arguments(parser)  # default: each dashboard's own time range
+    cliopts.add_window_arguments(parser)  # default: each dashboard's own time range
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a template variable (repeatable)")
 
 
@@ -108,9 +100,7 @@ def run_build(args: argparse.Namespace) -> int:
     from dashboards.alerts import load_alert_settings
     from dashboards.provisioning import write_outputs
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
+    district = load_district(args.district)
     try:
         result = write_outputs(district, args.out, locale=args.locale, alert_settings=load_alert_settings(args.alerts),
                                rollup_rp=args.rollup_rp or None)
@@ -125,10 +115,10 @@ def run_build(args: argparse.Namespace) -> int:
 def parse_window(args: argparse.Namespace, tz: Any) -> tuple[int, TimeRange | None]:
     """(now in epoch ms, the picked time range or None) from --now, --from and --to, whose naive
     times and dates are in ``tz`` (the district's), by the one rule of canalflow.cliopts."""
-    window = window_from_args(args, tz)
+    window = cliopts.window_from_args(args, tz)
     chosen = None if window is None else TimeRange(window.start_ms, window.end_ms)
     if args.now:
-        return parse_instant(args.now, tz, what="--now"), chosen
+        return cliopts.parse_instant(args.now, tz, what="--now"), chosen
     return (chosen.to_ms if chosen else int(time.time() * 1000)), chosen
 
 
@@ -145,7 +135,7 @@ def parse_vars(items: list[str]) -> dict[str, list[str]]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise OptionError(f"--var {item!r}: use NAME=VALUE (VALUE may be a|b for several values)")
+            raise cliopts.OptionError(f"--var {item!r}: use NAME=VALUE (VALUE may be a|b for several values)")
         out[name] = value.split("|")
     return out
 
@@ -167,11 +157,9 @@ class _QueryContext:
     overrides: dict[str, list[str]]
 
 
-def _query_context(args: argparse.Namespace) -> _QueryContext | None:
-    """The district, --now/--from/--to and --var of ``check`` and ``preview``; None (said why) on an error."""
-    district = load_or_report(args.district)
-    if district is None:
-        return None
+def _query_context(args: argparse.Namespace) -> _QueryContext:
+    """The district, --now/--from/--to and --var of ``check`` and ``preview``."""
+    district = load_district(args.district)
     (now_ms, chosen), given = parse_window(args, district.tz), parse_vars(args.var)
     return _QueryContext(district, now_ms, chosen, default_overrides(district, now_ms, given))
 
@@ -187,12 +175,10 @@ def run_check(args: argparse.Namespace) -> int:
     from dashboards.querycheck import alert_rules, check_dashboard, evaluate_rule
 
     context = _query_context(args)
-    if context is None:
-        return 1
     district, now_ms, chosen, overrides = context.district, context.now_ms, context.chosen, context.overrides
     settings = load_alert_settings(args.alerts)
     failed = total = 0
-    with influx_from_args(args) as db:
+    with cliopts.influx_from_args(args) as db:
         _require_reachable(db, args.influx)
         policy = rollup_policy(args, db)
         boards = build_dashboards(district, args.locale, rollup_rp=policy)
@@ -214,9 +200,7 @@ def run_preview(args: argparse.Namespace) -> int:
     from dashboards.preview import render_previews
 
     context = _query_context(args)
-    if context is None:
-        return 1
-    with influx_from_args(args) as db:
+    with cliopts.influx_from_args(args) as db:
         _require_reachable(db, args.influx)
         paths = render_previews(context.district, db, args.out, locale=args.locale, now_ms=context.now_ms,
                                 overrides=context.overrides, time_range=context.chosen,
@@ -230,9 +214,7 @@ def run_publish(args: argparse.Namespace) -> int:
     from dashboards.build import build_dashboards
     from dashboards.publish import publish
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
+    district = load_district(args.district)
     results = publish(build_dashboards(district, args.locale, rollup_rp=args.rollup_rp or None).values(), url=args.url, token=args.token,
                       folder=args.folder, message=args.message, timeout=args.timeout)
     for line in results:
