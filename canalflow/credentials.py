@@ -47,9 +47,9 @@ from canalflow.contract import (
     readings_filter,
     status_filter,
 )
-from canalflow.district import District, DistrictError, load_district
+from canalflow.district import District, load_district
 from canalflow.errors import CanalflowError
-from canalflow.services import ServiceMissing, find_binary
+from canalflow.services import find_binary
 
 __all__ = [
     "ACL_FILE",
@@ -628,21 +628,13 @@ def register(subparsers: Any) -> None:
 
 
 def run_credentials(args: argparse.Namespace) -> int:
-    try:
-        district = load_district(args.district)
-    except DistrictError as exc:
-        print(f"canalflow credentials: {exc}", file=sys.stderr)
-        return 1
+    district = load_district(args.district)  # DistrictError, CredentialsError, ServiceMissing: canalflow.cli reports them
     try:
         if args.check:
             return _run_check(district, args)
         return _run_generate(district, args)
-    except (CredentialsError, ServiceMissing) as exc:
-        print(f"canalflow credentials: {exc}", file=sys.stderr)
-        return 1
     except OSError as exc:
-        print(f"canalflow credentials: {exc.filename or args.out}: {exc.strerror}", file=sys.stderr)
-        return 1
+        raise CredentialsError(f"{exc.filename or args.out}: {exc.strerror}") from exc
 
 
 def _run_generate(district: District, args: argparse.Namespace) -> int:
