@@ -110,7 +110,8 @@ def _date_only(text: str) -> dt.date | None:
 
 
 def add_influx_arguments(parser: Any, *, url_fallback: bool = True) -> None:
-    """Add ``--influx``, ``--db`` and ``--token``, defaulting to the CANALFLOW_INFLUX_* environment.
+    """Add ``--influx``, ``--db`` and ``--token``, defaulting to the CANALFLOW_INFLUX_* environment
+    (read now, when the parser is built; --help names the variables, never their values).
 
     ``url_fallback=False`` (a command for which InfluxDB is optional, e.g. ``billing explain``):
     without ``--influx`` or ``$CANALFLOW_INFLUX_URL`` the URL is None instead of the local default.
@@ -119,12 +120,12 @@ def add_influx_arguments(parser: Any, *, url_fallback: bool = True) -> None:
     db = os.environ.get(ENV_INFLUX_DB) or DEFAULT_INFLUX_DB
     group = parser.add_argument_group("InfluxDB (defaults from the environment, README.md \"Command options\")")
     group.add_argument("--influx", default=url, metavar="URL",
-                       help=f"InfluxDB base URL (v1 API: 1.x, or 2.x with --token); ${ENV_INFLUX_URL}, "
-                            f"else {DEFAULT_INFLUX_URL if url_fallback else 'not used'} (now: {url})")
+                       help=f"InfluxDB base URL (v1 API: 1.x, or 2.x with --token); default ${ENV_INFLUX_URL}, "
+                            f"else {DEFAULT_INFLUX_URL if url_fallback else 'none (InfluxDB not used)'}")
     group.add_argument("--db", default=db, metavar="NAME",
-                       help=f"database (2.x: the DBRP-mapped name); ${ENV_INFLUX_DB}, else {DEFAULT_INFLUX_DB} (now: {db})")
+                       help=f"database (2.x: the DBRP-mapped name); default ${ENV_INFLUX_DB}, else {DEFAULT_INFLUX_DB}")
     group.add_argument("--token", default=os.environ.get(ENV_INFLUX_TOKEN) or None, metavar="TOKEN",
-                       help=f"InfluxDB 2.x/3.x API token; ${ENV_INFLUX_TOKEN}, else none")
+                       help=f"InfluxDB 2.x/3.x API token; default ${ENV_INFLUX_TOKEN}, else none")
 
 
 def influx_from_args(args: argparse.Namespace) -> InfluxV1:
