@@ -201,3 +201,27 @@ def test_each_family_connects_where_the_environment_says(influx: InfluxV1, monke
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert f"canalflow {argv[0]} {argv[1]}: error: " in err and dead in err, err
+
+
+# ---- one error handler -------------------------------------------------------------------------
+
+
+def test_the_handler_prints_command_message_and_hint_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["billing", "ledger", "water-use", "--ledger", f"sqlite:///{tmp_path / 'ledger.db'}"]) == 1
+    assert capsys.readouterr().err == "canalflow billing ledger: error: name a billing unit, e.g. `ledger water-use V01`\n"
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert main(["ingest", "setup", "--influx", dead, "--db", "x"]) == 1
+    first, hint = capsys.readouterr().err.splitlines()
+    assert first.startswith(f"canalflow ingest setup: error: cannot reach InfluxDB at {dead}")
+    assert hint == f"  hint: is InfluxDB running at {dead}? for 2.x pass --token and create the bucket + DBRP mapping"
+
+
+def test_an_unexpected_exception_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import billing.cli
+
+    def broken(args: argparse.Namespace) -> int:
+        raise RuntimeError("a bug, not an operator's mistake")
+
+    monkeypatch.setattr(billing.cli, "cmd_ledger", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["billing", "ledger", "runs"])
