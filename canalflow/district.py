@@ -26,9 +26,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from canalflow.errors import CanalflowError
-from canalflow.problems import validation_issues
+from canalflow.problems import Issue, validation_issues
 from canalflow.ratings import Rating
-from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
+from canalflow.yamlines import Locator, Problem, YamlSyntaxError, load_yaml_with_lines
 
 SCHEMA_VERSION = 1
 
@@ -296,9 +296,7 @@ class _Reporter:
         self, path: Sequence[str | int], message: str, hint: str = "", severity: str = "error"
     ) -> None:
         path = self._original_path(path)
-        self.problems.append(
-            Problem(self.file, self.locate(path), dotted_path(path), message, hint, severity)  # type: ignore[arg-type]
-        )
+        self.problems.append(Issue(tuple(path), message, hint, severity).at(self.file, self.locate))  # type: ignore[arg-type]
 
     def _original_path(self, path: Sequence[str | int]) -> Sequence[str | int]:
         if len(path) > 1 and isinstance(path[1], int) and path[0] in self.kept_indexes:

@@ -25,8 +25,8 @@ from canalflow.clock import SimClock
 from canalflow.contract import QUANTITIES
 from canalflow.errors import CanalflowError
 from canalflow.mqtt import MqttTarget
-from canalflow.problems import validation_problems
-from canalflow.yamlines import Problem, dotted_path, load_yaml_with_lines
+from canalflow.problems import Issue, validation_issues, validation_problems
+from canalflow.yamlines import Problem, load_yaml_with_lines
 
 if TYPE_CHECKING:
     from canalflow.district import District
@@ -63,7 +63,7 @@ class ConfigError(CanalflowError, ValueError):
 
 
 def _problem(file: Path, locate: Any, path: list[str | int], message: str, hint: str = "") -> ConfigError:
-    return ConfigError([Problem(file, locate(path), dotted_path(path), message, hint)])
+    return ConfigError([Issue(tuple(path), message, hint).at(file, locate)])
 
 
 class _Strict(BaseModel):
@@ -298,8 +298,10 @@ def endpoint_from_manifest(path: Path | str, gateway: str) -> tuple[EndpointSpec
     known = set(EndpointSpec.model_fields)
     try:
         spec = EndpointSpec(**{k: v for k, v in entry.items() if k in known})
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: gateways.{gateway}: {exc.errors()[0]['msg']}") from exc
+    except ValidationError as exc:  # a JSON file: no lines, but the same messages and hints
+        problems = [Issue(("gateways", gateway, *i.path), i.message, i.hint).at(Path(path), lambda _: None)
+                    for i in validation_issues(exc, EndpointSpec)]
+        raise ConfigError(problems) from exc
     return spec, units
 
 

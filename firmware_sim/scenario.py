@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from canalflow.district import District, PointRole
 from canalflow.errors import CanalflowError
-from canalflow.problems import validation_problems
-from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
+from canalflow.problems import Issue, validation_problems
+from canalflow.yamlines import Locator, Problem, YamlSyntaxError, load_yaml_with_lines
 
 
 class _Model(BaseModel):
@@ -212,7 +212,7 @@ def _semantic_problems(spec: ScenarioFile, district: District, file: Path, locat
     out: list[ScenarioProblem] = []
 
     def add(path: tuple[str | int, ...], message: str, hint: str = "") -> None:
-        out.append(ScenarioProblem(file, locate(path), dotted_path(path), message, hint))
+        out.append(Issue(path, message, hint).at(file, locate))
 
     for i, event in enumerate(spec.events):
         at: tuple[str | int, ...] = ("events", i)
