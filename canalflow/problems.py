@@ -56,7 +56,7 @@ def validation_problems(exc: ValidationError, model: type[BaseModel], file: Path
 
 def validation_issues(exc: ValidationError, model: type[BaseModel], *, docs: str = "") -> list[Issue]:
     """Each error of ``exc`` as an :class:`Issue`; ``docs`` (e.g. ``docs/edge.md``) is named in
-    the hint of an unknown field."""
+    the hint of an unknown field and of an error that has no more specific hint."""
     return [_issue(err, model, docs) for err in exc.errors()]
 
 
@@ -80,7 +80,7 @@ def _issue(err: Any, model: type[BaseModel], docs: str) -> Issue:
         name = _QUOTED.sub(r"\1", str(ctx.get("discriminator", "type")))
         return Issue((*path, name), "required field is missing", f"add `{name}:` here")
     message = str(err["msg"]).removeprefix("Value error, ")
-    return Issue(path, message, _hint_of(kind, ctx))
+    return Issue(path, message, _hint_of(kind, ctx) or (f"see {docs}" if docs else ""))
 
 
 def _hint_of(kind: str, ctx: dict[str, Any]) -> str:

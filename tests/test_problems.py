@@ -146,3 +146,16 @@ def test_a_missing_key_and_a_bad_number_get_the_same_hint_everywhere(tmp_path: P
                                   ("scenario", "    km: 14", "    km: far", "events[0].km")):
         path, problems = problems_of(tmp_path, kind, old, new)
         assert the_problem(path, problems, field, new.strip()[:12]).hint == "write a plain number (0x.. hex is fine for integers)"
+
+
+@pytest.mark.parametrize(("kind", "old", "new", "field", "docs"), [
+    ("district", "gateway: GW-B1, unit_id: 11,", "gateway: GW-B1, unit_id: 999,", "points[18].unit_id", "docs/district-file.md"),
+    ("profile", "accuracy_pct: ", "accuracy_pct: -", "accuracy_pct", "docs/meter-profiles.md"),
+    ("scenario", "    flow_m3s: 1.5", "    flow_m3s: -1.5", "events[0].flow_m3s", "docs/fleet.md"),
+    ("edge", "port: 502}", "port: 99999}", "endpoint.port", "docs/edge.md"),
+], ids=lambda v: v if v in KINDS else None)
+def test_an_out_of_range_value_points_to_the_documentation_of_its_file(
+        tmp_path: Path, kind: str, old: str, new: str, field: str, docs: str) -> None:
+    path, problems = problems_of(tmp_path, kind, old, new)
+    problem = the_problem(path, problems, field, new.strip()[-12:])
+    assert problem.message.startswith("Input should be ") and problem.hint == f"see {docs}"
