@@ -21,7 +21,7 @@ from canalflow.cliopts import (
     add_window_arguments,
     influx_from_args,
     parse_instant,
-    window_from_args,
+    parse_window,
 )
 from canalflow.contract import M
 from canalflow.district import District, load_district
@@ -188,8 +188,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     district = load_district(args.district)
     if args.point not in district.points:
         raise OptionError(f"unknown point {args.point!r} in {args.district}")
-    window = window_from_args(args, district.tz)
-    assert window is not None  # both options are required
+    window = parse_window(args.start, args.end, district.tz)
     start, end = window.start_ms, window.end_ms
     edit_id = open_ledger(args.ledger).add_edit(district.id, args.point, start, end, args.volume, args.user, args.reason)
     print(f"edit #{edit_id} recorded for {args.point}: {args.volume} m3 from {start} to {end} ms")
@@ -251,8 +250,7 @@ def resolve_window(args: argparse.Namespace, district: District) -> tuple[int, i
         return t0, t1, season.id
     if not args.end:
         raise OptionError("--from needs --to (or use --season)")
-    window = window_from_args(args, district.tz)
-    assert window is not None
+    window = parse_window(args.start, args.end, district.tz)
     return window.start_ms, window.end_ms, None
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from canalflow.cliopts import WINDOW_RULE, OptionError, add_window_arguments, parse_instant, window_from_args
+from canalflow.cliopts import WINDOW_RULE, OptionError, add_window_arguments, parse_instant, parse_window
 from canalflow.clock import SimClock
 from canalflow.district import District, load_district
 from canalflow.errors import CanalflowError
@@ -124,8 +124,7 @@ def run_truth(args: argparse.Namespace) -> int:
     from firmware_sim.truth import Truth
 
     district, scenario = _load(args)
-    window = window_from_args(args, district.tz)
-    assert window is not None  # both are required
+    window = parse_window(args.start, args.end, district.tz)
     try:
         rows = export_truth(Truth(district, scenario, args.seed), window.start_ms, window.end_ms, args.step, args.out)
     except ValueError as exc:  # e.g. an output suffix other than .csv/.parquet
