@@ -58,6 +58,7 @@ from billing.schemas import (
     WaterUse,
 )
 from canalflow.credentials import hash_api_token
+from canalflow.errors import CanalflowError
 
 ROLES = ("viewer", "clerk", "manager")
 MAX_PAGE = 500
@@ -75,7 +76,7 @@ class Principal:
     role: str
 
 
-class TokenFileError(ValueError):
+class TokenFileError(CanalflowError, ValueError):
     pass
 
 

@@ -3,36 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import functools
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from canalflow.cliopts import (
+    WINDOW_RULE,
+    OptionError,
+    add_influx_arguments,
+    add_window_arguments,
+    influx_from_args,
+    parse_instant,
+    parse_window,
+)
 from canalflow.contract import M
-from canalflow.district import District
-from canalflow.district_cli import load_or_report
-from canalflow.influx import InfluxError, InfluxV1
+from canalflow.district import District, load_district
+from canalflow.errors import reported_as_errors
 
-DEFAULT_INFLUX = os.environ.get("CANALFLOW_INFLUX_URL", "http://127.0.0.1:8086")
-DEFAULT_DB = os.environ.get("CANALFLOW_INFLUX_DB", "canalflow")
-DEFAULT_LEDGER = os.environ.get("CANALFLOW_LEDGER", "sqlite:///out/ledger.db")
+DEFAULT_LEDGER = "sqlite:///out/ledger.db"
 
 RUN_EXAMPLE = """examples:
   canalflow billing run --district examples/demo-district.yaml --season 2026-spring --out out/bills
   canalflow billing run --district examples/demo-district.yaml --from 2026-03-10 --to 2026-03-19 \\
       --influx http://127.0.0.1:8086 --db canalflow --ledger sqlite:///out/ledger.db
 
---from/--to take a date (local to the district's time zone; --to is inclusive) or an ISO
-date-time. The same inputs give the same run id and byte-identical bills. Exit 1 on error."""
+""" + WINDOW_RULE + """
+The same inputs give the same run id and byte-identical bills. Exit 1 on error."""
 
 STATUS_EXAMPLE = """examples:
   canalflow billing approve 3f2a9c1d04e5 --user clerk-li
@@ -54,7 +57,16 @@ EFFICIENCY_EXAMPLE = """examples:
 
 Reach balances, canal/level/system efficiency (graph and level product), field and whole-district
 figures against the district's targets. Windows with too little data are reported incomplete.
-Exit 1 on error."""
+Exit 1 on error.
+
+""" + WINDOW_RULE
+
+
+def _add_ledger(parser: argparse.ArgumentParser) -> None:
+    """``--ledger``, read from the environment when the parser is built (the URL may hold a password:
+    --help does not print it)."""
+    parser.add_argument("--ledger", default=os.environ.get("CANALFLOW_LEDGER") or DEFAULT_LEDGER, metavar="URL",
+                        help=f"SQLAlchemy URL of the ledger ($CANALFLOW_LEDGER, else {DEFAULT_LEDGER})")
 
 
 def register(subparsers: Any) -> None:
@@ -70,25 +82,25 @@ def register(subparsers: Any) -> None:
         p.add_argument("run_id", help="run id or a unique prefix of it")
         p.add_argument("--user", required=True, help="who does it (recorded in the audit trail)")
         p.add_argument("--note", default="")
-        p.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"SQLAlchemy URL of the ledger (default {DEFAULT_LEDGER})")
+        _add_ledger(p)
         p.set_defaults(func=cmd_advance, to_status="approved" if action == "approve" else "issued")
     adjust = commands.add_parser("adjust", help="record a correction of an issued bill", epilog=ADJUST_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     adjust.add_argument("bill_id")
     adjust.add_argument("--amount", required=True, help="yuan, negative for a credit")
     adjust.add_argument("--reason", required=True)
     adjust.add_argument("--user", required=True)
-    adjust.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(adjust)
     adjust.set_defaults(func=cmd_adjust)
     paid = commands.add_parser("paid", help="record that an issued bill was paid", epilog="example:\n  canalflow billing paid 3f2a9c1d04e5-V01 --user li",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     paid.add_argument("bill_id")
     paid.add_argument("--user", required=True)
-    paid.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(paid)
     paid.set_defaults(func=cmd_paid)
     ledger = commands.add_parser("ledger", help="list runs, or a unit's water-use ledger (用水台账)", epilog=LEDGER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ledger.add_argument("what", choices=("runs", "water-use"))
     ledger.add_argument("unit", nargs="?", help="billing unit id (for water-use)")
-    ledger.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(ledger)
     ledger.set_defaults(func=cmd_ledger)
 
 
@@ -97,8 +109,7 @@ def _add_run(commands: Any) -> None:
     add_source_args(run)
     when = run.add_mutually_exclusive_group(required=True)
     when.add_argument("--season", help="season id from the district file")
-    when.add_argument("--from", dest="start", help="window start: date or ISO date-time")
-    run.add_argument("--to", dest="end", help="window end (with --from): date (inclusive) or ISO date-time")
+    add_window_arguments(run, from_group=when)
     run.add_argument("--as-of", help="readings as-of time (ISO); default now")
     run.add_argument("--out", type=Path, help="write run.json, bills/*.json, bills.csv, bill_lines.csv, bills.xlsx here")
     run.add_argument("--ledger", default=None, help="SQLAlchemy URL, e.g. sqlite:///out/ledger.db (default: no ledger)")
@@ -122,28 +133,22 @@ volume (method, coverage, gaps, estimates) and, with --influx, the readings behi
 def _add_explain(commands: Any) -> None:
     ex = commands.add_parser("explain", help="trace a bill line back to volumes and readings", epilog=EXPLAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("line_id", help="bill line id as printed on the bill, e.g. 3f2a9c1d04e5-V01-L2")
-    ex.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"SQLAlchemy URL of the ledger (default {DEFAULT_LEDGER})")
-    ex.add_argument("--influx", help="InfluxDB URL: also summarise the raw readings")
-    ex.add_argument("--db", default=DEFAULT_DB)
-    ex.add_argument("--token", default=os.environ.get("CANALFLOW_INFLUX_TOKEN"))
+    _add_ledger(ex)
+    add_influx_arguments(ex, url_fallback=False)  # with a URL, also summarise the raw readings
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_explain)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from billing.explain import explain_line, format_explanation
-    from billing.ledger import LedgerError, open_ledger
+    from billing.ledger import open_ledger
 
-    try:
-        ledger = open_ledger(args.ledger)
-        if args.influx:
-            with InfluxV1(args.influx, args.db, token=args.token) as influx:
-                ex = explain_line(ledger, args.line_id, influx)
-        else:
-            ex = explain_line(ledger, args.line_id)
-    except (LedgerError, InfluxError) as exc:
-        print(f"canalflow billing explain: {exc}", file=sys.stderr)
-        return 1
+    ledger = open_ledger(args.ledger)
+    if args.influx:
+        with influx_from_args(args) as influx:
+            ex = explain_line(ledger, args.line_id, influx)
+    else:
+        ex = explain_line(ledger, args.line_id)
     print(json.dumps(ex, ensure_ascii=False, indent=2, default=str) if args.json else format_explanation(ex))
     return 0
 
@@ -169,30 +174,23 @@ def _add_edit(commands: Any) -> None:
     ed = commands.add_parser("edit", help="record a manual volume edit for a point (VEE)", epilog=EDIT_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ed.add_argument("point")
     ed.add_argument("--district", required=True, type=Path)
-    ed.add_argument("--from", dest="start", required=True)
-    ed.add_argument("--to", dest="end", required=True)
+    add_window_arguments(ed, required=True)
     ed.add_argument("--volume", required=True, type=float, help="m3 over the stretch")
     ed.add_argument("--user", required=True)
     ed.add_argument("--reason", required=True)
-    ed.add_argument("--ledger", default=DEFAULT_LEDGER)
+    _add_ledger(ed)
     ed.set_defaults(func=cmd_edit)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from billing.ledger import LedgerError, open_ledger
+    from billing.ledger import open_ledger
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
+    district = load_district(args.district)
     if args.point not in district.points:
-        print(f"canalflow billing edit: unknown point {args.point!r} in {args.district}", file=sys.stderr)
-        return 1
-    try:
-        start, end = parse_instant(args.start, district), parse_instant(args.end, district, end=True)
-        edit_id = open_ledger(args.ledger).add_edit(district.id, args.point, start, end, args.volume, args.user, args.reason)
-    except (LedgerError, SystemExit) as exc:
-        print(f"canalflow billing edit: {exc}", file=sys.stderr)
-        return 1
+        raise OptionError(f"unknown point {args.point!r} in {args.district}")
+    window = parse_window(args.start, args.end, district.tz)
+    start, end = window.start_ms, window.end_ms
+    edit_id = open_ledger(args.ledger).add_edit(district.id, args.point, start, end, args.volume, args.user, args.reason)
     print(f"edit #{edit_id} recorded for {args.point}: {args.volume} m3 from {start} to {end} ms")
     return 0
 
@@ -201,25 +199,19 @@ def _add_serve(commands: Any) -> None:
     srv = commands.add_parser("serve", help="the billing HTTP API (FastAPI)", epilog=SERVE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     srv.add_argument("--district", type=Path, help="district YAML file (needed to start runs and for efficiency)")
     srv.add_argument("--tokens", type=Path, required=True, help="YAML file of {user, role, sha256} entries")
-    srv.add_argument("--ledger", default=DEFAULT_LEDGER)
-    srv.add_argument("--influx", default=DEFAULT_INFLUX)
-    srv.add_argument("--db", default=DEFAULT_DB)
-    srv.add_argument("--token", default=os.environ.get("CANALFLOW_INFLUX_TOKEN"), help="InfluxDB token")
+    _add_ledger(srv)
+    add_influx_arguments(srv)
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8600)
     srv.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from billing.api import ApiConfig, TokenFileError, load_tokens, serve
+    from billing.api import ApiConfig, load_tokens, serve
 
-    try:
-        tokens = load_tokens(args.tokens)
-    except TokenFileError as exc:
-        print(f"canalflow billing serve: {exc}", file=sys.stderr)
-        return 1
-    if args.district is not None and load_or_report(args.district) is None:
-        return 1
+    tokens = load_tokens(args.tokens)
+    if args.district is not None:
+        load_district(args.district)  # fail now, naming every problem, not on the first request
     from sqlalchemy.engine import make_url
 
     ledger = make_url(args.ledger).render_as_string(hide_password=True)
@@ -233,8 +225,7 @@ def _add_efficiency(commands: Any) -> None:
     add_source_args(eff)
     when = eff.add_mutually_exclusive_group(required=True)
     when.add_argument("--season", help="season id from the district file")
-    when.add_argument("--from", dest="start", help="window start: date or ISO date-time")
-    eff.add_argument("--to", dest="end", help="window end (with --from): date (inclusive) or ISO date-time")
+    add_window_arguments(eff, from_group=when)
     eff.add_argument("--json", action="store_true", help="print the report as JSON")
     eff.add_argument("--write-kpis", action="store_true", help=f"write the figures to InfluxDB measurement {M.efficiency!r}")
     eff.add_argument("--source", choices=("readings", "rollups"), default="readings", help="raw readings (default) or the daily volume rollups (whole days)")
@@ -244,59 +235,37 @@ def _add_efficiency(commands: Any) -> None:
 
 def add_source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--district", required=True, type=Path, help="district YAML file")
-    parser.add_argument("--influx", default=DEFAULT_INFLUX, help=f"InfluxDB URL (default {DEFAULT_INFLUX}, env CANALFLOW_INFLUX_URL)")
-    parser.add_argument("--db", default=DEFAULT_DB, help=f"InfluxDB database (default {DEFAULT_DB})")
-    parser.add_argument("--token", default=os.environ.get("CANALFLOW_INFLUX_TOKEN"), help="InfluxDB 2.x/3.x token (env CANALFLOW_INFLUX_TOKEN)")
-
-
-def parse_instant(text: str, district: District, *, end: bool = False) -> int:
-    """A date (local midnight; the next midnight when ``end``) or ISO date-time -> epoch ms."""
-    tz = ZoneInfo(district.spec.district.timezone)
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text) + (dt.timedelta(days=1) if end else dt.timedelta())
-            return int(dt.datetime.combine(day, dt.time(), tzinfo=tz).timestamp() * 1000)
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise SystemExit(f"bad date {text!r}: {exc}; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+08:00]") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return int(moment.timestamp() * 1000)
+    add_influx_arguments(parser)
 
 
 def resolve_window(args: argparse.Namespace, district: District) -> tuple[int, int, str | None]:
+    """(start, end, season id) of --season, or of --from/--to (canalflow.cliopts' window rule)."""
     from billing.window import season_window
 
     if getattr(args, "season", None):
         season = district.seasons.get(args.season)
         if season is None:
-            raise SystemExit(f"unknown season {args.season!r} in {args.district}; known: {', '.join(district.seasons) or 'none'}")
+            raise OptionError(f"unknown season {args.season!r} in {args.district}; known: {', '.join(district.seasons) or 'none'}")
         t0, t1 = season_window(district, season)
         return t0, t1, season.id
     if not args.end:
-        raise SystemExit("--from needs --to (or use --season)")
-    return parse_instant(args.start, district), parse_instant(args.end, district, end=True), None
+        raise OptionError("--from needs --to (or use --season)")
+    window = parse_window(args.start, args.end, district.tz)
+    return window.start_ms, window.end_ms, None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from billing.pdf import FontMissing
     from billing.run import run_billing
-    from billing.window import BillingError
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
+    district = load_district(args.district)
+    t0, t1, season_id = resolve_window(args, district)
+    as_of = parse_instant(args.as_of, district.tz, what="--as-of") if args.as_of else None
     try:
-        t0, t1, season_id = resolve_window(args, district)
-        as_of = parse_instant(args.as_of, district) if args.as_of else None
-        with InfluxV1(args.influx, args.db, token=args.token) as influx, stop_on_sigterm():
+        with influx_from_args(args) as influx, stop_on_sigterm(), reported_as_errors(ValueError):
             print(f"billing {district.id}: reading {args.influx} db={args.db} ...", file=sys.stderr)
             run = run_billing(district, influx, t0, t1, out_dir=args.out, ledger_url=args.ledger, season_id=season_id, as_of_ms=as_of,
                               user=args.user, write_kpis=args.write_kpis, source=args.source, pdf=args.pdf, locale=args.lang,
                               progress=stderr_progress())
-    except (BillingError, InfluxError, ValueError, FontMissing, SystemExit) as exc:
-        print(f"canalflow billing run: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("canalflow billing run: interrupted; the ledger was not changed (files in --out may be partial)", file=sys.stderr)
         return 130
@@ -310,19 +279,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_efficiency(args: argparse.Namespace) -> int:
     from billing.efficiency import efficiency_from_influx, format_report
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
-    try:
-        t0, t1, season_id = resolve_window(args, district)
-        # head-tail needs whole-season net depths, so a season kind only for a --season window
-        season = district.seasons[season_id] if season_id else None
-        with InfluxV1(args.influx, args.db, token=args.token) as influx:
-            print(f"efficiency {district.id}: reading {args.influx} db={args.db} ...", file=sys.stderr)
-            report = efficiency_from_influx(district, influx, t0, t1, season_kind=season.kind if season else None, write_kpis=args.write_kpis, travel_time=args.travel_time, source=args.source)
-    except (InfluxError, ValueError, SystemExit) as exc:
-        print(f"canalflow billing efficiency: {exc}", file=sys.stderr)
-        return 1
+    district = load_district(args.district)
+    t0, t1, season_id = resolve_window(args, district)
+    # head-tail needs whole-season net depths, so a season kind only for a --season window
+    season = district.seasons[season_id] if season_id else None
+    with influx_from_args(args) as influx, reported_as_errors(ValueError):  # e.g. --travel-time with rollups
+        print(f"efficiency {district.id}: reading {args.influx} db={args.db} ...", file=sys.stderr)
+        report = efficiency_from_influx(district, influx, t0, t1, season_kind=season.kind if season else None, write_kpis=args.write_kpis, travel_time=args.travel_time, source=args.source)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else format_report(report))
     return 0
 
@@ -358,23 +321,6 @@ def print_run(run: Any) -> None:
     print(f"  {'total':8} {sum(run.unit_volumes.values()):>12} {'':>12} {run.total:>12}")
 
 
-def _refusals_to_exit_1(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """A ledger operation the lifecycle refuses exits 1 with the ledger's message (it says what to do)."""
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        from billing.ledger import LedgerError
-
-        try:
-            return command(args)
-        except LedgerError as exc:
-            print(f"canalflow billing {args.billing_command}: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-@_refusals_to_exit_1
 def cmd_advance(args: argparse.Namespace) -> int:
     from billing.ledger import open_ledger
 
@@ -383,21 +329,18 @@ def cmd_advance(args: argparse.Namespace) -> int:
     return 0
 
 
-@_refusals_to_exit_1
 def cmd_adjust(args: argparse.Namespace) -> int:
     from billing.ledger import open_ledger
 
     try:
         amount = Decimal(args.amount)
     except InvalidOperation:
-        print(f"canalflow billing adjust: --amount {args.amount!r} is not a number of yuan (e.g. -12.50)", file=sys.stderr)
-        return 1
+        raise OptionError(f"--amount {args.amount!r} is not a number of yuan (e.g. -12.50)") from None
     adj_id = open_ledger(args.ledger).add_adjustment(args.bill_id, amount, args.reason, args.user)
     print(f"adjustment #{adj_id} recorded on {args.bill_id}; it will appear on the unit's next run")
     return 0
 
 
-@_refusals_to_exit_1
 def cmd_paid(args: argparse.Namespace) -> int:
     from billing.ledger import open_ledger
 
@@ -415,8 +358,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             print(f"{row.id[:12]}  {row.status:9} {row.district_id} {row.season_id or '-':12} tariff {row.tariff_id} v{row.tariff_version}  created {row.created_at}")
         return 0
     if not args.unit:
-        print("canalflow billing ledger water-use: name a billing unit, e.g. `ledger water-use V01`", file=sys.stderr)
-        return 1
+        raise OptionError("name a billing unit, e.g. `ledger water-use V01`")
     for entry in ledger.water_use(args.unit):
         print(json.dumps(entry, ensure_ascii=False))
     return 0

@@ -45,6 +45,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from billing.edits import Edit
+from canalflow.errors import CanalflowError
 
 STATUSES = ("draft", "approved", "issued")
 NEXT_STATUS = {"draft": "approved", "approved": "issued"}
@@ -60,7 +61,7 @@ def _code_point_order(length: int) -> String:
     return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
-class LedgerError(ValueError):
+class LedgerError(CanalflowError, ValueError):
     """A ledger operation that the lifecycle does not allow (with what to do instead)."""
 
 

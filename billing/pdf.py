@@ -20,6 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from canalflow.errors import CanalflowError
+
 FONT_NAME = "CanalflowCJK"
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
 
@@ -70,7 +72,7 @@ def localize_note(note: str, locale: str) -> str:
     return note
 
 
-class FontMissing(RuntimeError):
+class FontMissing(CanalflowError, RuntimeError):
     pass
 
 

@@ -12,11 +12,12 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from canalflow.district import District, Season, Tariff
+from canalflow.errors import CanalflowError
 
 DAY_MS = 86_400_000
 
 
-class BillingError(ValueError):
+class BillingError(CanalflowError, ValueError):
     """A billing run that cannot be made, with what to change."""
 
 

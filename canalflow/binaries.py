@@ -11,13 +11,15 @@ import os
 import shutil
 from pathlib import Path
 
+from canalflow.errors import CanalflowError
+
 __all__ = ["SYSTEM_DIRS", "BinaryMissing", "find_binary"]
 
 # Directories searched after PATH.  Tests set this to () to simulate a machine without the packages.
 SYSTEM_DIRS: tuple[str, ...] = ("/usr/sbin", "/usr/bin")
 
 
-class BinaryMissing(RuntimeError):
+class BinaryMissing(CanalflowError, RuntimeError):
     """An executable is not installed; the message says how to install it."""
 
 

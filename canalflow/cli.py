@@ -2,7 +2,10 @@
 
 A component package ``X`` provides ``X/cli.py`` with ``register(subparsers)`` that adds a
 subcommand whose handler is set with ``parser.set_defaults(func=...)``; the handler returns the
-exit code.
+exit code. A handler reports an operator's error by raising a
+:class:`canalflow.errors.CanalflowError`: :func:`main` prints it as ``canalflow <command>: error:
+<message>`` (and its hint) and exits 1; any other exception keeps its traceback. The options
+several commands share (the ``--from/--to`` window, InfluxDB) come from :mod:`canalflow.cliopts`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from canalflow import __version__
+from canalflow.errors import CanalflowError, report
 
 # (command, module providing register(), one-line help)
 COMPONENTS: tuple[tuple[str, str, str], ...] = (
@@ -69,7 +73,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             sub.set_defaults(func=_not_available(command, f"{exc.name} is not installed").get_default("func"))
             continue
         module.register(subparsers)
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> None:
+    """Give every (sub)command's parser the default ``command_name`` ("billing run"), which the
+    error handler of :func:`main` prints."""
+    parser.set_defaults(command_name=" ".join(words))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                _name_commands(sub, (*words, name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(func(args) or 0)
+    except CanalflowError as exc:
+        print(report(exc, args.command_name), file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -35,6 +35,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from canalflow.errors import CanalflowError
+
 ORDERS: tuple[str, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
 
 # order -> (reverse word sequence, swap bytes in each word)
@@ -82,7 +84,7 @@ TYPES: dict[str, TypeInfo] = {
 BCD_DATETIME = "bcd_datetime"
 
 
-class CodecError(ValueError):
+class CodecError(CanalflowError, ValueError):
     """A value or register block that cannot be encoded/decoded as asked; says why and what to do."""
 
 

@@ -21,6 +21,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from canalflow.errors import CanalflowError
+
 CONTRACT_VERSION = 1
 TOPIC_ROOT = f"canalflow/v{CONTRACT_VERSION}"
 MAX_PAYLOAD_BYTES = 512 * 1024
@@ -104,7 +106,7 @@ class Topic:
     point: str | None = None
 
 
-class TopicError(ValueError):
+class TopicError(CanalflowError, ValueError):
     pass
 
 

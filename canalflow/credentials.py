@@ -39,7 +39,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from canalflow.binaries import BinaryMissing, find_binary
+from canalflow.binaries import find_binary
 from canalflow.contract import (
     cmd_result_topic,
     cmd_topic,
@@ -48,7 +48,8 @@ from canalflow.contract import (
     readings_filter,
     status_filter,
 )
-from canalflow.district import District, DistrictError, load_district
+from canalflow.district import District, load_district
+from canalflow.errors import CanalflowError
 
 __all__ = [
     "ACL_FILE",
@@ -87,7 +88,7 @@ PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
 
 
-class CredentialsError(ValueError):
+class CredentialsError(CanalflowError, ValueError):
     """Bad input for credentials generation (user name clash, unusable output dir)."""
 
 
@@ -627,21 +628,13 @@ def register(subparsers: Any) -> None:
 
 
 def run_credentials(args: argparse.Namespace) -> int:
-    try:
-        district = load_district(args.district)
-    except DistrictError as exc:
-        print(f"canalflow credentials: {exc}", file=sys.stderr)
-        return 1
+    district = load_district(args.district)  # DistrictError, CredentialsError, ServiceMissing: canalflow.cli reports them
     try:
         if args.check:
             return _run_check(district, args)
         return _run_generate(district, args)
-    except (CredentialsError, BinaryMissing) as exc:
-        print(f"canalflow credentials: {exc}", file=sys.stderr)
-        return 1
     except OSError as exc:
-        print(f"canalflow credentials: {exc.filename or args.out}: {exc.strerror}", file=sys.stderr)
-        return 1
+        raise CredentialsError(f"{exc.filename or args.out}: {exc.strerror}") from exc
 
 
 def _run_generate(district: District, args: argparse.Namespace) -> int:

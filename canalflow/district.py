@@ -25,9 +25,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from canalflow.errors import CanalflowError
+from canalflow.problems import Issue, validation_issues
 from canalflow.profiles import Profile
 from canalflow.ratings import Rating
-from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
+from canalflow.yamlines import Locator, Problem, YamlSyntaxError, load_yaml_with_lines
 
 SCHEMA_VERSION = 1
 
@@ -272,7 +274,7 @@ class DistrictFile(Model):
 # Problems
 
 
-class DistrictError(ValueError):
+class DistrictError(CanalflowError, ValueError):
     """The district file has problems; ``problems`` lists each with file, line and field."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
@@ -295,9 +297,7 @@ class _Reporter:
         self, path: Sequence[str | int], message: str, hint: str = "", severity: str = "error"
     ) -> None:
         path = self._original_path(path)
-        self.problems.append(
-            Problem(self.file, self.locate(path), dotted_path(path), message, hint, severity)  # type: ignore[arg-type]
-        )
+        self.problems.append(Issue(tuple(path), message, hint, severity).at(self.file, self.locate))  # type: ignore[arg-type]
 
     def _original_path(self, path: Sequence[str | int]) -> Sequence[str | int]:
         if len(path) > 1 and isinstance(path[1], int) and path[0] in self.kept_indexes:
@@ -510,22 +510,9 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _structure_problems(exc: ValidationError, rep: _Reporter, prefix: tuple[str | int, ...] = ()) -> None:
-    for err in exc.errors():
-        loc = [*prefix, *(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))]
-        message = err["msg"]
-        hint = ""
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-            hint = "check the spelling against docs/district-file.md"
-        elif err["type"] == "missing":
-            message = "required field is missing"
-        elif err["type"] == "union_tag_invalid":
-            hint = "type must be one of parshall, weir, curve, area_velocity"
-        rep.add(loc, message, hint)
-
-
-_UNION_TAGS = {"parshall", "weir", "curve", "area_velocity"}
+def _structure_problems(exc: ValidationError, model: type[Model], rep: _Reporter, prefix: tuple[str | int, ...] = ()) -> None:
+    for issue in validation_issues(exc, model, docs="docs/district-file.md"):
+        rep.add((*prefix, *issue.path), issue.message, issue.hint)
 
 
 _ITEM_MODELS: dict[str, type[Model]] = {
@@ -554,7 +541,7 @@ def _valid_items(data: dict[str, Any], rep: _Reporter) -> tuple[dict[str, Any], 
                 good.append(item)
                 indexes.append(index)
             except ValidationError as exc:
-                _structure_problems(exc, rep, prefix=(section, index))
+                _structure_problems(exc, model, rep, prefix=(section, index))
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
                     invalid_ids.add(item["id"])
         kept[section] = good
@@ -585,7 +572,7 @@ def parse_district(data: Any, rep: _Reporter) -> tuple[DistrictFile | None, set[
     try:
         return DistrictFile.model_validate(kept), invalid_ids
     except ValidationError as exc:
-        _structure_problems(exc, rep)
+        _structure_problems(exc, DistrictFile, rep)
         return None, invalid_ids
 
 
@@ -606,7 +593,7 @@ def check_district(
     try:
         data, locate = load_yaml_with_lines(file)
     except YamlSyntaxError as exc:
-        return None, [Problem(file, exc.line, "(file)", exc.message, exc.hint)]
+        return None, [exc.problem()]
     rep = _Reporter(file, locate)
     spec, invalid_ids = parse_district(data, rep)
     if spec is None:

@@ -5,25 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from canalflow.district import District, DistrictError, check_district, load_district
+from canalflow.district import District, check_district
 
 CHECK_EXAMPLE = """example:
   canalflow district check examples/demo-district.yaml
   canalflow district check --json my-district.yaml
 
 Each problem is printed as FILE:LINE: severity: field: message (hint). Exit 1 on any error."""
-
-
-def load_or_report(path: Path | str) -> District | None:
-    """The district of a command's --district, or None after printing every problem (file, line, field)."""
-    try:
-        return load_district(path)
-    except DistrictError as exc:
-        print(exc, file=sys.stderr)
-        return None
 
 
 def register(subparsers: Any) -> None:

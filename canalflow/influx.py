@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from canalflow.errors import CanalflowError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Self
@@ -66,7 +68,7 @@ _READ_ONLY = ("SELECT", "SHOW", "EXPLAIN")
 _INTO = re.compile(r"\bINTO\b", re.IGNORECASE)  # SELECT ... INTO writes: 1.x wants POST
 
 
-class InfluxError(RuntimeError):
+class InfluxError(CanalflowError, RuntimeError):
     """Base class of this module's errors."""
 
 

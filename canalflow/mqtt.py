@@ -32,6 +32,8 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
+from canalflow.errors import CanalflowError
+
 __all__ = [
     "ENV_PASSWORD",
     "ENV_USERNAME",
@@ -67,11 +69,11 @@ REDACTED = "***"
 Will = tuple[str, bytes | str, int, bool]
 
 
-class MqttConfigError(ValueError):
+class MqttConfigError(CanalflowError, ValueError):
     """The MQTT configuration (URL, password file, TLS files) is unusable; the message says why."""
 
 
-class MqttConnectError(ConnectionError):
+class MqttConnectError(CanalflowError, ConnectionError):
     """Connecting failed; the message names host:port and the reason, never the password.
 
     ``retryable`` is True when trying again later may succeed (broker down, unreachable, busy)

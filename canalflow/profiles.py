@@ -10,14 +10,13 @@ hint on how to fix it; ``canalflow profiles check`` prints them.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -32,7 +31,9 @@ from pydantic import (
 )
 
 from canalflow import codec, units
-from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
+from canalflow.errors import CanalflowError
+from canalflow.problems import Issue, suggest, validation_problems
+from canalflow.yamlines import Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
 
 BUILTIN_DIR = Path(__file__).with_name("profiles")
 
@@ -288,24 +289,8 @@ def _block(regs: list[RegisterDef]) -> ReadBlock:
 PathT = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class _Issue:
-    path: PathT
-    message: str
-    hint: str = ""
-    severity: Literal["error", "warning"] = "error"
-
-
-def _suggest(value: object, choices: Iterable[str]) -> str:
-    options = list(choices)
-    close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
-    listing = f"one of: {', '.join(options)}" if len(options) <= 16 else ""
-    guess = f"did you mean {close[0]!r}?" if close else ""
-    return "; ".join(part for part in (guess, listing) if part)
-
-
-def _semantic_issues(p: Profile) -> list[_Issue]:
-    issues: list[_Issue] = []
+def _semantic_issues(p: Profile) -> list[Issue]:
+    issues: list[Issue] = []
     for check in (_check_names, _check_overlaps, _check_quantities, _check_kind, _check_signature):
         issues.extend(check(p))
     for i, reg in enumerate(p.registers):
@@ -313,11 +298,11 @@ def _semantic_issues(p: Profile) -> list[_Issue]:
     return issues
 
 
-def _check_names(p: Profile) -> Iterable[_Issue]:
+def _check_names(p: Profile) -> Iterable[Issue]:
     seen: dict[str, int] = {}
     for i, reg in enumerate(p.registers):
         if reg.name in seen:
-            yield _Issue(
+            yield Issue(
                 ("registers", i, "name"),
                 f"duplicate register name {reg.name!r} (also registers[{seen[reg.name]}])",
                 "give each register a unique name",
@@ -325,11 +310,11 @@ def _check_names(p: Profile) -> Iterable[_Issue]:
         seen.setdefault(reg.name, i)
 
 
-def _check_overlaps(p: Profile) -> Iterable[_Issue]:
+def _check_overlaps(p: Profile) -> Iterable[Issue]:
     indexed = sorted(enumerate(p.registers), key=lambda item: item[1].wire_address)
     for (_, a), (j, b) in itertools.pairwise(indexed):
         if b.wire_address < _end(a):
-            yield _Issue(
+            yield Issue(
                 ("registers", j, "register"),
                 f"register {b.name!r} ({_span(p, b)}) overlaps {a.name!r} ({_span(p, a)})",
                 f"a {a.type} takes {a.word_count} register(s); check the numbers in the manual",
@@ -341,13 +326,13 @@ def _span(p: Profile, reg: RegisterDef) -> str:
     return f"register {reg.register}" if last == reg.register else f"registers {reg.register}-{last}"
 
 
-def _check_quantities(p: Profile) -> Iterable[_Issue]:
+def _check_quantities(p: Profile) -> Iterable[Issue]:
     seen: dict[str, str] = {}
     for i, reg in enumerate(p.registers):
         if reg.quantity is None:
             continue
         if reg.quantity in seen:
-            yield _Issue(
+            yield Issue(
                 ("registers", i, "quantity"),
                 f"quantity {reg.quantity!r} is already published by {seen[reg.quantity]!r}",
                 "a meter publishes each quantity once; drop `quantity` to keep it diagnostic",
@@ -355,45 +340,45 @@ def _check_quantities(p: Profile) -> Iterable[_Issue]:
         seen.setdefault(reg.quantity, reg.name)
 
 
-def _check_kind(p: Profile) -> Iterable[_Issue]:
+def _check_kind(p: Profile) -> Iterable[Issue]:
     have = set(p.quantities)
     for needed in KIND_NEEDS[p.kind]:
         if needed not in have:
-            yield _Issue(
+            yield Issue(
                 ("kind",),
                 f"a {p.kind} meter must publish {needed!r} but no register has quantity: {needed}",
                 f"add a register with quantity: {needed}, or correct `kind`",
             )
 
 
-def _check_signature(p: Profile) -> Iterable[_Issue]:
+def _check_signature(p: Profile) -> Iterable[Issue]:
     if p.signature.register < p.addressing:
-        yield _Issue(
+        yield Issue(
             ("signature", "register"),
             f"register {p.signature.register} is below the first register ({p.addressing})",
             "with addressing: 1 registers are numbered from 1",
         )
 
 
-def _check_register(p: Profile, i: int, reg: RegisterDef) -> Iterable[_Issue]:
+def _check_register(p: Profile, i: int, reg: RegisterDef) -> Iterable[Issue]:
     at = ("registers", i)
     wc = reg.word_count
     if reg.register < p.addressing:
-        yield _Issue(
+        yield Issue(
             (*at, "register"),
             f"register {reg.register} is below the first register ({p.addressing})",
             "addressing: 1 means numbers start at 1 (4xxxx style)",
         )
     if _end(reg) > 0x10000:
-        yield _Issue((*at, "register"), f"{reg.name!r} runs past the last address 65535", "")
+        yield Issue((*at, "register"), f"{reg.name!r} runs past the last address 65535", "")
     if wc > 1 and reg.order is None:
-        yield _Issue(
+        yield Issue(
             (*at, "order"),
             f"{reg.type} register {reg.name!r} needs a word order",
             "add order: ABCD, CDAB, BADC or DCBA (`canalflow edge probe` shows all four)",
         )
     if wc > 1 and not p.block_reads:
-        yield _Issue(
+        yield Issue(
             (*at, "type"),
             f"{reg.type} spans {wc} registers but block_reads is false",
             "a meter read one register per request can only hold 16-bit values",
@@ -405,52 +390,52 @@ def _check_register(p: Profile, i: int, reg: RegisterDef) -> Iterable[_Issue]:
     yield from _check_resolution(at, reg)
 
 
-def _check_unit(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
+def _check_unit(at: PathT, reg: RegisterDef) -> Iterable[Issue]:
     if reg.unit is not None and reg.unit not in units.UNITS:
-        yield _Issue((*at, "unit"), f"unknown unit {reg.unit!r}", _suggest(reg.unit, units.UNITS))
+        yield Issue((*at, "unit"), f"unknown unit {reg.unit!r}", suggest(reg.unit, units.UNITS))
         return
     if reg.quantity is None:
         return
     try:
         units.check_unit_for_quantity(reg.unit, reg.quantity)
     except units.UnitError as exc:
-        yield _Issue((*at, "unit"), str(exc))
+        yield Issue((*at, "unit"), str(exc))
 
 
-def _check_calendar(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
+def _check_calendar(at: PathT, reg: RegisterDef) -> Iterable[Issue]:
     if not reg.wall_clock:
         return
     if reg.quantity is not None or reg.unit is not None or reg.scale != 1.0:
-        yield _Issue((*at, "type"), f"a {reg.type} register is a calendar, not a measured value",
+        yield Issue((*at, "type"), f"a {reg.type} register is a calendar, not a measured value",
                      "give it no quantity, unit or scale; name it device_time to check the meter's clock")
 
 
-def _check_rollover(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
+def _check_rollover(at: PathT, reg: RegisterDef) -> Iterable[Issue]:
     if not reg.rollover:
         return
     if reg.quantity != "totaliser":
-        yield _Issue(
+        yield Issue(
             (*at, "rollover"),
             f"rollover on {reg.name!r}, which is not a totaliser",
             "only quantity: totaliser registers wrap; remove `rollover`",
         )
     elif codec.TYPES[reg.type].is_float:
-        yield _Issue(
+        yield Issue(
             (*at, "rollover"),
             f"a {reg.type} totaliser has no fixed wrap point",
             "rollover needs an integer type (uint32 ...)",
         )
 
 
-def _check_bits(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
+def _check_bits(at: PathT, reg: RegisterDef) -> Iterable[Issue]:
     if reg.quantity == "status" and (codec.TYPES[reg.type].is_float or reg.scale != 1.0):
-        yield _Issue(
+        yield Issue(
             (*at, "type"), "a status bit field must be an unscaled integer", "use type: uint16 (or uint32) and no scale"
         )
     if reg.bits is None:
         return
     if reg.quantity != "status":
-        yield _Issue(
+        yield Issue(
             (*at, "bits"),
             f"`bits` on {reg.name!r}, which is not quantity: status",
             "set quantity: status or remove `bits`",
@@ -458,20 +443,20 @@ def _check_bits(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
     width = 16 * reg.word_count
     for bit in reg.bits:
         if not 0 <= bit < width:
-            yield _Issue(
+            yield Issue(
                 (*at, "bits", bit),
                 f"bit {bit} is outside a {width}-bit {reg.type}",
                 f"bits are numbered 0..{width - 1} from the least significant",
             )
 
 
-def _check_resolution(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
+def _check_resolution(at: PathT, reg: RegisterDef) -> Iterable[Issue]:
     limit = COARSE_RESOLUTION.get(reg.quantity or "")
     if limit is None or codec.TYPES[reg.type].is_float or reg.unit is None:
         return
     step = units.to_si(reg.scale, reg.unit)[0]
     if step > limit:
-        yield _Issue(
+        yield Issue(
             (*at, "scale"),
             f"{reg.name!r} resolves only {step:g} {reg.si_unit} per count",
             "an integer register usually counts mm or has a scale like 0.001",
@@ -485,7 +470,7 @@ def _check_resolution(at: PathT, reg: RegisterDef) -> Iterable[_Issue]:
 ProfileError = Problem  # one problem in a profile file (the shared data-file problem type)
 
 
-class ProfileLoadError(ValueError):
+class ProfileLoadError(CanalflowError, ValueError):
     """Loading profiles failed; ``problems`` lists every error, ``warnings`` the warnings."""
 
     def __init__(self, problems: list[ProfileError]) -> None:
@@ -507,74 +492,13 @@ class CheckResult:
         return [p for p in self.problems if p.severity == "error"]
 
 
-_CHOICES: dict[str, Iterable[str]] = {
-    "type": codec.TYPES,
-    "order": codec.ORDERS,
-    "quantity": units.QUANTITY_SI_UNIT,
-    "kind": KIND_NEEDS,
-    "table": ("holding", "input"),
-    "group": ("fast", "slow"),
-    "addressing": ("0", "1"),
-}
-
-
-def _model_for(path: PathT) -> type[BaseModel]:
-    if path[:1] == ("registers",) and len(path) > 2:
-        return RegisterDef
-    if path[:1] == ("signature",) and len(path) > 1:
-        return Signature
-    return Profile
-
-
-def _hint_for(err: Any, path: PathT) -> str:
-    kind = err["type"]
-    key = next((p for p in reversed(path) if isinstance(p, str)), "")
-    if kind == "value_error" and isinstance(err.get("ctx", {}).get("error"), _Hinted):
-        return str(err["ctx"]["error"].hint)
-    if kind == "literal_error" and key in _CHOICES:
-        return _suggest(err["input"], _CHOICES[key])
-    if kind == "extra_forbidden":
-        return "remove it; " + _suggest(path[-1], _model_for(path).model_fields)
-    if kind == "missing":
-        return f"add `{path[-1]}:` here"
-    if kind.endswith("_parsing") or kind.endswith("_type"):
-        return "write a plain number (0x.. hex is fine for integers)"
-    return ""
-
-
-def _clean_loc(loc: Sequence[Any]) -> PathT:
-    out: list[str | int] = []
-    for part in loc:
-        if part == "[key]":
-            break
-        if isinstance(part, str | int):
-            out.append(part)
-    return tuple(out)
-
-
-def _message(err: Any, path: PathT) -> str:
-    if err["type"] == "literal_error" and path and isinstance(path[-1], str):
-        return f"{err['input']!r} is not a valid {path[-1]}"
-    if err["type"] == "extra_forbidden" and path:
-        return f"unknown field {path[-1]!r}"
-    return str(err["msg"]).removeprefix("Value error, ")
-
-
-def _from_validation(file: Path, locate: Locator, exc: ValidationError) -> list[ProfileError]:
-    problems: list[ProfileError] = []
-    for err in exc.errors():
-        path = _clean_loc(err["loc"])
-        problems.append(ProfileError(file, locate(path), dotted_path(path), _message(err, path), _hint_for(err, path)))
-    return problems
-
-
 def load_profile_file(path: Path | str) -> tuple[Profile | None, list[ProfileError]]:
     """Load one profile file; returns the profile (None if it has errors) and its problems."""
     file = Path(path)
     try:
         data, locate = load_yaml_with_lines(file)
     except YamlSyntaxError as exc:
-        return None, [ProfileError(file, exc.line, "", exc.message, exc.hint)]
+        return None, [exc.problem()]
     if not isinstance(data, dict):
         return None, [
             ProfileError(
@@ -585,13 +509,13 @@ def load_profile_file(path: Path | str) -> tuple[Profile | None, list[ProfileErr
                 "start with `name: my-meter`; see docs/meter-profiles.md",
             )
         ]
-    issues: list[_Issue] = []
+    issues: list[Issue] = []
     try:
         profile = Profile.model_validate(data, context={"issues": issues})
     except ValidationError as exc:
-        return None, _from_validation(file, locate, exc)
+        return None, validation_problems(exc, Profile, file, locate, docs="docs/meter-profiles.md")
     problems = sorted(
-        (ProfileError(file, locate(i.path), dotted_path(i.path), i.message, i.hint, i.severity) for i in issues),
+        (i.at(file, locate) for i in issues),
         key=lambda p: p.line or 0,
     )
     has_error = any(p.severity == "error" for p in problems)

@@ -30,6 +30,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from canalflow.errors import CanalflowError
+
 G = 9.80665  # m/s², standard gravity
 FT = 0.3048  # m per foot
 CFS = FT**3  # m³/s per ft³/s
@@ -48,7 +50,7 @@ PARSHALL_SI_TABLE: dict[int, tuple[float, float]] = {
 _TABLE_TOLERANCE_MM = 1.0  # 0.3048 m and 0.305 m both mean the 305 mm (1 ft) throat
 
 
-class RatingError(ValueError):
+class RatingError(CanalflowError, ValueError):
     """A rating that cannot produce a flow (unsupported throat, bad input, no velocity)."""
 
 

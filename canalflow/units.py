@@ -14,6 +14,7 @@ import difflib
 from dataclasses import dataclass
 
 from canalflow.contract import QUANTITIES
+from canalflow.errors import CanalflowError
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ ALIASES: dict[str, str] = {
 QUANTITY_SI_UNIT: dict[str, str | None] = {q: (None if unit == "bits" else unit) for q, unit in QUANTITIES.items()}
 
 
-class UnitError(ValueError):
+class UnitError(CanalflowError, ValueError):
     """An unknown unit, or a unit that does not fit the quantity it is used for."""
 
 

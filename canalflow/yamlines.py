@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from canalflow.errors import CanalflowError
+
 PathKey = tuple[str | int, ...]
 # libyaml's C loader when PyYAML was built with it (10x faster on large district files).
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -38,7 +40,7 @@ class Problem:
         return f"{text} (hint: {self.hint})" if self.hint else text
 
 
-class YamlSyntaxError(ValueError):
+class YamlSyntaxError(CanalflowError, ValueError):
     """The file is not valid YAML, or cannot be read; carries the file, the line and what to do."""
 
     def __init__(self, file: Path, line: int | None, message: str, hint: str = "fix the YAML syntax") -> None:
@@ -48,6 +50,10 @@ class YamlSyntaxError(ValueError):
         self.hint = hint
         where = f"{file}:{line}" if line else str(file)
         super().__init__(f"{where}: {message}")
+
+    def problem(self) -> Problem:
+        """This error as the first (and only) problem of its file."""
+        return Problem(self.file, self.line, "(file)", self.message, self.hint)
 
 
 def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:

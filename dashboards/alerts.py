@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from grafana_foundation_sdk.builders import alerting, expr
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import alerting as alerting_m
@@ -25,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from canalflow import contract
 from canalflow.contract import M
 from canalflow.district import District
+from canalflow.errors import CanalflowError
+from canalflow.problems import validation_problems
+from canalflow.yamlines import YamlSyntaxError, load_yaml_with_lines
 from dashboards.build import DATASOURCE_UID, q
 from dashboards.queries import TIME_FILTER, ident, in_policy, literal, select
 from dashboards.texts import Texts
@@ -47,7 +49,7 @@ class AlertSettings(BaseModel):
     pending_for: str = Field(default="5m", pattern=r"^\d+[mhd]$")
 
 
-class AlertSettingsError(ValueError):
+class AlertSettingsError(CanalflowError, ValueError):
     pass
 
 
@@ -56,15 +58,14 @@ def load_alert_settings(path: Path | None) -> AlertSettings:
     if path is None:
         return AlertSettings()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return AlertSettings.model_validate(data)
-    except OSError as exc:
-        raise AlertSettingsError(f"{path}: cannot read alert settings: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise AlertSettingsError(f"{path}: not valid YAML: {exc}") from exc
+        data, locate = load_yaml_with_lines(path)
+    except YamlSyntaxError as exc:
+        raise AlertSettingsError(f"alert settings {exc}", hint=exc.hint) from exc
+    try:
+        return AlertSettings.model_validate(data or {})
     except ValidationError as exc:
-        lines = [f"{path}: {'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}" for e in exc.errors()]
-        raise AlertSettingsError("\n".join(lines) + "\n(keys: " + ", ".join(AlertSettings.model_fields) + ")") from exc
+        problems = validation_problems(exc, AlertSettings, path, locate, docs="docs/dashboards.md")
+        raise AlertSettingsError("\n".join(map(str, problems))) from exc
 
 
 def seconds(duration: str) -> int:

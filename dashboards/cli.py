@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canalflow.clock import parse_iso_ms
+from canalflow import cliopts
 from canalflow.contract import ROLLUP_RP
-from canalflow.district_cli import load_or_report
+from canalflow.district import load_district
+from canalflow.errors import CanalflowError
 from dashboards.querycheck import TimeRange
 
 AUTO = "auto"
@@ -28,12 +29,16 @@ CHECK_EXAMPLE = """example:
   canalflow dashboards check --district F --influx URL --db NAME --token $INFLUX_TOKEN --var season=1772294400000
 
 Runs every variable, panel and alert query (Grafana macros substituted) and checks each answer's
-shape. Exit 1 when any query fails or returns data of the wrong shape."""
+shape. Exit 1 when any query fails or returns data of the wrong shape.
+
+""" + cliopts.WINDOW_RULE + """ --to also sets --now."""
 
 PREVIEW_EXAMPLE = """example:
   canalflow dashboards preview --district examples/demo-district.yaml --influx http://127.0.0.1:8086 --db canalflow --out out/previews
 
-Renders each dashboard's panels to DIR/<dashboard uid>.png with matplotlib, from the same queries."""
+Renders each dashboard's panels to DIR/<dashboard uid>.png with matplotlib, from the same queries.
+
+""" + cliopts.WINDOW_RULE + """ --to also sets --now."""
 
 PUBLISH_EXAMPLE = """example:
   canalflow dashboards publish --district examples/demo-district.yaml --url http://grafana:3000 --token $GRAFANA_TOKEN --folder canalflow
@@ -50,13 +55,10 @@ def _district_arg(parser: argparse.ArgumentParser, *, rollup_default: str = ROLL
                         help=f"retention policy of the volume/balance rollups (default: {detail}; '' = the default policy)")
 
 
-def _influx_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--influx", required=True, help="InfluxDB base URL (v1 API: 1.x, or 2.x with --token)")
-    parser.add_argument("--db", required=True, help="database (2.x: the DBRP-mapped database name)")
-    parser.add_argument("--token", help="InfluxDB 2.x/3.x token (sent as 'Authorization: Token ...')")
-    parser.add_argument("--now", help="evaluate at this time (ISO 8601, default: now), for simulated data")
-    parser.add_argument("--from", dest="start", help="time range start (ISO 8601; default: the dashboard's own range)")
-    parser.add_argument("--to", dest="end", help="time range end (ISO 8601, with --from; also sets --now)")
+def _query_args(parser: argparse.ArgumentParser) -> None:
+    cliopts.add_influx_arguments(parser)
+    parser.add_argument("--now", help="evaluate at this time (ISO 8601, naive = district time; default: now), for simulated data")
+    cliopts.add_window_arguments(parser)  # default: each dashboard's own time range
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="set a template variable (repeatable)")
 
 
@@ -73,14 +75,14 @@ def register(subparsers: Any) -> None:
 
     check = commands.add_parser("check", help="run every panel and alert query against InfluxDB", epilog=CHECK_EXAMPLE, formatter_class=fmt)
     _district_arg(check, rollup_default=AUTO)
-    _influx_args(check)
+    _query_args(check)
     check.add_argument("--alerts", type=Path, help="YAML file of alert settings")
     check.add_argument("--verbose", action="store_true", help="print every query, not only failing ones")
     check.set_defaults(func=run_check)
 
     preview = commands.add_parser("preview", help="render each dashboard's panels to PNG", epilog=PREVIEW_EXAMPLE, formatter_class=fmt)
     _district_arg(preview, rollup_default=AUTO)
-    _influx_args(preview)
+    _query_args(preview)
     preview.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
     preview.set_defaults(func=run_preview)
 
@@ -95,38 +97,28 @@ def register(subparsers: Any) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from dashboards.alerts import AlertSettingsError, load_alert_settings
-    from dashboards.provisioning import DashboardBuildError, write_outputs
+    from dashboards.alerts import load_alert_settings
+    from dashboards.provisioning import write_outputs
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
+    district = load_district(args.district)
     try:
         result = write_outputs(district, args.out, locale=args.locale, alert_settings=load_alert_settings(args.alerts),
                                rollup_rp=args.rollup_rp or None)
-    except (AlertSettingsError, DashboardBuildError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
     except OSError as exc:
-        print(f"{args.out}: cannot write: {exc}", file=sys.stderr)
-        return 1
+        raise CanalflowError(f"{args.out}: cannot write: {exc}") from exc
     for path in result.files:
         print(path)
     print(f"{len(result.dashboards)} dashboards, {len(result.alerts['groups'][0]['rules'])} alert rules for district {district.id!r}", file=sys.stderr)
     return 0
 
 
-def parse_window(args: argparse.Namespace) -> tuple[int, TimeRange | None]:
-    """(now in epoch ms, the picked time range or None) from --now, --from and --to."""
-    if bool(args.start) != bool(args.end):
-        raise ValueError("--from and --to go together")
-    chosen = None
-    if args.start:
-        chosen = TimeRange(parse_iso_ms(args.start, what="--from"), parse_iso_ms(args.end, what="--to"))
-        if chosen.to_ms <= chosen.from_ms:
-            raise ValueError(f"--to {args.end} is not after --from {args.start}")
+def parse_window(args: argparse.Namespace, tz: Any) -> tuple[int, TimeRange | None]:
+    """(now in epoch ms, the picked time range or None) from --now, --from and --to, whose naive
+    times and dates are in ``tz`` (the district's), by the one rule of canalflow.cliopts."""
+    window = cliopts.window_from_args(args, tz)
+    chosen = None if window is None else TimeRange(window.start_ms, window.end_ms)
     if args.now:
-        return parse_iso_ms(args.now, what="--now"), chosen
+        return cliopts.parse_instant(args.now, tz, what="--now"), chosen
     return (chosen.to_ms if chosen else int(time.time() * 1000)), chosen
 
 
@@ -143,7 +135,7 @@ def parse_vars(items: list[str]) -> dict[str, list[str]]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--var {item!r}: use NAME=VALUE (VALUE may be a|b for several values)")
+            raise cliopts.OptionError(f"--var {item!r}: use NAME=VALUE (VALUE may be a|b for several values)")
         out[name] = value.split("|")
     return out
 
@@ -165,56 +157,36 @@ class _QueryContext:
     overrides: dict[str, list[str]]
 
 
-def _query_context(args: argparse.Namespace) -> _QueryContext | None:
-    """The district, --now/--from/--to and --var of ``check`` and ``preview``; None (said why) on an error."""
-    district = load_or_report(args.district)
-    if district is None:
-        return None
-    try:
-        (now_ms, chosen), given = parse_window(args), parse_vars(args.var)
-        return _QueryContext(district, now_ms, chosen, default_overrides(district, now_ms, given))
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return None
+def _query_context(args: argparse.Namespace) -> _QueryContext:
+    """The district, --now/--from/--to and --var of ``check`` and ``preview``."""
+    district = load_district(args.district)
+    (now_ms, chosen), given = parse_window(args, district.tz), parse_vars(args.var)
+    return _QueryContext(district, now_ms, chosen, default_overrides(district, now_ms, given))
 
 
-def _unreachable(db: Any, url: str) -> bool:
-    if db.ping():
-        return False
-    print(f"cannot reach InfluxDB at {url} (/ping failed): is it running, and is the URL right?", file=sys.stderr)
-    return True
+def _require_reachable(db: Any, url: str) -> None:
+    if not db.ping():
+        raise CanalflowError(f"cannot reach InfluxDB at {url} (/ping failed): is it running, and is the URL right?")
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from canalflow.influx import InfluxV1
-    from dashboards.alerts import AlertSettingsError, build_alert_rules, load_alert_settings
+    from dashboards.alerts import build_alert_rules, load_alert_settings
     from dashboards.build import build_dashboards
-    from dashboards.querycheck import QueryCheckError, alert_rules, check_dashboard, evaluate_rule
+    from dashboards.querycheck import alert_rules, check_dashboard, evaluate_rule
 
     context = _query_context(args)
-    if context is None:
-        return 1
     district, now_ms, chosen, overrides = context.district, context.now_ms, context.chosen, context.overrides
-    try:
-        settings = load_alert_settings(args.alerts)
-    except AlertSettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    settings = load_alert_settings(args.alerts)
     failed = total = 0
-    with InfluxV1(args.influx, args.db, token=args.token) as db:
-        if _unreachable(db, args.influx):
-            return 1
-        try:
-            policy = rollup_policy(args, db)
-            boards = build_dashboards(district, args.locale, rollup_rp=policy)
-            results = [r for board in boards.values() for r in check_dashboard(board, db, now_ms=now_ms, overrides=overrides, time_range=chosen)]
-            for rule in alert_rules(build_alert_rules(district, args.locale, settings, rollup_rp=policy)):
-                evaluation = evaluate_rule(rule, db, now_ms=now_ms)
-                results += evaluation.results
-                print(f"alert {rule['title']!r}: {len(evaluation.firing)} of {evaluation.instances} instance(s) firing {json.dumps(evaluation.firing, ensure_ascii=False)}")
-        except (QueryCheckError, AlertSettingsError) as exc:
-            print(exc, file=sys.stderr)
-            return 1
+    with cliopts.influx_from_args(args) as db:
+        _require_reachable(db, args.influx)
+        policy = rollup_policy(args, db)
+        boards = build_dashboards(district, args.locale, rollup_rp=policy)
+        results = [r for board in boards.values() for r in check_dashboard(board, db, now_ms=now_ms, overrides=overrides, time_range=chosen)]
+        for rule in alert_rules(build_alert_rules(district, args.locale, settings, rollup_rp=policy)):
+            evaluation = evaluate_rule(rule, db, now_ms=now_ms)
+            results += evaluation.results
+            print(f"alert {rule['title']!r}: {len(evaluation.firing)} of {evaluation.instances} instance(s) firing {json.dumps(evaluation.firing, ensure_ascii=False)}")
     for result in results:
         total += 1
         failed += not result.ok
@@ -225,15 +197,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from canalflow.influx import InfluxV1
     from dashboards.preview import render_previews
 
     context = _query_context(args)
-    if context is None:
-        return 1
-    with InfluxV1(args.influx, args.db, token=args.token) as db:
-        if _unreachable(db, args.influx):
-            return 1
+    with cliopts.influx_from_args(args) as db:
+        _require_reachable(db, args.influx)
         paths = render_previews(context.district, db, args.out, locale=args.locale, now_ms=context.now_ms,
                                 overrides=context.overrides, time_range=context.chosen,
                                 rollup_rp=rollup_policy(args, db), progress=sys.stderr)
@@ -244,17 +212,11 @@ def run_preview(args: argparse.Namespace) -> int:
 
 def run_publish(args: argparse.Namespace) -> int:
     from dashboards.build import build_dashboards
-    from dashboards.publish import PublishError, publish
+    from dashboards.publish import publish
 
-    district = load_or_report(args.district)
-    if district is None:
-        return 1
-    try:
-        results = publish(build_dashboards(district, args.locale, rollup_rp=args.rollup_rp or None).values(), url=args.url, token=args.token,
-                          folder=args.folder, message=args.message, timeout=args.timeout)
-    except PublishError as exc:
-        print(f"canalflow dashboards publish: {exc}", file=sys.stderr)
-        return 1
+    district = load_district(args.district)
+    results = publish(build_dashboards(district, args.locale, rollup_rp=args.rollup_rp or None).values(), url=args.url, token=args.token,
+                      folder=args.folder, message=args.message, timeout=args.timeout)
     for line in results:
         print(line)
     return 0

@@ -24,6 +24,7 @@ import yaml
 
 from canalflow.contract import ROLLUP_RP
 from canalflow.district import District
+from canalflow.errors import CanalflowError
 from dashboards.alerts import AlertSettings, build_alert_rules
 from dashboards.build import DATASOURCE_UID, build_dashboards
 from dashboards.influxql import DATASOURCE_TYPE
@@ -86,7 +87,7 @@ class BuildResult:
     alerts: dict[str, Any] = field(default_factory=dict)
 
 
-class DashboardBuildError(ValueError):
+class DashboardBuildError(CanalflowError, ValueError):
     pass
 
 

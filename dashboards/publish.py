@@ -21,8 +21,10 @@ from grafana_client.client import (
     GrafanaUnauthorizedError,
 )
 
+from canalflow.errors import CanalflowError
 
-class PublishError(RuntimeError):
+
+class PublishError(CanalflowError, RuntimeError):
     pass
 
 

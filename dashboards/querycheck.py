@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from canalflow.errors import CanalflowError
 from canalflow.influx import InfluxError, InfluxV1
 
 NICE_INTERVALS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 604800)
@@ -73,7 +74,7 @@ class QueryResult:
         return f"{self.source} [{self.ref_id}]: {state}\n    {self.rendered}"
 
 
-class QueryCheckError(ValueError):
+class QueryCheckError(CanalflowError, ValueError):
     pass
 
 

@@ -8,11 +8,13 @@ from typing import Any
 
 import yaml
 
+from canalflow.errors import CanalflowError
+
 LOCALES = ("en", "zh")
 TEXTS_FILE = Path(__file__).with_name("texts.yaml")
 
 
-class TextsError(ValueError):
+class TextsError(CanalflowError, ValueError):
     pass
 
 

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from canalflow.errors import CanalflowError
+
 log = logging.getLogger("canalflow.edge.buffer")
 
 
-class BufferBusy(RuntimeError):
+class BufferBusy(CanalflowError, RuntimeError):
     """Another process (a running agent) publishes from this buffer."""
 
 SCHEMA = """

@@ -106,19 +106,12 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run_agent(args: argparse.Namespace) -> int:
     from canalflow.clock import SimClock
-    from canalflow.district import DistrictError
-    from canalflow.mqtt import MqttConfigError
-    from canalflow.yamlines import YamlSyntaxError
     from edge.agent import EdgeAgent
     from edge.config import clock_from_manifest
 
     _setup_logging(args.verbose)
-    try:
-        config = build_config(args)
-        clock = clock_from_manifest(args.clock_from) if args.clock_from else SimClock.real()
-    except (ConfigError, DistrictError, MqttConfigError, YamlSyntaxError) as exc:
-        print(f"canalflow edge run: {exc}", file=sys.stderr)
-        return 1
+    config = build_config(args)
+    clock = clock_from_manifest(args.clock_from) if args.clock_from else SimClock.real()
     if args.check:
         print(f"OK: gateway {config.gateway} of district {config.district_id}: {len(config.points)} meters on "
               f"{config.endpoint.target()}")
@@ -133,16 +126,11 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 async def _run_until_signal(agent: Any) -> int:
-    from edge.buffer import BufferBusy
-
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
     try:
-        await agent.run()
-    except BufferBusy as exc:
-        print(f"canalflow edge run: {exc}", file=sys.stderr)
-        return 1
+        await agent.run()  # BufferBusy (another agent holds the buffer) reaches canalflow.cli's handler
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):

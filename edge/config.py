@@ -23,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from canalflow.clock import SimClock
 from canalflow.contract import QUANTITIES
+from canalflow.errors import CanalflowError
 from canalflow.mqtt import MqttTarget
-from canalflow.yamlines import Problem, dotted_path, load_yaml_with_lines
+from canalflow.problems import Issue, validation_issues, validation_problems
+from canalflow.yamlines import Problem, load_yaml_with_lines
 
 if TYPE_CHECKING:
     from canalflow.district import District
@@ -49,7 +51,7 @@ DEFAULT_SIGNAL_BITS: tuple[str, ...] = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(CanalflowError, ValueError):
     """An edge config problem; the message names the file, line and field and what to try.
 
     Problems in a config file are :class:`canalflow.yamlines.Problem` s, printed as district,
@@ -61,7 +63,7 @@ class ConfigError(ValueError):
 
 
 def _problem(file: Path, locate: Any, path: list[str | int], message: str, hint: str = "") -> ConfigError:
-    return ConfigError([Problem(file, locate(path), dotted_path(path), message, hint)])
+    return ConfigError([Issue(tuple(path), message, hint).at(file, locate)])
 
 
 class _Strict(BaseModel):
@@ -296,8 +298,10 @@ def endpoint_from_manifest(path: Path | str, gateway: str) -> tuple[EndpointSpec
     known = set(EndpointSpec.model_fields)
     try:
         spec = EndpointSpec(**{k: v for k, v in entry.items() if k in known})
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: gateways.{gateway}: {exc.errors()[0]['msg']}") from exc
+    except ValidationError as exc:  # a JSON file: no lines, but the same messages and hints
+        problems = [Issue(("gateways", gateway, *i.path), i.message, i.hint).at(Path(path), lambda _: None)
+                    for i in validation_issues(exc, EndpointSpec)]
+        raise ConfigError(problems) from exc
     return spec, units
 
 
@@ -340,17 +344,6 @@ def edge_config_from_district(
                       profiles=dict(district.profiles))
 
 
-def _problems(file: Path, locate: Any, exc: ValidationError) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        unknown = err["type"] == "extra_forbidden"
-        problems.append(Problem(file, locate(loc), dotted_path(loc),
-                                "unknown field" if unknown else err["msg"],
-                                "see docs/edge.md for the fields" if unknown else ""))
-    return problems
-
-
 class _LazyLocator:
     """Line numbers of a YAML file, worked out only when an error needs one: a gateway with
     thousands of points should not keep the whole node tree in memory for nothing."""
@@ -380,7 +373,7 @@ def check_edge_config_file(path: Path | str) -> tuple[EdgeConfigFile, Any]:
     try:
         return EdgeConfigFile.model_validate(data), locate
     except ValidationError as exc:
-        raise ConfigError(_problems(file, locate, exc)) from exc
+        raise ConfigError(validation_problems(exc, EdgeConfigFile, file, locate, docs="docs/edge.md")) from exc
 
 
 def load_edge_config(path: Path | str, *, manifest: Path | str | None = None) -> EdgeConfig:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from canalflow.errors import CanalflowError
+
 Framing = Literal["socket", "rtu"]
 
 # Modbus exception code -> (name, what it usually means in the field and what to try)
@@ -36,7 +38,7 @@ EXCEPTIONS: dict[int, tuple[str, str]] = {
 }
 
 
-class ModbusError(Exception):
+class ModbusError(CanalflowError):
     """A request failed; ``str()`` names the device, register and what to try."""
 
 

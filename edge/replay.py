@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from canalflow.contract import Confirmation, confirm_topic, readings_topic
+from canalflow.errors import CanalflowError
 from canalflow.mqtt import MqttTarget, connect_blocking, make_client
 from edge.buffer import Buffer, Row, batch_payload
 from edge.outstanding import Outstanding
@@ -22,7 +23,7 @@ from edge.outstanding import Outstanding
 CHUNK = 500
 
 
-class ReplayError(OSError):
+class ReplayError(CanalflowError, OSError):
     pass
 
 

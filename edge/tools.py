@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from canalflow import codec
-from canalflow.mqtt import MqttConnectError, add_mqtt_arguments, target_from_args
-from edge.buffer import BufferBusy
+from canalflow.errors import CanalflowError
+from canalflow.mqtt import add_mqtt_arguments, target_from_args
 from edge.modbus import ModbusError, ModbusExceptionResponse, ModbusLink, ModbusTimeout
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -22,7 +22,7 @@ def _epilog(*lines: str) -> dict[str, Any]:
     return {"epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines), "formatter_class": RAW}
 
 
-class ToolError(Exception):
+class ToolError(CanalflowError):
     """A technician-facing error: printed as is, exit 1."""
 
 
@@ -89,7 +89,9 @@ def _guard(func: Any) -> Any:
     def handler(args: argparse.Namespace) -> int:
         try:
             return int(func(args) or 0)
-        except (ToolError, codec.CodecError, ValueError, KeyError, OSError, MqttConnectError, BufferBusy) as exc:
+        except CanalflowError:
+            raise  # ToolError, CodecError, MqttConnectError, BufferBusy...: canalflow.cli's handler
+        except (ValueError, KeyError, OSError) as exc:
             print(f"canalflow edge {args.edge_command}: {str(exc).strip(chr(39))}", file=sys.stderr)
             return 1
 

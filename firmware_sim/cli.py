@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from canalflow.clock import SimClock, parse_iso_ms
-from canalflow.district import District, DistrictError, load_district
-from firmware_sim.scenario import Scenario, ScenarioError, check_scenario, load_scenario
+from canalflow.cliopts import WINDOW_RULE, OptionError, add_window_arguments, parse_instant, parse_window
+from canalflow.clock import SimClock
+from canalflow.district import District, load_district
+from canalflow.errors import CanalflowError
+from firmware_sim.scenario import Scenario, check_scenario, load_scenario
 
 RUN_EXAMPLE = """examples:
   canalflow fleet run --district examples/demo-district.yaml --speed 60 --start 2026-03-10T08:00:00+08:00
@@ -28,12 +30,14 @@ Prints the gateways, ports and unit ids it serves, writes the manifest (JSON: po
 and runs until SIGTERM or Ctrl-C. Other processes follow the clock with SimClock(**manifest["clock"])."""
 
 TRUTH_EXAMPLE = """examples:
-  canalflow fleet truth --district examples/demo-district.yaml --from 2026-03-10 --to 2026-03-21 --out out/truth.csv
+  canalflow fleet truth --district examples/demo-district.yaml --from 2026-03-10 --to 2026-03-20 --out out/truth.csv
   canalflow fleet truth --district examples/demo-district.yaml --scenario examples/scenarios/breach.yaml \\
       --from 2026-03-10T00:00+08:00 --to 2026-03-12T00:00+08:00 --step 15m --out out/truth.parquet
 
 One row per metering point and interval (true volume, m3) and per reach and interval (true loss, m3,
-of which unmetered_m3 taken by scenario events). Naive times are in the district's timezone."""
+of which unmetered_m3 taken by scenario events).
+
+""" + WINDOW_RULE
 
 CHECK_EXAMPLE = """examples:
   canalflow fleet check --district examples/demo-district.yaml examples/scenarios/*.yaml
@@ -75,8 +79,7 @@ def register(subparsers: Any) -> None:
     truth = commands.add_parser("truth", help="export ground truth (volumes per point, losses per reach)",
                                 epilog=TRUTH_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(truth)
-    truth.add_argument("--from", dest="start", required=True, help="start, ISO 8601")
-    truth.add_argument("--to", dest="end", required=True, help="end, ISO 8601")
+    add_window_arguments(truth, required=True)
     truth.add_argument("--step", type=parse_duration_ms, default=3_600_000, help="interval length (default 1h)")
     truth.add_argument("--out", type=Path, required=True, help="output file, .csv or .parquet")
     truth.set_defaults(func=run_truth)
@@ -94,25 +97,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of meter errors (default 0)")
 
 
-def _load(args: argparse.Namespace) -> tuple[District, Scenario] | None:
-    try:
-        district = load_district(args.district)
-        scenario = load_scenario(args.scenario, district) if args.scenario else Scenario.default()
-    except (DistrictError, ScenarioError) as exc:
-        print(exc, file=sys.stderr)
-        return None
-    except OSError as exc:
-        print(f"{exc.filename}: cannot read: {exc.strerror}", file=sys.stderr)
-        return None
+def _load(args: argparse.Namespace) -> tuple[District, Scenario]:
+    district = load_district(args.district)
+    scenario = load_scenario(args.scenario, district) if args.scenario else Scenario.default()
     return district, scenario
 
 
 def run_check(args: argparse.Namespace) -> int:
-    try:
-        district = load_district(args.district)
-    except DistrictError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    district = load_district(args.district)
     failed = 0
     for path in args.scenarios:
         scenario, problems = check_scenario(path, district)
@@ -131,50 +123,30 @@ def run_truth(args: argparse.Namespace) -> int:
     from firmware_sim.export import export_truth
     from firmware_sim.truth import Truth
 
-    loaded = _load(args)
-    if loaded is None:
-        return 1
-    district, scenario = loaded
+    district, scenario = _load(args)
+    window = parse_window(args.start, args.end, district.tz)
     try:
-        t0, t1 = parse_iso_ms(args.start, naive_tz=district.tz, what="--from"), parse_iso_ms(args.end, naive_tz=district.tz, what="--to")
-    except ValueError as exc:
-        print(f"fleet truth: {exc}", file=sys.stderr)
-        return 1
-    if t1 <= t0:
-        print(f"fleet truth: --to ({args.end}) must be after --from ({args.start})", file=sys.stderr)
-        return 1
-    try:
-        rows = export_truth(Truth(district, scenario, args.seed), t0, t1, args.step, args.out)
-    except ValueError as exc:
-        print(f"fleet truth: {exc}", file=sys.stderr)
-        return 1
+        rows = export_truth(Truth(district, scenario, args.seed), window.start_ms, window.end_ms, args.step, args.out)
+    except ValueError as exc:  # e.g. an output suffix other than .csv/.parquet
+        raise CanalflowError(str(exc)) from exc
     print(f"{args.out}: {rows} rows of ground truth")
     return 0
 
 
 def run_fleet(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s fleet %(levelname)s %(message)s")
-    loaded = _load(args)
-    if loaded is None:
-        return 1
-    district, scenario = loaded
+    district, scenario = _load(args)
     if args.check:
         print(f"{args.district}: OK; scenario {args.scenario or '(none)'}: OK")
         return 0
     if args.speed <= 0:
-        print("fleet run: --speed must be positive (e.g. 60 for a simulated minute per second)", file=sys.stderr)
-        return 1
-    try:
-        start_ms = parse_iso_ms(args.start, naive_tz=district.tz, what="--start") if args.start else round(time.time() * 1000)
-    except ValueError as exc:
-        print(f"fleet run: --start: {exc}", file=sys.stderr)
-        return 1
+        raise OptionError("--speed must be positive (e.g. 60 for a simulated minute per second)")
+    start_ms = parse_instant(args.start, district.tz, what="--start") if args.start else round(time.time() * 1000)
     clock = SimClock.starting_at(start_ms, args.speed)
     try:
         return asyncio.run(_serve(district, scenario, clock, args))
-    except OSError as exc:
-        print(f"fleet run: {exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:  # e.g. a district port already in use
+        raise CanalflowError(str(exc)) from exc
 
 
 async def _serve(district: District, scenario: Scenario, clock: SimClock, args: argparse.Namespace) -> int:
@@ -234,8 +206,6 @@ def endpoint_table(fleet: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m firmware_sim ...``: the fleet commands on their own (same as ``canalflow fleet``)."""
-    parser = argparse.ArgumentParser(prog="python -m firmware_sim", description="the simulated meter fleet")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(["fleet", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args) or 0)
+    from canalflow.cli import main as canalflow_main
+
+    return canalflow_main(["fleet", *(sys.argv[1:] if argv is None else argv)])

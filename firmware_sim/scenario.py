@@ -26,7 +26,9 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from canalflow.district import District, PointRole
-from canalflow.yamlines import Locator, Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
+from canalflow.errors import CanalflowError
+from canalflow.problems import Issue, validation_problems
+from canalflow.yamlines import Locator, Problem, YamlSyntaxError, load_yaml_with_lines
 
 
 class _Model(BaseModel):
@@ -137,7 +139,7 @@ class ScenarioFile(_Model):
 ScenarioProblem = Problem  # one problem in a scenario file (the shared data-file problem type)
 
 
-class ScenarioError(ValueError):
+class ScenarioError(CanalflowError, ValueError):
     def __init__(self, problems: Sequence[ScenarioProblem]) -> None:
         self.problems = list(problems)
         super().__init__(f"{len(self.problems)} problem(s) in scenario file:\n" + "\n".join(map(str, self.problems)))
@@ -162,26 +164,6 @@ class Scenario:
         return [f for f in self.spec.faults if f.point == point_id]
 
 
-_TAGS = {"withdrawal", "breach", "gate_open", "dry_spell"}
-
-
-def _structure_problems(file: Path, locate: Locator, exc: ValidationError) -> list[ScenarioProblem]:
-    problems = []
-    for err in exc.errors():
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p in _TAGS)]
-        message, hint = str(err["msg"]).removeprefix("Value error, "), ""
-        if err["type"] == "extra_forbidden":
-            message, hint = "unknown field", "check the spelling against docs/fleet.md"
-        elif err["type"] == "union_tag_invalid":
-            hint = "type must be one of withdrawal, breach, gate_open, dry_spell"
-        elif err["type"] == "literal_error" and loc and loc[-1] == "type":
-            hint = "see the fault types in docs/fleet.md"
-        elif "datetime" in err["type"]:
-            hint = "write an ISO time like 2026-03-12T02:00:00+08:00"
-        problems.append(ScenarioProblem(file, locate(loc), dotted_path(loc), message, hint))
-    return problems
-
-
 def load_scenario(path: Path | str, district: District | None = None) -> Scenario:
     """Load and validate a scenario (against ``district`` when given); ScenarioError on problems."""
     scenario, problems = check_scenario(path, district)
@@ -195,7 +177,7 @@ def check_scenario(path: Path | str, district: District | None = None) -> tuple[
     try:
         data, locate = load_yaml_with_lines(file)
     except YamlSyntaxError as exc:
-        return None, [ScenarioProblem(file, exc.line, "(file)", exc.message, exc.hint)]
+        return None, [exc.problem()]
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -203,7 +185,7 @@ def check_scenario(path: Path | str, district: District | None = None) -> tuple[
     try:
         spec = ScenarioFile.model_validate(_with_tz(data, district))
     except ValidationError as exc:
-        return None, _structure_problems(file, locate, exc)
+        return None, validation_problems(exc, ScenarioFile, file, locate, docs="docs/fleet.md")
     problems = [] if district is None else _semantic_problems(spec, district, file, locate)
     return Scenario(spec, file), problems
 
@@ -230,7 +212,7 @@ def _semantic_problems(spec: ScenarioFile, district: District, file: Path, locat
     out: list[ScenarioProblem] = []
 
     def add(path: tuple[str | int, ...], message: str, hint: str = "") -> None:
-        out.append(ScenarioProblem(file, locate(path), dotted_path(path), message, hint))
+        out.append(Issue(path, message, hint).at(file, locate))
 
     for i, event in enumerate(spec.events):
         at: tuple[str | int, ...] = ("events", i)

@@ -9,10 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from canalflow.clock import parse_iso_ms
-from canalflow.district import DistrictError, load_district
-from canalflow.influx import InfluxError, InfluxV1
-from canalflow.mqtt import MqttConfigError, add_mqtt_arguments, target_from_args
+from canalflow.cliopts import (
+    WINDOW_RULE,
+    OptionError,
+    add_influx_arguments,
+    add_window_arguments,
+    influx_from_args,
+    window_from_args,
+)
+from canalflow.district import load_district
+from canalflow.errors import CanalflowError, reported_as_errors
+from canalflow.mqtt import add_mqtt_arguments, target_from_args
 
 DEFAULT_DEADLETTER = Path("ingest-deadletter.sqlite")
 
@@ -39,13 +46,15 @@ DEADLETTER_EXAMPLE = """examples:
 
 ROLLUP_EXAMPLE = """examples:
   canalflow ingest rollup --district examples/demo-district.yaml --influx http://127.0.0.1:8086 --db canalflow \\
-      --from 2026-03-01T00:00:00Z --to 2026-03-02T00:00:00Z
+      --from 2026-03-01 --to 2026-03-01
   canalflow ingest rollup --dirty --store ingest-deadletter.sqlite --district examples/demo-district.yaml \\
       --influx http://127.0.0.1:8086 --db canalflow
 
 Recomputes hourly and daily volumes per metering point and daily balances per reach for every
 day (district time zone) overlapping [--from, --to), or, with --dirty, exactly the points and days
-that ingest wrote since the last rollup. Rows are overwritten, so running it again is harmless."""
+that ingest wrote since the last rollup. Rows are overwritten, so running it again is harmless.
+
+""" + WINDOW_RULE
 
 
 def register(subparsers: Any) -> None:
@@ -62,17 +71,11 @@ def _sub(actions: Any, name: str, help_text: str, epilog: str) -> argparse.Argum
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _influx_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--influx", required=required, help="InfluxDB URL, e.g. http://127.0.0.1:8086")
-    parser.add_argument("--db", required=required, help="database name (2.x: the DBRP-mapped name)")
-    parser.add_argument("--token", help="API token for InfluxDB 2.x/3.x")
-
-
 def _add_run(actions: Any) -> None:
     run = _sub(actions, "run", "run ingest workers until SIGTERM/SIGINT", RUN_EXAMPLE)
     run.add_argument("--district", required=True, type=Path, help="district YAML file")
     add_mqtt_arguments(run)
-    _influx_args(run)
+    add_influx_arguments(run)
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--group", default="ingest", help="shared-subscription group (default ingest)")
     run.add_argument("--instance", help="name of this machine in client ids (default: hostname)")
@@ -94,7 +97,7 @@ def _add_run(actions: Any) -> None:
 
 def _add_setup(actions: Any) -> None:
     setup = _sub(actions, "setup", "create the database and retention policies", SETUP_EXAMPLE)
-    _influx_args(setup)
+    add_influx_arguments(setup)
     setup.add_argument("--raw-retention", default="730d", help="how long raw readings are kept (default 730d)")
     setup.add_argument("--rollup-retention", default="INF", help="how long rollups are kept (default INF)")
     setup.add_argument("--org", help="InfluxDB 2.x: create buckets DB and DB-rollups in this org and map them "
@@ -122,16 +125,15 @@ def _add_deadletter(actions: Any) -> None:
     rep.add_argument("--reason", help="replay pending letters of this reason")
     rep.add_argument("--district", required=True, type=Path)
     rep.add_argument("--dry-run", action="store_true", help="validate only, write nothing")
-    _influx_args(rep)
+    add_influx_arguments(rep)
     rep.set_defaults(func=cmd_dl_replay)
 
 
 def _add_rollup(actions: Any) -> None:
     roll = _sub(actions, "rollup", "recompute interval volumes and reach balances", ROLLUP_EXAMPLE)
     roll.add_argument("--district", required=True, type=Path)
-    _influx_args(roll)
-    roll.add_argument("--from", dest="start", help="ISO time, e.g. 2026-03-01T00:00:00Z")
-    roll.add_argument("--to", dest="end", help="ISO time (exclusive)")
+    add_influx_arguments(roll)
+    add_window_arguments(roll)
     roll.add_argument("--dirty", action="store_true",
                       help="instead of --from/--to: recompute the days that writes touched since the last rollup (late data)")
     roll.add_argument("--store", type=Path, default=DEFAULT_DEADLETTER, help="with --dirty: the --deadletter file of `ingest run`")
@@ -142,26 +144,19 @@ def _add_rollup(actions: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fail(message: str) -> int:
-    print(f"canalflow ingest: error: {message}", file=sys.stderr)
-    return 1
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from ingest.run import run_supervised, setup_logging
     from ingest.worker import WorkerConfig
 
     level = logging.DEBUG if args.verbose else logging.INFO
     setup_logging(level)
-    try:
-        load_district(args.district)
+    load_district(args.district)
+    with reported_as_errors(OSError):
         target = target_from_args(args)
-    except (DistrictError, MqttConfigError, OSError) as exc:
-        return _fail(str(exc))
     if args.workers < 1:
-        return _fail("--workers must be at least 1")
+        raise OptionError("--workers must be at least 1")
     if not 1 <= args.inflight <= 65535:
-        return _fail("--inflight must be between 1 and 65535 (MQTT receive maximum)")
+        raise OptionError("--inflight must be between 1 and 65535 (MQTT receive maximum)")
     config = WorkerConfig(
         district=args.district.resolve(), mqtt=target, influx_url=args.influx, db=args.db,
         deadletter=args.deadletter.resolve(), group=args.group, token=args.token,
@@ -171,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.instance:
         config.instance = args.instance
-    with InfluxV1(args.influx, args.db, token=args.token) as client:
+    with influx_from_args(args) as client:
         if not client.ping():
             logging.getLogger("canalflow.ingest").warning("InfluxDB at %s does not answer /ping yet; workers will retry", args.influx)
     return run_supervised(config, args.workers, log_level=level, rollup_every_s=args.rollup_every)
@@ -182,20 +177,21 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     if args.org:
         if not args.token:
-            return _fail("--org (InfluxDB 2.x) needs --token")
+            raise OptionError("--org (InfluxDB 2.x) needs --token")
         try:
             for done in setup_v2(args.influx, args.token, args.org, args.db, raw_retention=args.raw_retention,
                                  rollup_retention=args.rollup_retention):
                 print(done)
         except Exception as exc:  # influxdb-client raises its own ApiException and urllib3 errors
-            return _fail(f"InfluxDB 2.x setup at {args.influx} failed: {exc}")
+            raise CanalflowError(f"InfluxDB 2.x setup at {args.influx} failed: {exc}") from exc
         return 0
     try:
-        with InfluxV1(args.influx, args.db, token=args.token) as client:
+        with influx_from_args(args) as client, reported_as_errors(ValueError):
             for done in setup_database(client, raw_retention=args.raw_retention, rollup_retention=args.rollup_retention):
                 print(done)
-    except (InfluxError, ValueError) as exc:
-        return _fail(f"{exc} (is InfluxDB running at {args.influx}? for 2.x pass --token and create the bucket + DBRP mapping)")
+    except CanalflowError as exc:
+        exc.hint = f"is InfluxDB running at {args.influx}? for 2.x pass --token and create the bucket + DBRP mapping"
+        raise
     return 0
 
 
@@ -203,15 +199,12 @@ def _open_store(path: Path) -> Any:
     from ingest.deadletter import DeadLetterStore
 
     if not path.exists():
-        raise FileNotFoundError(f"dead-letter store {path} does not exist (pass --store, the --deadletter of `ingest run`)")
+        raise OptionError(f"dead-letter store {path} does not exist (pass --store, the --deadletter of `ingest run`)")
     return DeadLetterStore(path)
 
 
 def cmd_dl_list(args: argparse.Namespace) -> int:
-    try:
-        store = _open_store(args.store)
-    except FileNotFoundError as exc:
-        return _fail(str(exc))
+    store = _open_store(args.store)
     counts = store.counts()
     letters = store.list(reason=args.reason, pending_only=args.pending, limit=args.limit)
     if args.json:
@@ -240,13 +233,10 @@ def _letter_json(letter: Any, payload: bool = True) -> dict[str, Any]:
 
 
 def cmd_dl_show(args: argparse.Namespace) -> int:
-    try:
-        store = _open_store(args.store)
-    except FileNotFoundError as exc:
-        return _fail(str(exc))
+    store = _open_store(args.store)
     letter = store.get(args.id)
     if letter is None:
-        return _fail(f"no dead letter #{args.id} in {args.store} (see `canalflow ingest deadletter list`)")
+        raise OptionError(f"no dead letter #{args.id} in {args.store} (see `canalflow ingest deadletter list`)")
     print(json.dumps(_letter_json(letter), ensure_ascii=False, indent=2))
     return 0
 
@@ -256,18 +246,15 @@ def cmd_dl_replay(args: argparse.Namespace) -> int:
     from ingest.validate import MessageValidator
     from ingest.writer import ResilientWriter
 
-    try:
-        store = _open_store(args.store)
-        district = load_district(args.district)
-    except (FileNotFoundError, DistrictError) as exc:
-        return _fail(str(exc))
+    store = _open_store(args.store)
+    district = load_district(args.district)
     letters = list(store.iter(ids=args.ids or None, reason=args.reason, pending_only=not args.ids))
     if not letters:
         print("nothing to replay")
         return 0
-    with InfluxV1(args.influx, args.db, token=args.token) as client:
+    with influx_from_args(args) as client:
         if not args.dry_run and not client.ping():
-            return _fail(f"InfluxDB at {args.influx} does not answer /ping")
+            raise CanalflowError(f"InfluxDB at {args.influx} does not answer /ping")
         writer = ResilientWriter(client, backoff_max_s=2.0)
         result, notes = replay(letters, store, MessageValidator(district), writer, dry_run=args.dry_run)
     for note in notes:
@@ -280,32 +267,21 @@ def cmd_rollup(args: argparse.Namespace) -> int:
     from ingest.rollup import DirtyWindows, run_dirty, run_rollup
 
     if args.dirty == bool(args.start or args.end):
-        return _fail("give either --from and --to, or --dirty")
-    try:
-        district = load_district(args.district)
-        intervals = [s.strip() for s in args.intervals.split(",") if s.strip()]
-        if not args.dirty:
-            if not (args.start and args.end):
-                return _fail("give both --from and --to")
-            start, end = parse_iso_ms(args.start, what="--from"), parse_iso_ms(args.end, what="--to")
-            if end <= start:
-                return _fail("--to must be after --from")
-        elif not args.store.exists():
-            return _fail(f"state file {args.store} does not exist (pass --store, the --deadletter of `ingest run`)")
-    except (DistrictError, ValueError) as exc:
-        return _fail(str(exc))
-    try:
-        with InfluxV1(args.influx, args.db, token=args.token) as client:
-            if args.dirty:
-                dirty = DirtyWindows(args.store)
-                try:
-                    summary = run_dirty(district, client, dirty, progress=sys.stderr)
-                finally:
-                    dirty.close()
-            else:
-                summary = run_rollup(district, client, start, end, intervals=intervals, progress=sys.stderr)
-    except (InfluxError, ValueError) as exc:
-        return _fail(str(exc))
+        raise OptionError("give either --from and --to, or --dirty")
+    district = load_district(args.district)
+    intervals = [s.strip() for s in args.intervals.split(",") if s.strip()]
+    window = window_from_args(args, district.tz)
+    if args.dirty and not args.store.exists():
+        raise OptionError(f"state file {args.store} does not exist (pass --store, the --deadletter of `ingest run`)")
+    with influx_from_args(args) as client, reported_as_errors(ValueError):  # e.g. an unknown --intervals
+        if window is None:
+            dirty = DirtyWindows(args.store)
+            try:
+                summary = run_dirty(district, client, dirty, progress=sys.stderr)
+            finally:
+                dirty.close()
+        else:
+            summary = run_rollup(district, client, window.start_ms, window.end_ms, intervals=intervals, progress=sys.stderr)
     print(summary)
     return 0
 

@@ -25,6 +25,7 @@ from typing import IO
 
 from canalflow.clock import SimClock
 from canalflow.district import District
+from canalflow.errors import CanalflowError
 from canalflow.influx import InfluxV1
 from testbed.services import Influxd, Mosquitto
 
@@ -32,7 +33,7 @@ CANALFLOW = [sys.executable, "-m", "canalflow.cli"]
 INGEST_READY = "subscribed (ready)"  # what an ingest worker logs once its subscription is in place
 
 
-class PipelineError(RuntimeError):
+class PipelineError(CanalflowError, RuntimeError):
     pass
 
 

@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from canalflow.binaries import BinaryMissing, find_binary
+from canalflow.errors import CanalflowError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,7 +61,7 @@ LOOPBACK = "127.0.0.1"
 _LOG_TAIL_LINES = 30
 
 
-class ServiceError(RuntimeError):
+class ServiceError(CanalflowError, RuntimeError):
     """A service failed to start or stop; the message includes the tail of its log."""
 
 

@@ -91,7 +91,8 @@ def test_broken_copy_names_the_line_of_each_kind_of_error(tmp_path):
     assert by_field["units[11].charging_points"].line == line_of(path, "charging_points: [],")
     assert by_field["points[29].profile"].line == line_of(path, "tuf9999")
     assert "known profiles" in by_field["points[29].profile"].hint
-    assert by_field["points[20].nmae"].message == "unknown field"
+    assert by_field["points[20].nmae"].message == "unknown field 'nmae'"
+    assert by_field["points[20].nmae"].hint.startswith("remove it, or did you mean 'name'?")
     assert all(p.file == path for p in errors)
 
 

@@ -94,7 +94,7 @@ def test_errors_name_the_problem(tmp_path: Path, influx):
     done = canalflow("run", "--district", str(bad), "--season", "2026-spring", "--influx", influx.url, "--db", influx.database)
     assert done.returncode == 1 and "broken.yaml" in done.stderr and "NO-SUCH" in done.stderr
     done = canalflow("run", "--district", str(DEMO), "--from", "2026-13-01", "--to", "2026-03-02")
-    assert done.returncode == 1 and "bad date '2026-13-01'" in done.stderr
+    assert done.returncode == 1 and "canalflow billing run: error: --from '2026-13-01' is not ISO 8601" in done.stderr
     done = canalflow("run", "--district", str(DEMO), "--from", "2027-08-01", "--to", "2027-08-02", "--influx", influx.url, "--db", influx.database)
     assert done.returncode == 1 and "no season" in done.stderr
 

@@ -140,6 +140,7 @@ def test_alert_settings_file_errors_name_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(AlertSettingsError) as caught:
         load_alert_settings(settings)
     text = str(caught.value)
-    assert "alerts.yaml: silent_minutes" in text and "alerts.yaml: buffer_window" in text and "alerts.yaml: silent_minute" in text
+    assert f"{settings}:1: error: silent_minutes: " in text and f"{settings}:2: error: buffer_window: " in text
+    assert f"{settings}:3: error: silent_minute: unknown field 'silent_minute' (hint: remove it, or did you mean 'silent_minutes'?" in text
     settings.write_text("silent_minutes: 45\n")
     assert load_alert_settings(settings).silent_minutes == 45

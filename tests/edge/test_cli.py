@@ -165,12 +165,13 @@ def test_config_errors_name_file_line_and_field(capsys: pytest.CaptureFixture[st
     config = tmp_path / "edge.yaml"
     config.write_text(f"district: {DEMO}\ngateway: GW-B1\npublish:\n  replay_rat: 5\n")
     code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
-    assert code == 1 and f"{config}:4: error: publish.replay_rat: unknown field (hint: see docs/edge.md" in err
+    assert code == 1 and f"{config}:4: error: publish.replay_rat: unknown field 'replay_rat' (hint: remove it, or did you mean 'replay_rate'?" in err
+    assert err.startswith("canalflow edge run: error: ") and "see docs/edge.md" in err
     code, _, err = run(capsys, "edge", "run", "--district", str(DEMO), "--gateway", "GW-X", "--check")
     assert code == 1 and "no gateway 'GW-X'" in err
     config.write_text(f"district: {DEMO}\ngateway: GW-B1\ntimezone: Asia/Beijing\n")
     code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
-    assert code == 1 and f"{config}:3: error: timezone: Value error, unknown time zone 'Asia/Beijing'" in err
+    assert code == 1 and f"{config}:3: error: timezone: unknown time zone 'Asia/Beijing'" in err
     config.write_text(f"district: {DEMO}\ngateway: GW-B1\n")
     assert load_edge_config(config).timezone == "Asia/Shanghai"  # the district's
 

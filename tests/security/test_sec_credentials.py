@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import stat
 import subprocess
@@ -13,6 +12,7 @@ from sec_helpers import DEMO
 
 from canalflow import credentials as cr
 from canalflow.binaries import find_binary
+from canalflow.cli import main
 from canalflow.contract import cmd_topic, confirm_topic, gateway_prefix, readings_filter, status_filter
 from canalflow.district import District
 
@@ -28,10 +28,7 @@ def _secrets(out: Path) -> dict[str, str]:
 
 
 def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="canalflow")
-    cr.register(parser.add_subparsers())
-    args = parser.parse_args(["credentials", *argv])
-    return int(args.func(args))
+    return main(["credentials", *argv])
 
 
 def test_generates_private_secrets_hashes_acl_and_manifest(district: District, tmp_path: Path) -> None:
