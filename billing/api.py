@@ -288,7 +288,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     @app.get("/adjustments", tags=["adjustments"])
     def pending(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
         rows = ledger.pending_adjustments(district().id)
-        items = [{"id": a.id, "unit": a.unit_id, "bill_id": a.corrects_bill_id, "amount": a.amount, "reason": a.reason, "by": a.created_by, "at": a.created_at}
+        items = [{"id": a.id, "unit": a.unit_id, "bill_id": a.corrects_bill_id, "amount": str(a.amount), "reason": a.reason, "by": a.created_by, "at": a.created_at}
                  for a in rows[offset:offset + limit]]
         return page(items, offset, limit, len(rows))
 
