@@ -387,8 +387,8 @@ class Ledger:
         with self.session() as s:
             return yuan(self._balance(s, PostingRow.unit_id == unit_id))
 
-    def pending_total(self, unit_id: str) -> Decimal:
-        """Yuan of a unit's corrections not yet on an issued bill (the corrections account)."""
+    def corrections_total(self, unit_id: str) -> Decimal:
+        """Yuan of a unit's adjustments not yet on an issued bill (the corrections account)."""
         if not _findable(unit_id):
             return yuan(0)
         with self.session() as s:
@@ -586,6 +586,10 @@ def open_ledger(url: str) -> Ledger:
             if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, future=True)
-            prepare_schema(engine)
+            try:
+                prepare_schema(engine)
+            except Exception:
+                engine.dispose()
+                raise
             _ENGINES[url] = engine
     return Ledger(engine)

@@ -74,7 +74,7 @@ def test_money_and_volumes_round_trip_exactly(ledger_url: str, demo: District) -
     pending = ledger.pending_adjustments(demo.id)
     assert [(a.id, a.amount, a.volume_m3) for a in pending] == [(i, a, Decimal("0.001")) for i, a in zip(ids, amounts, strict=True)]
     assert [str(a.amount) for a in pending] == ["-0.01", "123456789012.34"]
-    assert ledger.pending_total("V01") == sum(amounts)
+    assert ledger.corrections_total("V01") == sum(amounts)
     carried = [PendingAdjustment(a.id, a.unit_id, a.amount, a.reason, a.corrects_bill_id) for a in pending]
     second = fixed_run(demo, 1, adjustments=carried)
     ledger.record_run(second)
