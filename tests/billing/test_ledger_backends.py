@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from billing_synth import DEMO
+from billing_synth import DEMO, fixed_run, issued
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.pool import NullPool
@@ -26,29 +26,13 @@ from sqlalchemy.pool import NullPool
 from billing.api import ApiConfig, Principal, create_app
 from billing.ledger import BillRow, Ledger, LedgerError, LineRow, RunRow, open_ledger
 from billing.ledger_schema import m3, unscaled, yuan
-from billing.run import BillingRun, PendingAdjustment, PointVolume, build_run, charging_points, season_window
+from billing.run import PendingAdjustment
 from canalflow.credentials import hash_api_token
 from canalflow.district import District, load_district
-from canalflow.volume import VolumeResult
 
 DAY_MS = 86_400_000
 WAIT = 20.0  # seconds; generous for a loaded 2-core machine
 LAST_MS_OF_9999 = 253_402_300_799_999  # far beyond 32 bits: the ledger's ms columns must be 64-bit
-
-
-def fixed_run(district: District, day: int, days: int = 1, volume_m3: float = 123_456.789, **kwargs: Any) -> BillingRun:
-    """A run over ``days`` days from the ``day``-th of the spring season, every charging point at ``volume_m3``."""
-    t0 = season_window(district, district.seasons["2026-spring"])[0] + day * DAY_MS
-    volumes = {p: PointVolume(p, VolumeResult(volume_m3, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
-    kwargs.setdefault("as_of_ms", t0 + days * DAY_MS)
-    return build_run(district, volumes, t0, t0 + days * DAY_MS, season=district.seasons["2026-spring"], **kwargs)
-
-
-def issued(ledger: Ledger, run: BillingRun) -> BillingRun:
-    ledger.record_run(run)
-    ledger.advance(run.run_id, "approved", "li")
-    ledger.advance(run.run_id, "issued", "wang")
-    return run
 
 
 # ---------------------------------------------------------------------------------------------
