@@ -26,24 +26,8 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, inspect, select, text
 from sqlalchemy.engine import Engine
 
-from billing.ledger_schema import (
-    ACCOUNT_OF,
-    FINE_PLACES,
-    SCHEMA_VERSION,
-    Base,
-    BillRow,
-    CarriedRow,
-    EditRow,
-    EventRow,
-    LedgerError,
-    LineRow,
-    PostingRow,
-    RunRow,
-    SchemaRow,
-    fen,
-    litres,
-    scaled,
-)
+from billing import ledger_schema as schema
+from billing.ledger_schema import ACCOUNT_OF, FINE_PLACES, SCHEMA_VERSION, LedgerError, fen, litres, scaled
 
 _SCHEMA_LOCK = 0x63616E616C666C6F  # PostgreSQL advisory lock key ("canalflo") held while creating or migrating the tables
 V1_TABLES = ("adjustments", "bill_lines", "bills", "billing_events", "volume_edits", "billing_runs")  # in an order FKs allow dropping
@@ -53,8 +37,8 @@ MIGRATION_USER = "migration"
 def schema_version(conn: Connection) -> int | None:
     """The ledger's schema version: None for an empty database, 1 for one made before ``ledger_schema``."""
     names = set(inspect(conn).get_table_names())
-    if SchemaRow.__tablename__ in names:
-        return conn.scalar(select(func.max(SchemaRow.version)))
+    if schema.SchemaRow.__tablename__ in names:
+        return conn.scalar(select(func.max(schema.SchemaRow.version)))
     return 1 if "billing_runs" in names else None
 
 
@@ -74,8 +58,8 @@ def prepare_schema(engine: Engine) -> None:
         if version is not None and version > SCHEMA_VERSION:
             raise LedgerError(f"the ledger has schema version {version}, newer than this canalflow's {SCHEMA_VERSION}: upgrade canalflow")
         note = _migrate_v1(conn) if version == 1 else "created"
-        Base.metadata.create_all(conn)
-        conn.execute(insert(SchemaRow), {"version": SCHEMA_VERSION, "applied_at": _now(), "note": note})
+        schema.Base.metadata.create_all(conn)
+        conn.execute(insert(schema.SchemaRow), {"version": SCHEMA_VERSION, "applied_at": _now(), "note": note})
 
 
 def _now() -> str:
@@ -88,34 +72,34 @@ def _migrate_v1(conn: Connection) -> str:
     for table in V1_TABLES:
         if table in names:
             conn.execute(text(f'DROP TABLE "{table}"'))
-    Base.metadata.create_all(conn)
+    schema.Base.metadata.create_all(conn)
     runs = {r["id"]: r for r in old["billing_runs"]}
     bills = {b["id"]: b for b in old["bills"]}
-    columns = [c.name for c in RunRow.__table__.columns]
-    _insert(conn, RunRow, [{c: r[c] for c in columns} for r in runs.values()])
-    _insert(conn, BillRow, [_bill(b) for b in bills.values()])
-    _insert(conn, LineRow, [_line(ln) for ln in old["bill_lines"]])
+    columns = [c.name for c in schema.RunRow.__table__.columns]
+    _insert(conn, schema.RunRow, [{c: r[c] for c in columns} for r in runs.values()])
+    _insert(conn, schema.BillRow, [_bill(b) for b in bills.values()])
+    _insert(conn, schema.LineRow, [_line(ln) for ln in old["bill_lines"]])
     edits, rounded = _edits(old["volume_edits"])
-    _insert(conn, EditRow, edits)
+    _insert(conn, schema.EditRow, edits)
     events = _lifecycle(old["billing_events"], runs)
-    _insert(conn, EventRow, events)
+    _insert(conn, schema.EventRow, events)
     adjustments = [_adjustment(a, bills, runs) for a in old["adjustments"]]
-    _insert(conn, PostingRow, adjustments)
-    _sync_ids(conn, (EventRow, EditRow, PostingRow))
-    _insert(conn, CarriedRow, _carriers(old["adjustments"], runs, events))
-    _insert(conn, PostingRow, _issues(runs, bills, old["adjustments"], events) + _payments(bills, runs, old["billing_events"]))
+    _insert(conn, schema.PostingRow, adjustments)
+    _sync_ids(conn, (schema.EventRow, schema.EditRow, schema.PostingRow))
+    _insert(conn, schema.CarriedRow, _carriers(old["adjustments"], runs, events))
+    _insert(conn, schema.PostingRow, _issues(runs, bills, old["adjustments"], events) + _payments(bills, runs, old["billing_events"]))
     parts = [f"migrated from version 1: {len(runs)} runs, {len(bills)} bills, {len(adjustments)} adjustments"]
     if rounded:
         parts.append(f"edits rounded to the litre: {', '.join(rounded)}")
     return "; ".join(parts)
 
 
-def _insert(conn: Connection, table: type[Base], rows: list[dict[str, Any]]) -> None:
+def _insert(conn: Connection, table: type[schema.Base], rows: list[dict[str, Any]]) -> None:
     if rows:
         conn.execute(insert(table), rows)
 
 
-def _sync_ids(conn: Connection, tables: tuple[type[Base], ...]) -> None:
+def _sync_ids(conn: Connection, tables: tuple[type[schema.Base], ...]) -> None:
     """After rows inserted with their old ids, PostgreSQL's sequences must start after them (SQLite's rowid does)."""
     if conn.dialect.name != "postgresql":
         return
