@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -204,3 +206,13 @@ def test_a_ledger_of_a_newer_schema_is_refused(ledger_url: str) -> None:
         conn.execute(SchemaRow.__table__.insert(), {"version": SCHEMA_VERSION + 1, "applied_at": "2030-01-01T00:00:00+00:00", "note": ""})
     with pytest.raises(LedgerError, match="newer than this canalflow's"):
         prepare_schema(create_engine(ledger_url, poolclass=NullPool))
+
+
+def test_any_command_opening_a_version_1_ledger_migrates_it(ledger_url: str) -> None:
+    load_v1(ledger_url)
+    listed = subprocess.run([sys.executable, "-m", "canalflow.cli", "billing", "ledger", "runs", "--ledger", ledger_url],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(line.split()[:2] for line in listed.stdout.splitlines()) == sorted([r["id"][:12], r["status"]] for r in EXPECTED["runs"])
+    with create_engine(ledger_url, poolclass=NullPool).connect() as conn:
+        assert schema_version(conn) == SCHEMA_VERSION
