@@ -31,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, false, func, insert, select, update
+from sqlalchemy import create_engine, false, func, insert, literal, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -252,15 +252,22 @@ class Ledger:
                 self._post_issue(s, row, user, at)
             return to_status
 
-    def _post_issue(self, s: Session, row: RunRow, user: str, at: str) -> None:
-        postings = [_posting("issue", row.district_id, b.unit_id, b.total_fen, user, at, bill_id=b.id, run_id=row.id, volume_l=b.volume_l)
-                    for b in row.bills]
-        bill_of_unit = {b.unit_id: b.id for b in row.bills}
-        carried = s.scalars(select(PostingRow).join(CarriedRow, CarriedRow.adjustment_id == PostingRow.id).where(CarriedRow.run_id == row.id))
-        postings += [_posting("credit", row.district_id, a.unit_id, -a.amount_fen, user, at, bill_id=bill_of_unit.get(a.unit_id),
-                              run_id=row.id, reason=f"#{a.id} on this run's bill", ref_id=a.id) for a in carried]
-        if postings:
-            s.execute(insert(PostingRow), postings)
+    @staticmethod
+    def _post_issue(s: Session, row: RunRow, user: str, at: str) -> None:
+        # one INSERT ... SELECT: a district run has tens of thousands of bills
+        issue = _posting("issue", row.district_id, "", 0, user, at)
+        columns = ("kind", "account", "district_id", "who", "at", "reason")
+        s.execute(insert(PostingRow).from_select(
+            [*columns, "unit_id", "bill_id", "run_id", "amount_fen", "volume_l"],
+            select(*(literal(issue[c]) for c in columns), BillRow.unit_id, BillRow.id, BillRow.run_id, BillRow.total_fen, BillRow.volume_l)
+            .where(BillRow.run_id == row.id).order_by(BillRow.unit_id),
+        ))
+        carried = list(s.scalars(select(PostingRow).join(CarriedRow, CarriedRow.adjustment_id == PostingRow.id).where(CarriedRow.run_id == row.id)))
+        bill_of_unit = dict(s.execute(select(BillRow.unit_id, BillRow.id).where(BillRow.run_id == row.id, BillRow.unit_id.in_({a.unit_id for a in carried}))).all())
+        credits = [_posting("credit", row.district_id, a.unit_id, -a.amount_fen, user, at, bill_id=bill_of_unit.get(a.unit_id),
+                            run_id=row.id, reason=f"#{a.id} on this run's bill", ref_id=a.id) for a in carried]
+        if credits:
+            s.execute(insert(PostingRow), credits)
 
     @staticmethod
     def _lock_district(s: Session, district_id: str) -> None:
