@@ -8,7 +8,7 @@ Modules:
 - ``allocation``  charging-point volumes -> billing-unit volumes, exact to the m3
 - ``tariff``      the tariff engine: bands, components, subsidy, reward, Decimal money
 - ``run``         billing runs (``run_billing``), bills, files, KPIs
-- ``ledger``      SQL ledger: runs, bills, lines, adjustments, edits, audit trail
+- ``ledger``      SQL ledger: runs, bills, edits, audit trail; money as a journal of postings in fen
 - ``efficiency``  reach balances, canal/level/system/field/whole-district efficiency
 - ``explain``     trace a bill line back to volumes and readings
 - ``pdf``, ``xlsx`` bill documents and run summaries

@@ -473,7 +473,8 @@ class Ledger:
             self._lock_district(s, target.district_id)
             s.expire_all()
             if target.kind not in REVERSIBLE:
-                raise LedgerError(f"posting #{posting_id} is an {target.kind}: only {' and '.join(REVERSIBLE)} postings are reversed; correct a bill with an adjustment")
+                raise LedgerError(f"posting #{posting_id} ({target.kind}) cannot be reversed: only {' and '.join(REVERSIBLE)} postings are; "
+                                  "an issued bill is corrected by an adjustment")
             done = s.scalars(select(PostingRow.id).where(PostingRow.kind == "reversal", PostingRow.ref_id == posting_id)).first()
             if done is not None:
                 raise LedgerError(f"posting #{posting_id} was already reversed by #{done}")

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, func, insert, inspect, select, text
 from sqlalchemy.engine import Engine
 
 from billing import ledger_schema as schema
-from billing.ledger_schema import ACCOUNT_OF, FINE_PLACES, SCHEMA_VERSION, LedgerError, fen, litres, scaled
+from billing.ledger_schema import ACCOUNT_OF, FINE_PLACES, LIFECYCLE, SCHEMA_VERSION, LedgerError, fen, litres, scaled
 
 _SCHEMA_LOCK = 0x63616E616C666C6F  # PostgreSQL advisory lock key ("canalflo") held while creating or migrating the tables
 V1_TABLES = ("adjustments", "bill_lines", "bills", "billing_events", "volume_edits", "billing_runs")  # in an order FKs allow dropping
@@ -136,7 +136,7 @@ def _edits(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]
 
 def _lifecycle(rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Version 1's created/approved/issued events as they were, plus one for a status that has none."""
-    kept = [{k: e[k] for k in ("id", "run_id", "action", "user", "at", "note")} for e in rows if e["action"] in ("created", "approved", "issued")]
+    kept = [{k: e[k] for k in ("id", "run_id", "action", "user", "at", "note")} for e in rows if e["action"] in LIFECYCLE]
     have = {(e["run_id"], e["action"]) for e in kept}
     next_id = max((e["id"] for e in rows), default=0) + 1
     for run in runs.values():

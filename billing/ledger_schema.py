@@ -39,7 +39,6 @@ LIFECYCLE = ("created", "approved", "issued")  # the actions of billing_events
 # ``corrections``: adjustments of issued bills not yet on a bill. A reversal books to the account
 # of the posting it reverses.
 ACCOUNT_OF = {"issue": "receivable", "payment": "receivable", "adjustment": "corrections", "credit": "corrections"}
-KINDS = (*ACCOUNT_OF, "reversal")
 REVERSIBLE = ("payment", "adjustment")  # an issue is final; a credit goes with its run's issue
 
 FEN_PLACES, LITRE_PLACES, FINE_PLACES = 2, 3, 9  # fen, litres, and 10^-9 (line volumes and rates)

@@ -310,6 +310,17 @@ def test_a_bill_paid_by_two_clerks_at_once_is_paid_once(ledger_url: str, demo: D
     assert [(e.action, e.user) for e in ledger.events(run.run_id) if e.action == "paid"] == [("paid", "li")]
 
 
+def test_a_payment_reversed_by_two_clerks_at_once_is_reversed_once(ledger_url: str, demo: District) -> None:
+    ledger = open_ledger(ledger_url)
+    run = issued(ledger, fixed_run(demo, 0))
+    bill = run.bill_of("V01")
+    ledger.mark_paid(bill.bill_id, "li")
+    payment = ledger.postings("V01")[-1].id
+    a, b = race(ledger_url, lambda led: led.reverse(payment, "li", "bounced"), lambda led: led.reverse(payment, "zhao", "bounced"))
+    assert a.error is None and isinstance(b.error, LedgerError) and "already reversed" in str(b.error)
+    assert [p.kind for p in ledger.postings("V01")] == ["issue", "payment", "reversal"] and ledger.bill_balance(bill.bill_id) == bill.total
+
+
 def test_processes_opening_a_new_ledger_at_once_all_succeed(ledger_url: str) -> None:
     barrier = threading.Barrier(4)
     errors: list[Exception] = []

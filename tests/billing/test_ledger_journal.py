@@ -87,7 +87,7 @@ def test_what_can_be_reversed(ledger_url: str, demo: District) -> None:
     first = issued(ledger, fixed_run(demo, 0))
     bill = first.bill_of("V01").bill_id
     issue = ledger.postings("V01")[0].id
-    with pytest.raises(LedgerError, match="only payment and adjustment postings are reversed"):
+    with pytest.raises(LedgerError, match=r"\(issue\) cannot be reversed: only payment and adjustment postings are"):
         ledger.reverse(issue, "li", "too high")
     with pytest.raises(LedgerError, match=r"^no posting #999999"):
         ledger.reverse(999_999, "li", "typo")
