@@ -21,7 +21,6 @@ locale. An existing ledger of schema version 1 (money as text) is migrated when 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import threading
 from collections.abc import Iterable, Iterator
@@ -55,6 +54,7 @@ from billing.ledger_schema import (
     has_event,
     litres,
     m3,
+    now,
     scaled,
     yuan,
 )
@@ -101,10 +101,6 @@ class Posting:
     at: str
     reason: str
     ref_id: int | None
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _findable(key: str) -> bool:
@@ -176,7 +172,7 @@ class Ledger:
                 id=run.run_id, district_id=run.district_id, district_sha256=run.district_sha256,
                 season_id=run.season_id, tariff_id=run.tariff_id, tariff_version=run.tariff_version,
                 t0_ms=run.t0_ms, t1_ms=run.t1_ms, as_of_ms=run.as_of_ms,
-                created_at=_now(), manifest=json.dumps(run.manifest(), sort_keys=True, ensure_ascii=False),
+                created_at=now(), manifest=json.dumps(run.manifest(), sort_keys=True, ensure_ascii=False),
             ))
             s.flush()
             # Bulk inserts (executemany): a district run has tens of thousands of bills and lines.
@@ -190,7 +186,7 @@ class Ledger:
             for adj_id in run.adjustment_ids:
                 if adj_id in known:
                     s.add(CarriedRow(run_id=run.run_id, adjustment_id=adj_id))
-            s.add(EventRow(run_id=run.run_id, action="created", user=user, at=_now(), note=""))
+            s.add(EventRow(run_id=run.run_id, action="created", user=user, at=now(), note=""))
             return "created"
 
     def run(self, run_id: str) -> RunRow:
@@ -246,7 +242,7 @@ class Ledger:
             if to_status == "approved" and any(b.blocked for b in row.bills):
                 blocked = ", ".join(b.unit_id for b in row.bills if b.blocked)
                 raise LedgerError(f"run {row.id[:12]} has blocked bills ({blocked}): fix the data gaps (VEE) and rerun before approving")
-            at = _now()
+            at = now()
             s.add(EventRow(run_id=row.id, action=to_status, user=user, at=at, note=note))
             if to_status == "issued":
                 self._post_issue(s, row, user, at)
@@ -363,7 +359,7 @@ class Ledger:
             if paid is not None:
                 raise LedgerError(f"bill {bill_id} was already paid at {paid.at}")
             s.add(PostingRow(**_posting("payment", bill.run.district_id, bill.unit_id, -self._balance(s, PostingRow.bill_id == bill_id), user,
-                                        _now(), bill_id=bill_id, run_id=bill.run_id)))
+                                        now(), bill_id=bill_id, run_id=bill.run_id)))
 
     @staticmethod
     def _payment(s: Session, bill_id: str) -> PostingRow | None:
@@ -432,7 +428,7 @@ class Ledger:
             bill = self._find_bill(s, bill_id)
             if bill.run.status != "issued":
                 raise LedgerError(f"bill {bill_id} is in a {bill.run.status} run: rerun the draft instead of adjusting it")
-            row = PostingRow(**_posting("adjustment", bill.run.district_id, bill.unit_id, fen(amount), user, _now(), bill_id=bill_id,
+            row = PostingRow(**_posting("adjustment", bill.run.district_id, bill.unit_id, fen(amount), user, now(), bill_id=bill_id,
                                         run_id=bill.run_id, volume_l=volume_l, reason=reason))
             s.add(row)
             s.flush()
@@ -482,7 +478,7 @@ class Ledger:
             if target.kind == "adjustment" and carrier is not None and self._find_run(s, carrier).status != "draft":
                 raise LedgerError(f"adjustment #{posting_id} is on run {carrier[:12]}, which is {self._find_run(s, carrier).status}: "
                                   "record a new adjustment of the opposite amount instead")
-            row = PostingRow(**_posting("reversal", target.district_id, target.unit_id, -target.amount_fen, user, _now(), bill_id=target.bill_id,
+            row = PostingRow(**_posting("reversal", target.district_id, target.unit_id, -target.amount_fen, user, now(), bill_id=target.bill_id,
                                         run_id=target.run_id, volume_l=-target.volume_l, reason=reason, ref_id=target.id, account=target.account))
             s.add(row)
             s.flush()
@@ -501,7 +497,7 @@ class Ledger:
         _refuse_nul(point=point, user=user, reason=reason)
         with self.session() as s:
             row = EditRow(district_id=district_id, point=point, start_ms=start_ms, end_ms=end_ms, volume_l=volume_l,
-                          user=user, reason=reason, created_at=_now())
+                          user=user, reason=reason, created_at=now())
             s.add(row)
             s.flush()
             return row.id

@@ -17,7 +17,6 @@ adjustment comes from the runs' manifests, ordered so that it is the run version
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections import defaultdict
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -27,7 +26,17 @@ from sqlalchemy import Connection, func, insert, inspect, select, text
 from sqlalchemy.engine import Engine
 
 from billing import ledger_schema as schema
-from billing.ledger_schema import ACCOUNT_OF, FINE_PLACES, LIFECYCLE, SCHEMA_VERSION, LedgerError, fen, litres, scaled
+from billing.ledger_schema import (
+    ACCOUNT_OF,
+    FINE_PLACES,
+    LIFECYCLE,
+    SCHEMA_VERSION,
+    LedgerError,
+    fen,
+    litres,
+    now,
+    scaled,
+)
 
 _SCHEMA_LOCK = 0x63616E616C666C6F  # PostgreSQL advisory lock key ("canalflo") held while creating or migrating the tables
 V1_TABLES = ("adjustments", "bill_lines", "bills", "billing_events", "volume_edits", "billing_runs")  # in an order FKs allow dropping
@@ -59,11 +68,7 @@ def prepare_schema(engine: Engine) -> None:
             raise LedgerError(f"the ledger has schema version {version}, newer than this canalflow's {SCHEMA_VERSION}: upgrade canalflow")
         note = _migrate_v1(conn) if version == 1 else "created"
         schema.Base.metadata.create_all(conn)
-        conn.execute(insert(schema.SchemaRow), {"version": SCHEMA_VERSION, "applied_at": _now(), "note": note})
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        conn.execute(insert(schema.SchemaRow), {"version": SCHEMA_VERSION, "applied_at": now(), "note": note})
 
 
 def _migrate_v1(conn: Connection) -> str:

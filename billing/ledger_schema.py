@@ -15,10 +15,13 @@ than the litre) and its rate finer than the fen (yuan per m3): both are integers
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Exists,
     ForeignKey,
     Integer,
     String,
@@ -70,6 +73,11 @@ def scaled(value: Decimal | str, places: int, what: str) -> int:
 
 _FINEST = {FEN_PLACES: "a fen: money is kept to 0.01 yuan", LITRE_PLACES: "a litre: volumes are kept to 0.001 m3",
            FINE_PLACES: "10^-9: line volumes and rates are kept to 10^-9 m3 and yuan per m3"}
+
+
+def now() -> str:
+    """The time a row is written: UTC, ISO 8601 to the second (as every ``at`` and ``created_at``)."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def unscaled(units: int, places: int) -> Decimal:
@@ -228,7 +236,7 @@ class SchemaRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
 
 
-def has_event(run_id: object, *actions: str) -> object:
+def has_event(run_id: Any, *actions: str) -> Exists:
     """SQL: the run (a column or value) has a lifecycle event among ``actions``."""
     return exists(select(EventRow.id).where(EventRow.run_id == run_id, EventRow.action.in_(actions)))
 
