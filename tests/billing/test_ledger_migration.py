@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -216,3 +217,26 @@ def test_any_command_opening_a_version_1_ledger_migrates_it(ledger_url: str) -> 
     assert sorted(line.split()[:2] for line in listed.stdout.splitlines()) == sorted([r["id"][:12], r["status"]] for r in EXPECTED["runs"])
     with create_engine(ledger_url, poolclass=NullPool).connect() as conn:
         assert schema_version(conn) == SCHEMA_VERSION
+
+
+def test_processes_opening_a_version_1_ledger_at_once_migrate_it_once(ledger_url: str) -> None:
+    load_v1(ledger_url)
+    barrier, errors = threading.Barrier(3), []
+
+    def open_it() -> None:
+        engine = create_engine(ledger_url, poolclass=NullPool)  # its own connections, as another process has
+        barrier.wait(20)
+        try:
+            prepare_schema(engine)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with create_engine(ledger_url, poolclass=NullPool).connect() as conn:
+        assert conn.execute(select(SchemaRow.version)).scalars().all() == [SCHEMA_VERSION]
+    assert [a.id for a in open_ledger(ledger_url).pending_adjustments(EXPECTED["district"])] == [p["id"] for p in EXPECTED["pending"]]
