@@ -14,7 +14,7 @@ Modules, lowest stage first (docs/design.md, "Billing as stages"):
 - ``bills``       bills and billing runs from point volumes (pure)
 - ``exports``, ``pdf`` run files: JSON, CSV, XLSX; PDF bills
 - ``kpis``        billing KPI rows for the dashboards
-- ``ledger``      SQL ledger: runs, bills, lines, adjustments, edits, audit trail
+- ``ledger``      SQL ledger: runs, bills, edits, audit trail; money as a journal of postings in fen
 - ``run``         ``run_billing``: the stages in order
 - ``explain``     trace a bill line back to volumes and readings
 - ``api``         the FastAPI HTTP API; ``cli`` the ``canalflow billing`` commands

@@ -331,7 +331,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     @app.get("/adjustments", tags=["adjustments"], responses=READ | errors(503))
     def pending(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[PendingAdjustment]:
         rows = ledger.pending_adjustments(district().id)
-        items = [PendingAdjustment(id=a.id, unit=a.unit_id, bill_id=a.corrects_bill_id, amount=Decimal(a.amount), reason=a.reason, by=a.created_by, at=a.created_at)
+        items = [PendingAdjustment(id=a.id, unit=a.unit_id, bill_id=a.corrects_bill_id, amount=a.amount, reason=a.reason, by=a.created_by, at=a.created_at)
                  for a in rows[offset:offset + limit]]
         return Page[PendingAdjustment](items=items, offset=offset, limit=limit, total=len(rows))
 

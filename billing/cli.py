@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -48,7 +49,12 @@ The adjustment appears as a line on the unit's next billing run; the issued bill
 
 LEDGER_EXAMPLE = """examples:
   canalflow billing ledger runs
-  canalflow billing ledger water-use V01 --ledger sqlite:///out/ledger.db"""
+  canalflow billing ledger water-use V01 --ledger sqlite:///out/ledger.db
+  canalflow billing ledger postings V01
+
+postings: the unit's journal (issue, payment, adjustment, credit, reversal), one JSON object a
+line, then what it owes on issued bills and its adjustments not yet on one. An older ledger is
+migrated to the journal the first time any command opens it."""
 
 
 EFFICIENCY_EXAMPLE = """examples:
@@ -97,9 +103,18 @@ def register(subparsers: Any) -> None:
     paid.add_argument("--user", required=True)
     _add_ledger(paid)
     paid.set_defaults(func=cmd_paid)
-    ledger = commands.add_parser("ledger", help="list runs, or a unit's water-use ledger (用水台账)", epilog=LEDGER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ledger.add_argument("what", choices=("runs", "water-use"))
-    ledger.add_argument("unit", nargs="?", help="billing unit id (for water-use)")
+    reverse = commands.add_parser("reverse", help="cancel a payment or a pending adjustment by a reversal posting",
+                                  epilog="example:\n  canalflow billing reverse 42 --reason \"paid into the wrong account\" --user li\n\n"
+                                         "Posting ids are in `billing ledger postings UNIT`. Then record the right payment or adjustment.",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    reverse.add_argument("posting_id", type=int)
+    reverse.add_argument("--reason", required=True)
+    reverse.add_argument("--user", required=True)
+    _add_ledger(reverse)
+    reverse.set_defaults(func=cmd_reverse)
+    ledger = commands.add_parser("ledger", help="list runs, a unit's water-use ledger (用水台账) or its postings", epilog=LEDGER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ledger.add_argument("what", choices=("runs", "water-use", "postings"))
+    ledger.add_argument("unit", nargs="?", help="billing unit id (for water-use and postings)")
     _add_ledger(ledger)
     ledger.set_defaults(func=cmd_ledger)
 
@@ -349,6 +364,14 @@ def cmd_paid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reverse(args: argparse.Namespace) -> int:
+    from billing.ledger import open_ledger
+
+    reversal = open_ledger(args.ledger).reverse(args.posting_id, args.user, args.reason)
+    print(f"posting #{args.posting_id} reversed by #{reversal}")
+    return 0
+
+
 def cmd_ledger(args: argparse.Namespace) -> int:
     from billing.ledger import open_ledger
 
@@ -358,7 +381,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             print(f"{row.id[:12]}  {row.status:9} {row.district_id} {row.season_id or '-':12} tariff {row.tariff_id} v{row.tariff_version}  created {row.created_at}")
         return 0
     if not args.unit:
-        raise OptionError("name a billing unit, e.g. `ledger water-use V01`")
+        raise OptionError(f"name a billing unit, e.g. `ledger {args.what} V01`")
+    if args.what == "postings":
+        for p in ledger.postings(args.unit):
+            print(json.dumps(dataclasses.asdict(p), ensure_ascii=False, default=str))
+        print(f"{args.unit}: owes {ledger.balance(args.unit)} yuan on issued bills; adjustments not yet on a bill {ledger.corrections_total(args.unit)} yuan")
+        return 0
     for entry in ledger.water_use(args.unit):
         print(json.dumps(entry, ensure_ascii=False))
     return 0

@@ -6,7 +6,12 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from billing.bills import BillingRun, build_run
+from billing.ledger import Ledger
+from billing.volumes import PointVolume, charging_points
+from billing.window import season_window
 from canalflow.contract import Quality, Reading, ReadingBatch, reading_lines
 from canalflow.district import District
 from canalflow.influx import InfluxV1
@@ -122,3 +127,21 @@ def write_constant_flows(influx: InfluxV1, district: District, volumes: dict[str
         batch = ReadingBatch(district=district.id, gateway=p.gateway, point=point_id, seq=0, readings=tuple(readings))
         lines += reading_lines(batch, p.canal, p.role.value)
     influx.write_lines(lines)
+
+
+DAY_MS = 86_400_000
+
+
+def fixed_run(district: District, day: int, days: int = 1, volume_m3: float = 123_456.789, **kwargs: Any) -> BillingRun:
+    """A run over ``days`` days from the ``day``-th of the spring season, every charging point at ``volume_m3``."""
+    t0 = season_window(district, district.seasons["2026-spring"])[0] + day * DAY_MS
+    volumes = {p: PointVolume(p, VolumeResult(volume_m3, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
+    kwargs.setdefault("as_of_ms", t0 + days * DAY_MS)
+    return build_run(district, volumes, t0, t0 + days * DAY_MS, season=district.seasons["2026-spring"], **kwargs)
+
+
+def issued(ledger: Ledger, run: BillingRun) -> BillingRun:
+    ledger.record_run(run)
+    ledger.advance(run.run_id, "approved", "li")
+    ledger.advance(run.run_id, "issued", "wang")
+    return run

@@ -86,6 +86,18 @@ def test_run_approve_issue_and_ledger(day_of_water, tmp_path: Path, ledger_url: 
     water = canalflow("ledger", "water-use", "V01", "--ledger", ledger)
     assert json.loads(water.stdout.splitlines()[0])["bill_id"] == f"{run_id}-V01"
     assert (tmp_path / "out" / "bills" / "V01.json").exists()
+    # paid, a mistaken payment reversed: the unit's postings and balance say so
+    assert canalflow("paid", f"{run_id}-V01", "--user", "li", "--ledger", ledger).returncode == 0
+    postings = canalflow("ledger", "postings", "V01", "--ledger", ledger)
+    *entries, summary = postings.stdout.splitlines()
+    assert [json.loads(e)["kind"] for e in entries] == ["issue", "payment"] and "owes 0.00 yuan" in summary
+    payment = json.loads(entries[1])["id"]
+    reversed_ = canalflow("reverse", str(payment), "--reason", "cheque bounced", "--user", "li", "--ledger", ledger)
+    assert reversed_.returncode == 0 and f"posting #{payment} reversed" in reversed_.stdout
+    again = canalflow("reverse", str(payment), "--reason", "cheque bounced", "--user", "li", "--ledger", ledger)
+    assert again.returncode == 1 and "already reversed" in again.stderr
+    total = json.loads(entries[0])["amount"]
+    assert f"owes {total} yuan" in canalflow("ledger", "postings", "V01", "--ledger", ledger).stdout
 
 
 def test_errors_name_the_problem(tmp_path: Path, influx):

@@ -17,38 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from billing_synth import DEMO
+from billing_synth import DEMO, fixed_run, issued
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.pool import NullPool
 
 from billing.api import ApiConfig, Principal, create_app
-from billing.bills import BillingRun, PendingAdjustment, build_run
-from billing.ledger import AdjustmentRow, BillRow, Ledger, LedgerError, LineRow, RunRow, open_ledger
-from billing.volumes import PointVolume, charging_points
-from billing.window import season_window
+from billing.bills import PendingAdjustment
+from billing.ledger import BillRow, Ledger, LedgerError, LineRow, RunRow, open_ledger
+from billing.ledger_schema import m3, unscaled, yuan
 from canalflow.credentials import hash_api_token
 from canalflow.district import District, load_district
-from canalflow.volume import VolumeResult
 
 DAY_MS = 86_400_000
 WAIT = 20.0  # seconds; generous for a loaded 2-core machine
 LAST_MS_OF_9999 = 253_402_300_799_999  # far beyond 32 bits: the ledger's ms columns must be 64-bit
-
-
-def fixed_run(district: District, day: int, days: int = 1, volume_m3: float = 123_456.789, **kwargs: Any) -> BillingRun:
-    """A run over ``days`` days from the ``day``-th of the spring season, every charging point at ``volume_m3``."""
-    t0 = season_window(district, district.seasons["2026-spring"])[0] + day * DAY_MS
-    volumes = {p: PointVolume(p, VolumeResult(volume_m3, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
-    kwargs.setdefault("as_of_ms", t0 + days * DAY_MS)
-    return build_run(district, volumes, t0, t0 + days * DAY_MS, season=district.seasons["2026-spring"], **kwargs)
-
-
-def issued(ledger: Ledger, run: BillingRun) -> BillingRun:
-    ledger.record_run(run)
-    ledger.advance(run.run_id, "approved", "li")
-    ledger.advance(run.run_id, "issued", "wang")
-    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,17 +45,20 @@ def test_money_and_volumes_round_trip_exactly(ledger_url: str, demo: District) -
     for bill in first.bills:
         assert ledger.bill(bill.bill_id) == bill.to_dict() | {"status": "issued"}
     with ledger.session() as s:
-        stored = {b.unit_id: (b.volume_m3, b.quota_m3, b.total) for b in s.scalars(select(BillRow).where(BillRow.run_id == first.run_id))}
-        lines = {ln.id: (ln.volume_m3, ln.rate, ln.amount) for ln in s.scalars(select(LineRow).join(BillRow).where(BillRow.run_id == first.run_id))}
-    assert stored == {b.unit_id: (str(b.volume_m3), str(b.quota_m3), str(b.total)) for b in first.bills}
-    assert lines == {b.line_id(n): (str(ln.volume_m3), str(ln.rate), str(ln.amount)) for b in first.bills for n, ln in enumerate(b.lines, 1)}
-    assert any(Decimal(rate).as_tuple().exponent < -2 for _, rate, _ in lines.values())  # rates finer than the fen survive
+        stored = {b.unit_id: (m3(b.volume_l), m3(b.quota_l), yuan(b.total_fen)) for b in s.scalars(select(BillRow).where(BillRow.run_id == first.run_id))}
+        lines = {ln.id: (unscaled(ln.volume_e9, 9), unscaled(ln.rate_e9, 9), yuan(ln.amount_fen))
+                 for ln in s.scalars(select(LineRow).join(BillRow).where(BillRow.run_id == first.run_id))}
+    assert stored == {b.unit_id: (b.volume_m3, b.quota_m3, b.total) for b in first.bills}
+    assert lines == {b.line_id(n): (ln.volume_m3, ln.rate, ln.amount) for b in first.bills for n, ln in enumerate(b.lines, 1)}
+    assert any(rate.as_tuple().exponent < -2 for _, rate, _ in lines.values())  # rates finer than the fen survive
     # adjustments: the smallest credit, and the largest amount the API accepts (14 digits)
     amounts = [Decimal("-0.01"), Decimal("123456789012.34")]
     ids = [ledger.add_adjustment(first.bill_of("V01").bill_id, a, "meter over-read", "li", volume_m3=Decimal("0.001")) for a in amounts]
     pending = ledger.pending_adjustments(demo.id)
-    assert [(a.id, a.amount, a.volume_m3) for a in pending] == [(i, str(a), "0.001") for i, a in zip(ids, amounts, strict=True)]
-    carried = [PendingAdjustment(a.id, a.unit_id, Decimal(a.amount), a.reason, a.corrects_bill_id) for a in pending]
+    assert [(a.id, a.amount, a.volume_m3) for a in pending] == [(i, a, Decimal("0.001")) for i, a in zip(ids, amounts, strict=True)]
+    assert [str(a.amount) for a in pending] == ["-0.01", "123456789012.34"]
+    assert ledger.corrections_total("V01") == sum(amounts)
+    carried = [PendingAdjustment(a.id, a.unit_id, a.amount, a.reason, a.corrects_bill_id) for a in pending]
     second = fixed_run(demo, 1, adjustments=carried)
     ledger.record_run(second)
     on_bill = [ln["amount"] for ln in ledger.bill(second.bill_of("V01").bill_id)["lines"] if ln["kind"] == "adjustment"]
@@ -308,7 +294,8 @@ def test_a_rerun_recorded_while_its_draft_is_approved_never_carries_an_adjustmen
     a, b = race(ledger_url, lambda led: led.advance(draft.run_id, "approved", "wang"), lambda led: led.record_run(rerun))
     assert (a.error, b.error, b.result) == (None, None, "created")
     # the approved draft keeps the adjustment; the rerun, which also has its line, can never be approved
-    assert [a.applied_run_id for a in _adjustments(ledger)] == [draft.run_id]
+    assert ledger.pending_adjustments(demo.id) == []  # carried by the approved draft
+    assert ledger.adjustment(adj_id).applied_run_id == draft.run_id
     with pytest.raises(LedgerError, match="carried by the newer run"):
         ledger.advance(rerun.run_id, "approved", "wang")
 
@@ -320,6 +307,17 @@ def test_a_bill_paid_by_two_clerks_at_once_is_paid_once(ledger_url: str, demo: D
     a, b = race(ledger_url, lambda led: led.mark_paid(bill, "li"), lambda led: led.mark_paid(bill, "zhao"))
     assert a.error is None and isinstance(b.error, LedgerError) and "already paid" in str(b.error)
     assert [(e.action, e.user) for e in ledger.events(run.run_id) if e.action == "paid"] == [("paid", "li")]
+
+
+def test_a_payment_reversed_by_two_clerks_at_once_is_reversed_once(ledger_url: str, demo: District) -> None:
+    ledger = open_ledger(ledger_url)
+    run = issued(ledger, fixed_run(demo, 0))
+    bill = run.bill_of("V01")
+    ledger.mark_paid(bill.bill_id, "li")
+    payment = ledger.postings("V01")[-1].id
+    a, b = race(ledger_url, lambda led: led.reverse(payment, "li", "bounced"), lambda led: led.reverse(payment, "zhao", "bounced"))
+    assert a.error is None and isinstance(b.error, LedgerError) and "already reversed" in str(b.error)
+    assert [p.kind for p in ledger.postings("V01")] == ["issue", "payment", "reversal"] and ledger.bill_balance(bill.bill_id) == bill.total
 
 
 def test_processes_opening_a_new_ledger_at_once_all_succeed(ledger_url: str) -> None:
@@ -339,14 +337,6 @@ def test_processes_opening_a_new_ledger_at_once_all_succeed(ledger_url: str) -> 
     for t in threads:
         t.join(WAIT)
     assert errors == []
-
-
-def _adjustments(ledger: Ledger) -> list[AdjustmentRow]:
-    with ledger.session() as s:
-        rows = list(s.scalars(select(AdjustmentRow).order_by(AdjustmentRow.id)))
-        for row in rows:
-            s.expunge(row)
-        return rows
 
 
 def test_opening_the_ledger_again_reuses_its_connection_pool(ledger_url: str) -> None:

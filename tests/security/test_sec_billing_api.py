@@ -191,7 +191,7 @@ def issued_snapshot(api: Api) -> dict[str, Any]:
     listing = client.get(f"/runs/{run_id}/bills", params={"limit": 500}, headers=AUTH["viewer"]).content
     run = client.get(f"/runs/{run_id}", headers=AUTH["viewer"]).json()
     with sqlite3.connect(f"file:{api.db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT id, unit_id, volume_m3, quota_m3, total, blocked, document FROM bills WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
+        rows = conn.execute("SELECT id, unit_id, volume_l, quota_l, total_fen, blocked, document FROM bills WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
         lines = conn.execute("SELECT l.* FROM bill_lines l JOIN bills b ON b.id = l.bill_id WHERE b.run_id = ? ORDER BY l.id", (run_id,)).fetchall()
     return {"bills": bills, "listing": listing, "run": run | {"events": None}, "rows": rows, "lines": lines}
 
