@@ -247,13 +247,6 @@ def create_app(config: ApiConfig) -> FastAPI:
 
         return InfluxV1(config.influx_url, config.influx_db, token=config.influx_token)
 
-    def ledger_call(fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except LedgerError as exc:
-            text = str(exc)
-            raise HTTPException(404 if text.startswith("no ") else 409, text) from exc
-
     @app.get("/health", tags=["meta"])
     def health() -> Health:
         return Health(status="ok")
@@ -277,24 +270,9 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @app.post("/runs", tags=["runs"], status_code=201, responses=WRITE | errors(409, 503))
     def start_run(body: RunRequest, who: Clerk) -> StartedRun:
-        from billing.run import run_billing
-        from billing.window import BillingError, season_window
-
         d = district()
-        if body.season:
-            if body.season not in d.seasons:
-                raise HTTPException(422, f"unknown season {body.season!r}; known: {', '.join(d.seasons)}")
-            t0, t1 = season_window(d, d.seasons[body.season])
-        else:
-            t0, t1 = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)  # type: ignore[union-attr]
-        as_of = int(body.as_of.timestamp() * 1000) if body.as_of else None
-        try:
-            with influx() as client:
-                run = run_billing(d, client, t0, t1, ledger_url=config.ledger_url, season_id=body.season, as_of_ms=as_of, user=who.user, source=body.source)
-        except BillingError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        except LedgerError as exc:
-            raise HTTPException(409, str(exc)) from exc
+        with influx() as client:
+            run = start_billing_run(d, client, config.ledger_url, body, who.user)
         return StartedRun.model_validate(run.manifest() | {"ledger": run.ledger_status})
 
     @app.post("/runs/{run_id}/approve", tags=["runs"], responses=WRITE | errors(404, 409))
@@ -378,6 +356,36 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.state.ledger = ledger
     _publish_documents(app)
     return app
+
+
+def ledger_call(fn: Callable[[], Any]) -> Any:
+    """``fn()``, with a ledger refusal as HTTP 404 (no such run, bill, line) or 409 (the lifecycle)."""
+    try:
+        return fn()
+    except LedgerError as exc:
+        text = str(exc)
+        raise HTTPException(404 if text.startswith("no ") else 409, text) from exc
+
+
+def start_billing_run(district: Any, client: Any, ledger_url: str, body: RunRequest, user: str) -> Any:
+    """Bill the request's season or window from InfluxDB into the ledger (the API's and the web workbench's
+    ``POST /runs``); an unknown season or a billing error is HTTP 422, a ledger conflict 409."""
+    from billing.run import run_billing
+    from billing.window import BillingError, season_window
+
+    if body.season:
+        if body.season not in district.seasons:
+            raise HTTPException(422, f"unknown season {body.season!r}; known: {', '.join(district.seasons)}")
+        t0, t1 = season_window(district, district.seasons[body.season])
+    else:
+        t0, t1 = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)  # type: ignore[union-attr]
+    as_of = int(body.as_of.timestamp() * 1000) if body.as_of else None
+    try:
+        return run_billing(district, client, t0, t1, ledger_url=ledger_url, season_id=body.season, as_of_ms=as_of, user=user, source=body.source)
+    except BillingError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except LedgerError as exc:
+        raise HTTPException(409, str(exc)) from exc
 
 
 def _publish_documents(app: FastAPI) -> None:
@@ -495,4 +503,4 @@ def redact_query_in_access_log(record: logging.LogRecord) -> bool:
     return True
 
 
-__all__ = ["ApiConfig", "Ledger", "create_app", "load_tokens", "serve"]
+__all__ = ["ApiConfig", "Ledger", "create_app", "ledger_call", "load_tokens", "serve", "start_billing_run"]
