@@ -217,7 +217,7 @@ def create_app(config: WebConfig) -> FastAPI:
         row = ledger_call(lambda: ledger.run(run_id))
         bills = ledger.bills_of_run(row.id, limit=MAX_BILLS)
         townships: dict[str, list[dict[str, Any]]] = {}
-        for bill in bills:
+        for bill in sorted(bills, key=lambda b: (b["unit"]["township"], b["unit"]["id"])):
             townships.setdefault(bill["unit"]["township"], []).append(bill)
         previous = _previous_run(row)
         diff = _diff(ledger.bills_of_run(previous.id, limit=MAX_BILLS), bills) if previous else []
