@@ -79,14 +79,20 @@ class TokenFileError(ValueError):
     pass
 
 
-def load_tokens(path: Path) -> dict[str, Principal]:
-    """sha256(token) -> principal, from a YAML list of {user, role, sha256|token}."""
+def read_entries(path: Path, what: str, shape: str, error: type[ValueError] = ValueError) -> list[Any]:
+    """The YAML list in an accounts file (``what``: "tokens", "users"), or ``error`` naming the file and the expected ``shape``."""
     try:
         entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     except (OSError, yaml.YAMLError) as exc:
-        raise TokenFileError(f"cannot read tokens file {path}: {exc}") from exc
+        raise error(f"cannot read {what} file {path}: {exc}") from exc
     if not isinstance(entries, list):
-        raise TokenFileError(f"{path}: expected a list of {{user, role, sha256}} entries")
+        raise error(f"{path}: expected a list of {shape} entries")
+    return entries
+
+
+def load_tokens(path: Path) -> dict[str, Principal]:
+    """sha256(token) -> principal, from a YAML list of {user, role, sha256|token}."""
+    entries = read_entries(path, "tokens", "{user, role, sha256}", TokenFileError)
     tokens: dict[str, Principal] = {}
     for index, entry in enumerate(entries):
         where = f"{path}: entry {index + 1}"
@@ -503,4 +509,4 @@ def redact_query_in_access_log(record: logging.LogRecord) -> bool:
     return True
 
 
-__all__ = ["ApiConfig", "Ledger", "create_app", "ledger_call", "load_tokens", "serve", "start_billing_run"]
+__all__ = ["ApiConfig", "Ledger", "create_app", "ledger_call", "load_tokens", "read_entries", "serve", "start_billing_run"]

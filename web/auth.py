@@ -51,12 +51,9 @@ class Account:
 
 def load_users(path: Path) -> dict[str, Account]:
     """user -> account, from a YAML list of ``{user, role, argon2}``."""
-    try:
-        entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsersFileError(f"cannot read users file {path}: {exc}") from exc
-    if not isinstance(entries, list):
-        raise UsersFileError(f"{path}: expected a list of {{user, role, argon2}} entries")
+    from billing.api import read_entries
+
+    entries = read_entries(path, "users", "{user, role, argon2}", UsersFileError)
     accounts: dict[str, Account] = {}
     for index, entry in enumerate(entries):
         where = f"{path}: entry {index + 1}"
@@ -75,7 +72,9 @@ def add_user(path: Path, user: str, role: str, password: str) -> None:
         raise UsersFileError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     if len(password) < 8:
         raise UsersFileError("a password needs at least 8 characters")
-    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or [] if path.exists() else []
+    from billing.api import read_entries
+
+    entries = read_entries(path, "users", "{user, role, argon2}", UsersFileError) if path.exists() else []
     entries = [e for e in entries if not (isinstance(e, dict) and e.get("user") == user)]
     entries.append({"user": user, "role": role, "argon2": HASHER.hash(password)})
     path.write_text(yaml.safe_dump(entries, allow_unicode=True, sort_keys=False), encoding="utf-8")
