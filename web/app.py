@@ -10,7 +10,11 @@ Pages are Chinese unless the ``lang`` cookie says ``en`` (the switch in the head
 import csv
 import datetime as dt
 import io
+import logging
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +29,7 @@ from pydantic import ValidationError
 
 from billing.api import AdjustmentRequest, EditRequest, RunRequest, ledger_call, start_billing_run
 from billing.ledger import open_ledger
+from canalflow.influx import InfluxUnavailable
 from web.auth import Account, Session, Sessions, same_token
 from web.i18n import LANGS, words
 from web.notice import by_township, issued_run, issued_runs, notice_pdf, notice_rows
@@ -53,6 +58,47 @@ class WebConfig:
     secure_cookies: bool = False  # set behind a TLS proxy that does not send X-Forwarded-Proto
 
 
+@dataclass
+class Job:
+    user: str
+    started: float
+    run_id: str | None = None
+    error: HTTPException | None = None
+
+
+class Jobs:
+    """Billing runs started from the browser, each on its own thread: a season can take minutes, longer
+    than a reverse proxy waits for an answer, so the form answers at once with a page that follows the job."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def start(self, work: Callable[[], str], user: str) -> str:
+        job_id = secrets.token_urlsafe(12)
+        job = Job(user, time.monotonic())
+        with self._lock:
+            self._jobs[job_id] = job
+
+        def run() -> None:
+            try:
+                job.run_id = work()
+            except HTTPException as exc:
+                job.error = exc
+            except InfluxUnavailable as exc:
+                job.error = HTTPException(503, f"{exc}; start the run again when InfluxDB is back")
+            except Exception as exc:  # shown on the job's page instead of dying silently in a thread
+                logging.getLogger(__name__).exception("billing job %s failed", job_id)
+                job.error = HTTPException(500, f"{type(exc).__name__}: {exc}")
+
+        threading.Thread(target=run, name=f"billing-job-{job_id}", daemon=True).start()
+        return job_id
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+
 class SignIn(Exception):
     """Raised on a clerk page without a session: the answer is a redirect to the sign-in page."""
 
@@ -61,6 +107,7 @@ def create_app(config: WebConfig) -> FastAPI:
     app = FastAPI(title="canalflow web", docs_url=None, redoc_url=None, openapi_url=None)
     ledger = open_ledger(config.ledger_url)
     sessions = Sessions(config.accounts)
+    jobs = Jobs()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     state: dict[str, Any] = {}
@@ -200,16 +247,25 @@ def create_app(config: WebConfig) -> FastAPI:
         if d is None or not config.influx_url:
             raise HTTPException(503, "the workbench was started without --district and --influx: it can show runs but not start them")
         body = _validated(RunRequest, _run_fields(form, tz()))
-        from starlette.concurrency import run_in_threadpool
+        return back_to(f"/jobs/{jobs.start(lambda: _bill(d, body, session.user), session.user)}")
 
+    def _bill(d: Any, body: RunRequest, user: str) -> str:
         from canalflow.influx import InfluxV1
 
-        def bill() -> Any:
-            with InfluxV1(config.influx_url, config.influx_db, token=config.influx_token) as client:
-                return start_billing_run(d, client, config.ledger_url, body, session.user)
+        with InfluxV1(config.influx_url, config.influx_db, token=config.influx_token) as client:  # type: ignore[arg-type]
+            return start_billing_run(d, client, config.ledger_url, body, user).run_id
 
-        run = await run_in_threadpool(bill)
-        return back_to(f"/runs/{run.run_id}")
+    @app.get("/jobs/{job_id}")
+    def job_page(request: Request, job_id: str) -> Response:
+        signed_in(request)
+        job = jobs.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no billing job {job_id!r} (jobs are kept in memory until the server restarts)")
+        if job.error is not None:
+            raise HTTPException(job.error.status_code, job.error.detail)
+        if job.run_id is not None:
+            return back_to(f"/runs/{job.run_id}")
+        return page(request, "job.html", job=job, elapsed=int(time.monotonic() - job.started))
 
     @app.get("/runs/{run_id}")
     def run_page(request: Request, run_id: str) -> Response:
@@ -271,6 +327,23 @@ def create_app(config: WebConfig) -> FastAPI:
     def bill_page(request: Request, bill_id: str) -> Response:
         signed_in(request)
         return page(request, "bill.html", bill=ledger_call(lambda: ledger.bill(bill_id)))
+
+    @app.get("/bills/{bill_id}/bill.pdf")
+    def bill_pdf(request: Request, bill_id: str) -> Response:
+        signed_in(request)
+        import tempfile
+
+        from billing.pdf import bill_context, render_bill
+
+        d = district()
+        if d is None:
+            raise HTTPException(503, "the workbench was started without --district: bills cannot be printed")
+        bill = ledger_call(lambda: ledger.bill(bill_id))
+        run = ledger_call(lambda: ledger.run(bill["run_id"]))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = render_bill(bill, bill_context(d, run, lang_of(request)), Path(tmp) / "bill.pdf")
+            content = path.read_bytes()
+        return Response(content, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="bill-{bill["unit"]["id"]}.pdf"'})
 
     @app.get("/lines/{line_id}")
     def explain_page(request: Request, line_id: str) -> Response:

@@ -27,7 +27,7 @@ WORDS: dict[str, dict[str, str]] = {
         "no_issued": "尚无已出具的账单。", "error": "出错了", "back": "返回", "language": "English", "downloads": "下载",
         "four_eyes": "审核须由另一人完成：批次创建人不能审核自己的批次", "forbidden": "您的角色无权执行此操作", "csrf": "表单已过期或来源不明，请刷新页面后重试",
         "sign_in_needed": "请先登录", "pending_adjustments": "待计入的调整", "role": "角色", "run": "批次", "village_notice": "村级用水公示表",
-        "ev:created": "创建", "ev:approved": "审核通过", "ev:issued": "出具", "ev:paid": "缴费", "ev:adjustment": "调整",
+        "running": "正在计费，已用时", "ev:created": "创建", "ev:approved": "审核通过", "ev:issued": "出具", "ev:paid": "缴费", "ev:adjustment": "调整",
     },
     "en": {
         "app": "Irrigation billing workbench", "public": "Public water-use notice", "runs": "Billing runs", "vee": "VEE queue", "audit": "Audit trail",
@@ -46,7 +46,7 @@ WORDS: dict[str, dict[str, str]] = {
         "no_issued": "No bills issued yet.", "error": "Error", "back": "Back", "language": "中文", "downloads": "Downloads",
         "four_eyes": "Four eyes: the run's creator cannot approve it; another approver must", "forbidden": "Your role may not do this", "csrf": "The form expired or came from elsewhere; reload the page and try again",
         "sign_in_needed": "Please sign in", "pending_adjustments": "Pending adjustments", "role": "Role", "run": "Run", "village_notice": "Village water-use notice",
-        "ev:created": "created", "ev:approved": "approved", "ev:issued": "issued", "ev:paid": "paid", "ev:adjustment": "adjustment",
+        "running": "Billing, running for", "ev:created": "created", "ev:approved": "approved", "ev:issued": "issued", "ev:paid": "paid", "ev:adjustment": "adjustment",
     },
 }
 

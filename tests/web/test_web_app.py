@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,9 +41,16 @@ def local(ms: int) -> str:
 
 
 def start_run(client: TestClient, window: tuple[int, int]) -> str:
+    """Start a run from the form and follow its job page until it names the run."""
     answer = post(client, "/runs", "/runs", **{"from": local(window[0]), "to": local(window[1])})
-    assert answer.status_code == 303, answer.text
-    return answer.headers["location"].rsplit("/", 1)[1]
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/jobs/"), answer.text
+    job = answer.headers["location"]
+    deadline = time.monotonic() + 120
+    while (state := client.get(job, follow_redirects=False)).status_code == 200:
+        assert "正在计费" in state.text and time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state.status_code == 303, state.text
+    return state.headers["location"].rsplit("/", 1)[1]
 
 
 def test_anonymous_visitors_reach_no_clerk_page(config: WebConfig) -> None:
@@ -97,6 +105,8 @@ def test_a_billing_round_four_eyes_and_the_public_notice(config: WebConfig, day:
     v01 = next(b for b in bills if b["unit"]["id"] == "V01")
     bill_page = admin.get(f"/bills/{v01['bill_id']}").text
     assert v01["total"] in bill_page and "骨干工程水价" in bill_page
+    printed = admin.get(f"/bills/{v01['bill_id']}/bill.pdf")
+    assert printed.status_code == 200 and printed.content.startswith(b"%PDF")
     explained = admin.get(f"/lines/{v01['bill_id']}-L1").text
     assert "rounded half up" in explained and "V01-IN" in explained and "good 97" in explained
     # draft: not public; the creator cannot approve it, a clerk may not, an approver may
@@ -155,3 +165,22 @@ def test_a_rerun_of_a_draft_window_is_compared_with_the_previous_run(config: Web
 def test_no_open_redirect(config: WebConfig, target: str) -> None:
     client = TestClient(create_app(config))
     assert client.get(f"/lang/en?next={target}", follow_redirects=False).headers["location"] == "/"
+
+
+def test_a_run_with_influxdb_down_says_so_on_its_job_page(config: WebConfig, day: tuple[int, int]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    config.influx_url = closed
+    client = TestClient(create_app(config))
+    sign_in(client, "li")
+    answer = post(client, "/runs", "/runs", **{"from": local(day[0]), "to": local(day[1])})
+    job = answer.headers["location"]
+    deadline = time.monotonic() + 60
+    while (state := client.get(job)).status_code == 200 and "正在计费" in state.text:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state.status_code == 503 and "InfluxDB is back" in state.text
+    assert client.app.state.ledger.count_runs() == 0
