@@ -22,8 +22,6 @@ from conftest import HOSTILE, password
 from web.app import WebConfig, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is missing: run scripts/install-system-deps.sh")
 
 
 @pytest.fixture
@@ -49,7 +47,11 @@ def server(config: WebConfig) -> Iterator[tuple[str, Any]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-system-deps.sh (it installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright  # the dev extra
+
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield browser
         browser.close()

@@ -12,8 +12,17 @@ import pytest
 from conftest import HOSTILE, password
 from fastapi.testclient import TestClient
 
+from canalflow.influx import InfluxV1
 from web.app import WebConfig, create_app
-from web.auth import MAX_FAILURES
+from web.auth import MAX_FAILURES, load_users
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def config(request: pytest.FixtureRequest, tmp_path: Path, users_file: Path, district_path: Path, influx: InfluxV1) -> WebConfig:
+    """The workbench's configuration on each ledger backend we deploy (a fresh PostgreSQL database per test)."""
+    url = f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+    return WebConfig(url, load_users(users_file), district_path, influx.url, influx.database)
+
 
 CLERK_PAGES = ("/runs", "/vee", "/audit", "/runs/abc", "/bills/abc-V01", "/lines/abc-V01-L1", "/runs/abc/bills.csv")
 
