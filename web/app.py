@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from billing.api import AdjustmentRequest, EditRequest, RunRequest, ledger_call, start_billing_run
+from billing.api import AdjustmentRequest, EditRequest, RunRequest, ledger_call, record_edit, start_billing_run
 from billing.ledger import open_ledger
 from canalflow.influx import InfluxUnavailable
 from web.auth import Account, Session, Sessions, same_token
@@ -399,11 +399,7 @@ def create_app(config: WebConfig) -> FastAPI:
         if d is None:
             raise HTTPException(503, "the workbench was started without --district")
         fields = _run_fields(form, tz()) | {"point": form.get("point", ""), "volume_m3": form.get("volume_m3", ""), "reason": form.get("reason", "")}
-        body = _validated(EditRequest, fields)
-        if body.point not in d.points:
-            raise HTTPException(422, f"unknown point {body.point!r}")
-        start, end = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)
-        ledger_call(lambda: ledger.add_edit(d.id, body.point, start, end, body.volume_m3, session.user, body.reason))
+        record_edit(ledger, d, _validated(EditRequest, fields), session.user)
         return back_to("/vee")
 
     @app.get("/audit")

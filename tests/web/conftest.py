@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "billing"))
 
 from billing_synth import DEMO, MIN, Meter, write_meter
+from web_accounts import ACCOUNTS, HOSTILE, password
 
 from billing.window import season_window
 from canalflow.district import District, load_district
@@ -22,12 +23,6 @@ from web.app import WebConfig
 from web.auth import add_user, load_users
 
 DAY_MS = 86_400_000
-HOSTILE = "<script>document.title='pwned'</script>张庄村"
-ACCOUNTS = {"li": "clerk", "wang": "approver", "chen": "approver", "zhou": "auditor", "zhang": "admin"}
-
-
-def password(user: str) -> str:
-    return f"pw-{user}-2026!"
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HOSTILE, password
+from web_accounts import HOSTILE, local, password
 
 from web.app import WebConfig, create_app
 
@@ -73,11 +73,6 @@ def signed_in(browser: Any, base: str, user: str, **context: Any) -> Any:
     page.wait_for_url(f"{base}/runs")
     return page
 
-
-def local(ms: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%dT%H:%M")
 
 
 def start_run(page: Any, base: str, window: tuple[int, int]) -> str:

@@ -9,8 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import HOSTILE, password
 from fastapi.testclient import TestClient
+from web_accounts import HOSTILE, local, password
 
 from canalflow.influx import InfluxV1
 from web.app import WebConfig, create_app
@@ -24,7 +24,7 @@ def config(request: pytest.FixtureRequest, tmp_path: Path, users_file: Path, dis
     return WebConfig(url, load_users(users_file), district_path, influx.url, influx.database)
 
 
-CLERK_PAGES = ("/runs", "/vee", "/audit", "/runs/abc", "/bills/abc-V01", "/lines/abc-V01-L1", "/runs/abc/bills.csv")
+CLERK_PAGES = ("/runs", "/vee", "/audit", "/runs/abc", "/bills/abc-V01", "/bills/abc-V01/bill.pdf", "/lines/abc-V01-L1", "/runs/abc/bills.csv", "/jobs/abc")
 
 
 def csrf_of(html: str) -> str:
@@ -42,11 +42,6 @@ def sign_in(client: TestClient, user: str, secret: str | None = None) -> None:
 def post(client: TestClient, url: str, page: str, **fields: str) -> object:
     return client.post(url, data={"csrf": csrf_of(client.get(page).text), **fields}, follow_redirects=False)
 
-
-def local(ms: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%dT%H:%M")
 
 
 def start_run(client: TestClient, window: tuple[int, int]) -> str:
