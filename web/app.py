@@ -28,6 +28,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from billing.api import AdjustmentRequest, EditRequest, RunRequest, ledger_call, record_edit, start_billing_run
+from billing.exports import BILL_COLUMNS
 from billing.ledger import open_ledger
 from canalflow.influx import InfluxUnavailable
 from web.auth import Account, Session, Sessions, same_token
@@ -316,9 +317,11 @@ def create_app(config: WebConfig) -> FastAPI:
         row = ledger_call(lambda: ledger.run(run_id))
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["bill_id", "unit", "name", "township", "volume_m3", "quota_m3", "total", "blocked", "status"])
+        writer.writerow(BILL_COLUMNS)  # the columns of the run's bills.csv (billing run --out)
         for b in ledger.bills_of_run(row.id, limit=MAX_BILLS):
-            writer.writerow([b["bill_id"], b["unit"]["id"], _cell(b["unit"]["name"]), b["unit"]["township"], b["volume_m3"], b["quota_m3"], b["total"], b["blocked"], row.status])
+            unit = b["unit"]
+            writer.writerow([b["bill_id"], unit["id"], _cell(unit["name"]), unit["kind"], unit["township"], b["season"]["id"], b["volume_m3"],
+                             b["quota_m3"], b["total"], int(b["blocked"]), _cell(b["blocked_reason"])])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="bills-{row.id[:12]}.csv"'})
 
     # --- bills -------------------------------------------------------------------------------

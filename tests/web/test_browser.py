@@ -98,6 +98,10 @@ def test_a_billing_round_in_the_browser(server: tuple[str, Any], browser: Any, d
     assert clerk.get_by_text(HOSTILE).count() == 1 and clerk.title() != "pwned"
     assert clerk.locator("#approve").count() == 0  # a clerk is offered no approval
     clerk.screenshot(path=str(shots / "run.png"), full_page=True)
+    clerk.set_viewport_size({"width": 390, "height": 844})
+    assert clerk.evaluate("document.documentElement.scrollWidth") <= 390, "the run page scrolls sideways at phone width"
+    clerk.screenshot(path=str(shots / "run-phone.png"), full_page=True)
+    clerk.set_viewport_size({"width": 1280, "height": 800})
     bills = app.state.ledger.bills_of_run(run_id, limit=100)
     v02 = next(b for b in bills if b["unit"]["id"] == "V02")
     clerk.click(f"a[href='/bills/{v02['bill_id']}']")

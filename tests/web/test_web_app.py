@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import subprocess
 import time
@@ -12,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from web_accounts import HOSTILE, local, password
 
+from billing.exports import BILL_COLUMNS
 from canalflow.influx import InfluxV1
 from web.app import WebConfig, create_app
 from web.auth import MAX_FAILURES, load_users
@@ -145,9 +148,10 @@ def test_a_billing_round_four_eyes_and_the_public_notice(config: WebConfig, day:
     (tmp_path / "notice.pdf").write_bytes(pdf.content)
     subprocess.run(["pdftoppm", "-png", "-r", "50", str(tmp_path / "notice.pdf"), str(tmp_path / "notice")], check=True)
     assert list(tmp_path.glob("notice*.png"))
-    # the next run of the same window is refused (issued is final); CSV download is formula-safe
-    csv_text = admin.get(f"/runs/{run_id}/bills.csv").text
-    assert "'<script>" not in csv_text and v01["bill_id"] in csv_text
+    # the CSV download: the columns of bills.csv, the ledger's totals
+    rows = list(csv.reader(io.StringIO(admin.get(f"/runs/{run_id}/bills.csv").text)))
+    assert tuple(rows[0]) == BILL_COLUMNS and len(rows) == len(bills) + 1
+    assert {r[0]: r[8] for r in rows[1:]} == {b["bill_id"]: b["total"] for b in bills}
 
 
 def test_a_rerun_of_a_draft_window_is_compared_with_the_previous_run(config: WebConfig, day: tuple[int, int]) -> None:
@@ -188,3 +192,9 @@ def test_a_run_with_influxdb_down_says_so_on_its_job_page(config: WebConfig, day
         time.sleep(0.2)
     assert state.status_code == 503 and "InfluxDB is back" in state.text
     assert client.app.state.ledger.count_runs() == 0
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted() -> None:
+    from web.app import _cell
+
+    assert [_cell(x) for x in ("=HYPERLINK(\"http://x\")", "+1", "-2", "@A1", "张庄村", "")] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@A1", "张庄村", ""]
