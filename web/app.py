@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, HTTPException, Request
@@ -26,6 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing.api import AdjustmentRequest, EditRequest, RunRequest, ledger_call, record_edit, start_billing_run
 from billing.exports import BILL_COLUMNS
@@ -181,10 +183,11 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(SignIn)
     async def to_sign_in(request: Request, _: SignIn) -> Response:
-        return back_to(f"/login?next={request.url.path}")
+        # after signing in, back to the page asked for; a refused post goes back to the runs instead
+        return back_to(f"/login?next={quote(request.url.path if request.method == 'GET' else '/runs')}")
 
-    @app.exception_handler(HTTPException)
-    async def error_page(request: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's and the router's own (unknown path: 404)
+    async def error_page(request: Request, exc: StarletteHTTPException) -> Response:
         return page(request, "error.html", exc.status_code, message=exc.detail, code=exc.status_code)
 
     # --- sign-in ---------------------------------------------------------------------------

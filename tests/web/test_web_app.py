@@ -68,6 +68,9 @@ def test_anonymous_visitors_reach_no_clerk_page(config: WebConfig) -> None:
     for url in ("/runs", "/runs/abc/approve", "/runs/abc/issue", "/bills/abc/paid", "/vee/edits", "/logout"):
         assert client.post(url, data={}, follow_redirects=False).status_code == 303, url
     assert client.get("/public").status_code == 200
+    unknown = client.get("/no/such/page")
+    assert unknown.status_code == 404 and "<html" in unknown.text  # a page, like every other error
+    assert client.get("/runs/abc", follow_redirects=False).headers["location"] == "/login?next=/runs/abc"
 
 
 def test_sign_in_cookies_csrf_and_lockout(config: WebConfig) -> None:
