@@ -80,14 +80,20 @@ class TokenFileError(CanalflowError, ValueError):
     pass
 
 
-def load_tokens(path: Path) -> dict[str, Principal]:
-    """sha256(token) -> principal, from a YAML list of {user, role, sha256|token}."""
+def read_entries(path: Path, what: str, shape: str, error: type[ValueError] = ValueError) -> list[Any]:
+    """The YAML list in an accounts file (``what``: "tokens", "users"), or ``error`` naming the file and the expected ``shape``."""
     try:
         entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     except (OSError, yaml.YAMLError) as exc:
-        raise TokenFileError(f"cannot read tokens file {path}: {exc}") from exc
+        raise error(f"cannot read {what} file {path}: {exc}") from exc
     if not isinstance(entries, list):
-        raise TokenFileError(f"{path}: expected a list of {{user, role, sha256}} entries")
+        raise error(f"{path}: expected a list of {shape} entries")
+    return entries
+
+
+def load_tokens(path: Path) -> dict[str, Principal]:
+    """sha256(token) -> principal, from a YAML list of {user, role, sha256|token}."""
+    entries = read_entries(path, "tokens", "{user, role, sha256}", TokenFileError)
     tokens: dict[str, Principal] = {}
     for index, entry in enumerate(entries):
         where = f"{path}: entry {index + 1}"
@@ -248,13 +254,6 @@ def create_app(config: ApiConfig) -> FastAPI:
 
         return InfluxV1(config.influx_url, config.influx_db, token=config.influx_token)
 
-    def ledger_call(fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except LedgerError as exc:
-            text = str(exc)
-            raise HTTPException(404 if text.startswith("no ") else 409, text) from exc
-
     @app.get("/health", tags=["meta"])
     def health() -> Health:
         return Health(status="ok")
@@ -278,24 +277,9 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @app.post("/runs", tags=["runs"], status_code=201, responses=WRITE | errors(409, 503))
     def start_run(body: RunRequest, who: Clerk) -> StartedRun:
-        from billing.run import run_billing
-        from billing.window import BillingError, season_window
-
         d = district()
-        if body.season:
-            if body.season not in d.seasons:
-                raise HTTPException(422, f"unknown season {body.season!r}; known: {', '.join(d.seasons)}")
-            t0, t1 = season_window(d, d.seasons[body.season])
-        else:
-            t0, t1 = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)  # type: ignore[union-attr]
-        as_of = int(body.as_of.timestamp() * 1000) if body.as_of else None
-        try:
-            with influx() as client:
-                run = run_billing(d, client, t0, t1, ledger_url=config.ledger_url, season_id=body.season, as_of_ms=as_of, user=who.user, source=body.source)
-        except BillingError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        except LedgerError as exc:
-            raise HTTPException(409, str(exc)) from exc
+        with influx() as client:
+            run = start_billing_run(d, client, config.ledger_url, body, who.user)
         return StartedRun.model_validate(run.manifest() | {"ledger": run.ledger_status})
 
     @app.post("/runs/{run_id}/approve", tags=["runs"], responses=WRITE | errors(404, 409))
@@ -337,12 +321,7 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @app.post("/edits", tags=["vee"], status_code=201, responses=WRITE | errors(409, 503))
     def add_edit(body: EditRequest, who: Clerk) -> VolumeEdit:
-        d = district()
-        if body.point not in d.points:
-            raise HTTPException(422, f"unknown point {body.point!r}")
-        start, end = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)
-        edit_id = ledger_call(lambda: ledger.add_edit(d.id, body.point, start, end, body.volume_m3, who.user, body.reason))
-        return VolumeEdit(id=edit_id, point=body.point, start_ms=start, end_ms=end, volume_m3=body.volume_m3, by=who.user, reason=body.reason)
+        return record_edit(ledger, district(), body, who.user)
 
     @app.get("/edits", tags=["vee"], responses=READ | errors(503))
     def list_edits(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[VolumeEdit]:
@@ -379,6 +358,45 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.state.ledger = ledger
     _publish_documents(app)
     return app
+
+
+def ledger_call(fn: Callable[[], Any]) -> Any:
+    """``fn()``, with a ledger refusal as HTTP 404 (no such run, bill, line) or 409 (the lifecycle)."""
+    try:
+        return fn()
+    except LedgerError as exc:
+        text = str(exc)
+        raise HTTPException(404 if text.startswith("no ") else 409, text) from exc
+
+
+def record_edit(ledger: Ledger, district: Any, body: EditRequest, user: str) -> VolumeEdit:
+    """Record a VEE edit of one of the district's points (the API's and the web workbench's); unknown point: 422."""
+    if body.point not in district.points:
+        raise HTTPException(422, f"unknown point {body.point!r}")
+    start, end = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)
+    edit_id = ledger_call(lambda: ledger.add_edit(district.id, body.point, start, end, body.volume_m3, user, body.reason))
+    return VolumeEdit(id=edit_id, point=body.point, start_ms=start, end_ms=end, volume_m3=body.volume_m3, by=user, reason=body.reason)
+
+
+def start_billing_run(district: Any, client: Any, ledger_url: str, body: RunRequest, user: str) -> Any:
+    """Bill the request's season or window from InfluxDB into the ledger (the API's and the web workbench's
+    ``POST /runs``); an unknown season or a billing error is HTTP 422, a ledger conflict 409."""
+    from billing.run import run_billing
+    from billing.window import BillingError, season_window
+
+    if body.season:
+        if body.season not in district.seasons:
+            raise HTTPException(422, f"unknown season {body.season!r}; known: {', '.join(district.seasons)}")
+        t0, t1 = season_window(district, district.seasons[body.season])
+    else:
+        t0, t1 = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)  # type: ignore[union-attr]
+    as_of = int(body.as_of.timestamp() * 1000) if body.as_of else None
+    try:
+        return run_billing(district, client, t0, t1, ledger_url=ledger_url, season_id=body.season, as_of_ms=as_of, user=user, source=body.source)
+    except BillingError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except LedgerError as exc:
+        raise HTTPException(409, str(exc)) from exc
 
 
 def _publish_documents(app: FastAPI) -> None:
@@ -496,4 +514,4 @@ def redact_query_in_access_log(record: logging.LogRecord) -> bool:
     return True
 
 
-__all__ = ["ApiConfig", "Ledger", "create_app", "load_tokens", "serve"]
+__all__ = ["ApiConfig", "Ledger", "create_app", "ledger_call", "load_tokens", "read_entries", "record_edit", "serve", "start_billing_run"]

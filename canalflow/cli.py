@@ -29,6 +29,7 @@ COMPONENTS: tuple[tuple[str, str, str], ...] = (
     ("billing", "billing.cli", "efficiency, billing runs, ledger and the billing API"),
     ("dashboards", "dashboards.cli", "build, preview and publish Grafana dashboards"),
     ("credentials", "canalflow.credentials", "generate and check broker passwords, ACLs and TLS files"),
+    ("web", "web.cli", "web workbench for billing clerks and the public water-use notice"),
 )
 
 EPILOG = """examples:

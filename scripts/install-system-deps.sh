@@ -18,6 +18,7 @@ REQUIREMENTS=(
     "pdftoppm|poppler-utils"
     "openssl|openssl"
     "make|make"
+    "chromium|chromium"  # the web tests' browser (Playwright drives Debian's binary)
 )
 SERVICES=(mosquitto influxdb postgresql)
 

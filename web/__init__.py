@@ -1,0 +1,1 @@
+"""The web workbench for billing clerks and the public water-use notice (``canalflow web``)."""
