@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import signal
 import sys
 import time
@@ -19,6 +18,7 @@ from canalflow.cliopts import (
     WINDOW_RULE,
     OptionError,
     add_influx_arguments,
+    add_ledger_argument,
     add_window_arguments,
     influx_from_args,
     parse_instant,
@@ -27,8 +27,6 @@ from canalflow.cliopts import (
 from canalflow.contract import M
 from canalflow.district import District, load_district
 from canalflow.errors import reported_as_errors
-
-DEFAULT_LEDGER = "sqlite:///out/ledger.db"
 
 RUN_EXAMPLE = """examples:
   canalflow billing run --district examples/demo-district.yaml --season 2026-spring --out out/bills
@@ -68,13 +66,6 @@ Exit 1 on error.
 """ + WINDOW_RULE
 
 
-def _add_ledger(parser: argparse.ArgumentParser) -> None:
-    """``--ledger``, read from the environment when the parser is built (the URL may hold a password:
-    --help does not print it)."""
-    parser.add_argument("--ledger", default=os.environ.get("CANALFLOW_LEDGER") or DEFAULT_LEDGER, metavar="URL",
-                        help=f"SQLAlchemy URL of the ledger ($CANALFLOW_LEDGER, else {DEFAULT_LEDGER})")
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("billing", help="efficiency, billing runs, ledger and the billing API")
     commands = parser.add_subparsers(dest="billing_command", metavar="ACTION", required=True)
@@ -88,20 +79,20 @@ def register(subparsers: Any) -> None:
         p.add_argument("run_id", help="run id or a unique prefix of it")
         p.add_argument("--user", required=True, help="who does it (recorded in the audit trail)")
         p.add_argument("--note", default="")
-        _add_ledger(p)
+        add_ledger_argument(p)
         p.set_defaults(func=cmd_advance, to_status="approved" if action == "approve" else "issued")
     adjust = commands.add_parser("adjust", help="record a correction of an issued bill", epilog=ADJUST_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     adjust.add_argument("bill_id")
     adjust.add_argument("--amount", required=True, help="yuan, negative for a credit")
     adjust.add_argument("--reason", required=True)
     adjust.add_argument("--user", required=True)
-    _add_ledger(adjust)
+    add_ledger_argument(adjust)
     adjust.set_defaults(func=cmd_adjust)
     paid = commands.add_parser("paid", help="record that an issued bill was paid", epilog="example:\n  canalflow billing paid 3f2a9c1d04e5-V01 --user li",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     paid.add_argument("bill_id")
     paid.add_argument("--user", required=True)
-    _add_ledger(paid)
+    add_ledger_argument(paid)
     paid.set_defaults(func=cmd_paid)
     reverse = commands.add_parser("reverse", help="cancel a payment or a pending adjustment by a reversal posting",
                                   epilog="example:\n  canalflow billing reverse 42 --reason \"paid into the wrong account\" --user li\n\n"
@@ -110,12 +101,12 @@ def register(subparsers: Any) -> None:
     reverse.add_argument("posting_id", type=int)
     reverse.add_argument("--reason", required=True)
     reverse.add_argument("--user", required=True)
-    _add_ledger(reverse)
+    add_ledger_argument(reverse)
     reverse.set_defaults(func=cmd_reverse)
     ledger = commands.add_parser("ledger", help="list runs, a unit's water-use ledger (用水台账) or its postings", epilog=LEDGER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ledger.add_argument("what", choices=("runs", "water-use", "postings"))
     ledger.add_argument("unit", nargs="?", help="billing unit id (for water-use and postings)")
-    _add_ledger(ledger)
+    add_ledger_argument(ledger)
     ledger.set_defaults(func=cmd_ledger)
 
 
@@ -148,7 +139,7 @@ volume (method, coverage, gaps, estimates) and, with --influx, the readings behi
 def _add_explain(commands: Any) -> None:
     ex = commands.add_parser("explain", help="trace a bill line back to volumes and readings", epilog=EXPLAIN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("line_id", help="bill line id as printed on the bill, e.g. 3f2a9c1d04e5-V01-L2")
-    _add_ledger(ex)
+    add_ledger_argument(ex)
     add_influx_arguments(ex, url_fallback=False)  # with a URL, also summarise the raw readings
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_explain)
@@ -193,7 +184,7 @@ def _add_edit(commands: Any) -> None:
     ed.add_argument("--volume", required=True, type=float, help="m3 over the stretch")
     ed.add_argument("--user", required=True)
     ed.add_argument("--reason", required=True)
-    _add_ledger(ed)
+    add_ledger_argument(ed)
     ed.set_defaults(func=cmd_edit)
 
 
@@ -214,7 +205,7 @@ def _add_serve(commands: Any) -> None:
     srv = commands.add_parser("serve", help="the billing HTTP API (FastAPI)", epilog=SERVE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     srv.add_argument("--district", type=Path, help="district YAML file (needed to start runs and for efficiency)")
     srv.add_argument("--tokens", type=Path, required=True, help="YAML file of {user, role, sha256} entries")
-    _add_ledger(srv)
+    add_ledger_argument(srv)
     add_influx_arguments(srv)
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8600)

@@ -60,6 +60,8 @@ from billing.ledger_schema import (
     yuan,
 )
 
+SYSTEM_USER = "system"  # who records a run that no person started (cron, the demo)
+
 __all__ = ["STATUSES", "Adjustment", "BillRow", "Event", "Ledger", "LedgerError", "LineRow", "Posting", "RunRow", "open_ledger"]
 
 
@@ -142,7 +144,7 @@ class Ledger:
             raise LedgerError(f"the ledger cannot store a value: {str(exc.orig).splitlines()[0]}") from exc
 
     # --- runs ---------------------------------------------------------------------------------
-    def record_run(self, run: Any, user: str = "system") -> str:
+    def record_run(self, run: Any, user: str = SYSTEM_USER) -> str:
         """Store a computed run as a draft (idempotent: the same run id is stored once).
 
         The run id is a hash of every input, so recording the same inputs twice is a no-op.
@@ -239,6 +241,7 @@ class Ledger:
                 raise LedgerError(f"run {row.id[:12]} is {row.status}; it can only become {expected or 'nothing (issued is final)'}; corrections go in adjustments")
             self._refuse_rebilling(s, row.district_id, row.t0_ms, row.t1_ms, row.id)
             if to_status == "approved":
+                self._refuse_own_approval(s, row, user)
                 self._refuse_superseded_adjustments(s, row)
             if to_status == "approved" and any(b.blocked for b in row.bills):
                 blocked = ", ".join(b.unit_id for b in row.bills if b.blocked)
@@ -248,6 +251,37 @@ class Ledger:
             if to_status == "issued":
                 self._post_issue(s, row, user, at)
             return to_status
+
+    @staticmethod
+    def _refuse_own_approval(s: Session, row: RunRow, user: str) -> None:
+        """Four eyes: whoever recorded a run may not approve it (a run recorded by the system may be)."""
+        creator = s.scalar(select(EventRow.user).where(EventRow.run_id == row.id, EventRow.action == "created").order_by(EventRow.id).limit(1))
+        if creator == user and user != SYSTEM_USER:
+            raise LedgerError(f"run {row.id[:12]} was recorded by {user}: another approver must approve it (four eyes)")
+
+    def creator(self, run_id: str) -> str | None:
+        """Who recorded the run."""
+        with self.session() as s:
+            row = self._find_run(s, run_id)
+            return s.scalar(select(EventRow.user).where(EventRow.run_id == row.id, EventRow.action == "created").order_by(EventRow.id).limit(1))
+
+    def previous_run(self, run_id: str) -> RunRow | None:
+        """The run of the same district and window recorded last before this one (by the ledger's own
+        order of records: two runs may be recorded in the same second)."""
+        with self.session() as s:
+            row = self._find_run(s, run_id)
+            recorded = (select(EventRow.run_id, func.min(EventRow.id).label("n")).where(EventRow.action == "created")
+                        .group_by(EventRow.run_id).subquery())
+            mine = s.scalar(select(recorded.c.n).where(recorded.c.run_id == row.id))
+            if mine is None:
+                return None
+            previous = s.scalars(select(RunRow).join(recorded, recorded.c.run_id == RunRow.id)
+                                 .where(RunRow.district_id == row.district_id, RunRow.t0_ms == row.t0_ms, RunRow.t1_ms == row.t1_ms,
+                                        recorded.c.n < mine)
+                                 .order_by(recorded.c.n.desc()).limit(1)).first()
+            if previous is not None:
+                s.expunge(previous)
+            return previous
 
     @staticmethod
     def _post_issue(s: Session, row: RunRow, user: str, at: str) -> None:

@@ -106,6 +106,19 @@ def _date_only(text: str) -> dt.date | None:
         return None
 
 
+# ---- the billing ledger -------------------------------------------------------------------------
+
+ENV_LEDGER = "CANALFLOW_LEDGER"
+DEFAULT_LEDGER = "sqlite:///out/ledger.db"
+
+
+def add_ledger_argument(parser: Any) -> None:
+    """``--ledger``, defaulting to ``$CANALFLOW_LEDGER`` read when the parser is built (the URL may hold a
+    password: --help names the variable, never its value), else the demo's SQLite file."""
+    parser.add_argument("--ledger", default=os.environ.get(ENV_LEDGER) or DEFAULT_LEDGER, metavar="URL",
+                        help=f"SQLAlchemy URL of the ledger (${ENV_LEDGER}, else {DEFAULT_LEDGER})")
+
+
 # ---- InfluxDB ----------------------------------------------------------------------------------
 
 

@@ -279,29 +279,17 @@ def create_app(config: WebConfig) -> FastAPI:
         townships: dict[str, list[dict[str, Any]]] = {}
         for bill in sorted(bills, key=lambda b: (b["unit"]["township"], b["unit"]["id"])):
             townships.setdefault(bill["unit"]["township"], []).append(bill)
-        previous = _previous_run(row)
+        previous = ledger.previous_run(row.id)
         diff = _diff(ledger.bills_of_run(previous.id, limit=MAX_BILLS), bills) if previous else []
-        return page(request, "run.html", run=row, events=ledger.events(row.id), townships=townships, creator=_creator(row.id),
+        return page(request, "run.html", run=row, events=ledger.events(row.id), townships=townships, creator=ledger.creator(row.id),
                     total=sum((Decimal(b["total"]) for b in bills), Decimal(0)), previous=previous, diff=diff)
-
-    def _previous_run(row: Any) -> Any:
-        """The run of the same window recorded last before ``row`` (by the ledger's event order: two runs may share a second)."""
-        def recorded(r: Any) -> int:
-            return min((e.id for e in ledger.events(r.id) if e.action == "created"), default=0)
-
-        same = [r for r in ledger.runs(limit=MAX_RUNS) if (r.district_id, r.t0_ms, r.t1_ms) == (row.district_id, row.t0_ms, row.t1_ms) and r.id != row.id]
-        mine = recorded(row)
-        return max((r for r in same if recorded(r) < mine), key=recorded, default=None)
-
-    def _creator(run_id: str) -> str | None:
-        return next((e.user for e in ledger.events(run_id) if e.action == "created"), None)
 
     @app.post("/runs/{run_id}/approve")
     async def approve(request: Request, run_id: str) -> Response:
         session = signed_in(request, "approve")
         form = await posted(request, session)
         row = ledger_call(lambda: ledger.run(run_id))
-        if _creator(row.id) == session.user:
+        if ledger.creator(row.id) == session.user:
             raise HTTPException(403, words(lang_of(request))["four_eyes"])
         ledger_call(lambda: ledger.advance(row.id, "approved", session.user, form.get("note", "")[:500]))
         return back_to(f"/runs/{row.id}")

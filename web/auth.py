@@ -20,6 +20,8 @@ import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from canalflow.errors import CanalflowError
+
 # The workbench's roles and what each may do; reading runs and bills needs only a session.
 ROLES = ("auditor", "clerk", "approver", "admin")
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -38,7 +40,7 @@ HASHER = PasswordHasher()
 _DUMMY_HASH = HASHER.hash("not a password of anyone")  # checked for unknown users, so their answer takes as long
 
 
-class UsersFileError(ValueError):
+class UsersFileError(CanalflowError, ValueError):
     pass
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,16 @@ EXAMPLES = """examples:
 
 
 def register(subparsers: Any) -> None:
-    from billing.cli import DEFAULT_DB, DEFAULT_INFLUX, DEFAULT_LEDGER
+    from canalflow.cliopts import add_influx_arguments, add_ledger_argument
 
     parser = subparsers.add_parser("web", help="web workbench for billing clerks and the public water-use notice",
                                    epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="web_command", metavar="ACTION", required=True)
     srv = commands.add_parser("serve", help="serve the workbench (uvicorn)", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     srv.add_argument("--users", type=Path, required=True, help="YAML file of {user, role, argon2} entries (see add-user)")
-    srv.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"SQLAlchemy URL of the ledger (default {DEFAULT_LEDGER})")
+    add_ledger_argument(srv)
     srv.add_argument("--district", type=Path, help="district YAML file (needed to start runs, for VEE edits and township names)")
-    srv.add_argument("--influx", default=DEFAULT_INFLUX)
-    srv.add_argument("--db", default=DEFAULT_DB)
-    srv.add_argument("--token", default=os.environ.get("CANALFLOW_INFLUX_TOKEN"), help="InfluxDB token")
+    add_influx_arguments(srv, url_fallback=False)
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8700)
     srv.add_argument("--behind-tls", action="store_true", help="mark cookies Secure (behind a TLS reverse proxy)")
@@ -42,14 +39,10 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_add_user(args: argparse.Namespace) -> int:
-    from web.auth import UsersFileError, add_user
+    from web.auth import add_user
 
     password = getpass.getpass(f"password for {args.user}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
-    try:
-        add_user(args.users, args.user, args.role, password)
-    except UsersFileError as exc:
-        print(f"canalflow web add-user: {exc}", file=sys.stderr)
-        return 1
+    add_user(args.users, args.user, args.role, password)  # a UsersFileError: canalflow.cli reports it
     print(f"{args.user} ({args.role}) saved in {args.users}", file=sys.stderr)
     return 0
 
@@ -58,13 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from web.app import WebConfig, create_app
-    from web.auth import UsersFileError, load_users
+    from web.auth import load_users
 
-    try:
-        accounts = load_users(args.users)
-    except UsersFileError as exc:
-        print(f"canalflow web serve: {exc}", file=sys.stderr)
-        return 1
+    accounts = load_users(args.users)
     config = WebConfig(args.ledger, accounts, args.district, args.influx, args.db, args.token, secure_cookies=args.behind_tls)
     print(f"web workbench on http://{args.host}:{args.port} ({len(accounts)} account(s)); public notice at /public", file=sys.stderr)
     uvicorn.run(create_app(config), host=args.host, port=args.port, proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips, log_level="info")

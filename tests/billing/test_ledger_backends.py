@@ -136,12 +136,13 @@ def test_long_user_names_are_kept(ledger_url: str, demo: District) -> None:
     ledger = open_ledger(ledger_url)
     user = "张" * 40 + "-district-office-clerk-on-the-night-shift"
     run = fixed_run(demo, 0)
+    approver = "李" * 40 + "-district-office-approver-on-the-night-shift"
     ledger.record_run(run, user=user)
-    ledger.advance(run.run_id, "approved", user, note="n" * 2000)
+    ledger.advance(run.run_id, "approved", approver, note="n" * 2000)  # four eyes: not the run's recorder
     ledger.advance(run.run_id, "issued", user)
     ledger.add_adjustment(run.bill_of("V01").bill_id, Decimal("-1.00"), "over-read", user)
     ledger.add_edit(demo.id, "V01-IN", run.t1_ms, run.t1_ms + DAY_MS, 1.0, user, "gate log")
-    assert {e.user for e in ledger.events(run.run_id)} == {user}
+    assert {e.user for e in ledger.events(run.run_id)} == {user, approver}
     assert [a.created_by for a in ledger.pending_adjustments(demo.id)] == [user]
     assert [e.user for e in ledger.edits(demo.id)] == [user]
 
@@ -351,3 +352,15 @@ def test_opening_the_ledger_again_reuses_its_connection_pool(ledger_url: str) ->
         with first.engine.connect() as conn:
             sessions = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"))
             assert sessions.scalar_one() <= 2
+
+
+def test_whoever_recorded_a_run_may_not_approve_it(ledger_url: str, demo: District) -> None:
+    ledger = open_ledger(ledger_url)
+    run = fixed_run(demo, 0)
+    ledger.record_run(run, user="wang")
+    with pytest.raises(LedgerError, match="four eyes"):
+        ledger.advance(run.run_id, "approved", "wang")
+    assert ledger.run(run.run_id).status == "draft" and ledger.creator(run.run_id) == "wang"
+    ledger.advance(run.run_id, "approved", "zhao")
+    ledger.advance(run.run_id, "issued", "wang")  # issuing an approved run is not approving it
+    assert ledger.run(run.run_id).status == "issued"
