@@ -24,11 +24,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from canalflow.contract import ReadingBatch, reading_lines, readings_filter
+from canalflow.contract import M, ReadingBatch, reading_lines, readings_filter, source_of
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
 from canalflow.services import ServiceStack, free_port
+from ingest.admin import setup_database
 from ingest.loadgen import batches
+from ingest.validate import LINES_RP
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo-district.yaml"
@@ -101,11 +103,11 @@ def raw_influx(stack: ServiceStack, writers: int = 1) -> float:
     chunks = [lines[i : i + 5000] for i in range(0, len(lines), 5000)]
     db = f"rawbench{writers}"
     clients = [InfluxV1(stack.influx_url, db) for _ in range(writers)]
-    clients[0].create_database()
+    setup_database(clients[0])  # as production: `canalflow ingest setup`
 
     def write_share(index: int) -> None:
         for chunk in chunks[index::writers]:
-            clients[index].write_lines(chunk)
+            clients[index].write_lines(chunk, rp=LINES_RP)
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=writers) as pool:
@@ -137,7 +139,7 @@ def end_to_end(stack: ServiceStack, workers: int, workdir: Path) -> tuple[float,
     """(readings/s, peak RSS MB of one worker) with ``workers`` ingest workers."""
     db = f"e2e{workers}"
     with InfluxV1(stack.influx_url, db) as client:
-        client.create_database()
+        setup_database(client)
         log = (workdir / f"ingest-{workers}.log").open("w")
         metrics_port = free_port()
         ingest = _py("-m", "ingest.cli", "ingest", "run", "--district", str(DEMO), "--mqtt", stack.mqtt_url,
@@ -163,7 +165,7 @@ def end_to_end(stack: ServiceStack, workers: int, workdir: Path) -> tuple[float,
                 time.sleep(0.05)
             seconds = time.time() - start_at
             _finish(publishers)
-            rows = client.query_points('SELECT COUNT("qcode") AS n FROM "reading"')
+            rows = client.query_points(f'SELECT COUNT("qcode") AS n FROM {source_of(M.readings)}')
             if not rows or rows[0]["n"] != expected:
                 raise RuntimeError(f"end to end ({workers} workers): {rows} rows in InfluxDB, expected {expected}")
         finally:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from canalflow.contract import M, line
+from canalflow.contract import M, line, policy_of
 from canalflow.district import CanalLevel, District, Point, PointRole
 from canalflow.volume import Series, VolumeResult, window_volume
 
@@ -511,7 +511,7 @@ def efficiency_from_influx(
         raise ValueError(f"unknown volume source {source!r}: use readings or rollups")
     report = efficiency_report(district, volumes, t0_ms, t1_ms, season_kind=season_kind)
     if write_kpis:
-        influx.write_lines(kpi_lines(report))
+        influx.write_lines(kpi_lines(report), rp=policy_of(M.efficiency))
     return report
 
 

@@ -33,7 +33,7 @@ from billing.hydrometry import RatingUse, rerate
 from billing.readings import fetch_rollup_volumes, fetch_series
 from billing.tariff import Charge, Line, apply_tariff, to_fen
 from billing.vee import Edit, Finding, VeeOutcome, apply_edits, estimate_from_balance, neighbours, validate_series
-from canalflow.contract import M, line
+from canalflow.contract import M, line, policy_of
 from canalflow.district import District, Season, Tariff
 from canalflow.influx import InfluxV1
 from canalflow.volume import Series, VolumeResult, window_volume
@@ -494,7 +494,7 @@ def run_billing(
         run = _with_status(run, status)
         say(f"ledger: run {status}")
     if write_kpis:
-        influx.write_lines(billing_kpi_lines(run))
+        influx.write_lines(billing_kpi_lines(run), rp=policy_of(M.billing))
         say(f"{len(run.bills)} billing KPI rows written to InfluxDB")
     return run
 

@@ -253,7 +253,7 @@ def cmd_dl_show(args: argparse.Namespace) -> int:
 
 def cmd_dl_replay(args: argparse.Namespace) -> int:
     from ingest.admin import replay
-    from ingest.validate import MessageValidator
+    from ingest.validate import LINES_RP, MessageValidator
     from ingest.writer import ResilientWriter
 
     try:
@@ -268,7 +268,7 @@ def cmd_dl_replay(args: argparse.Namespace) -> int:
     with InfluxV1(args.influx, args.db, token=args.token) as client:
         if not args.dry_run and not client.ping():
             return _fail(f"InfluxDB at {args.influx} does not answer /ping")
-        writer = ResilientWriter(client, backoff_max_s=2.0)
+        writer = ResilientWriter(client, backoff_max_s=2.0, rp=LINES_RP)
         result, notes = replay(letters, store, MessageValidator(district), writer, dry_run=args.dry_run)
     for note in notes:
         print(note)

@@ -26,14 +26,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from canalflow.contract import Confirmation, confirm_topic, readings_filter, shared, status_filter
+from canalflow.contract import Confirmation, M, confirm_topic, policy_of, readings_filter, shared, status_filter
 from canalflow.district import load_district
 from canalflow.influx import InfluxError, InfluxV1
 from canalflow.mqtt import MqttTarget, make_client, refusal_error
 from ingest.deadletter import DeadLetterStore, NewDeadLetter
 from ingest.dirty import DirtyWindows, touched_days
 from ingest.stats import PENDING, WorkerStats, serve_metrics
-from ingest.validate import Accepted, MessageValidator, Rejected, confirmation_address
+from ingest.validate import LINES_RP, Accepted, MessageValidator, Rejected, confirmation_address
 from ingest.writer import ResilientWriter, WriterStopped
 
 log = logging.getLogger("canalflow.ingest.worker")
@@ -103,7 +103,7 @@ class IngestWorker:
         self._margin_ms = int(self.district.spec.tolerances.max_gap_minutes * 60_000)
         self.influx = InfluxV1(config.influx_url, config.db, token=config.token, timeout=30)
         self._writer_stop = threading.Event()
-        self.writer = ResilientWriter(self.influx, backoff_max_s=config.backoff_max_s, stop=self._writer_stop)
+        self.writer = ResilientWriter(self.influx, backoff_max_s=config.backoff_max_s, stop=self._writer_stop, rp=LINES_RP)
         self.stats = WorkerStats()
         self.inbox: queue.Queue[_Received] = queue.Queue()
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2)
@@ -330,7 +330,8 @@ class IngestWorker:
         log.info("%s", self.stats.progress(self.config.name, msg_rate, reading_rate))
         if self.config.write_stats:
             try:
-                self.influx.write_lines([self.stats.influx_line(self.district.id, self.config.name, msg_rate, reading_rate)])
+                self.influx.write_lines([self.stats.influx_line(self.district.id, self.config.name, msg_rate, reading_rate)],
+                                        rp=policy_of(M.ingest_stats))
             except InfluxError as exc:
                 log.warning("worker %s: could not write ingest_stats: %s", self.config.name, exc)
 
