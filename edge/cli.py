@@ -133,6 +133,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 async def _run_until_signal(agent: Any) -> int:
+    from edge.agent import AgentFailed
     from edge.buffer import BufferBusy
 
     loop = asyncio.get_running_loop()
@@ -140,7 +141,7 @@ async def _run_until_signal(agent: Any) -> int:
         loop.add_signal_handler(sig, agent.stop)
     try:
         await agent.run()
-    except BufferBusy as exc:
+    except (BufferBusy, AgentFailed) as exc:
         print(f"canalflow edge run: {exc}", file=sys.stderr)
         return 1
     finally:
