@@ -173,6 +173,15 @@ def test_config_errors_name_file_line_and_field(capsys: pytest.CaptureFixture[st
     assert code == 1 and f"{config}:3: error: timezone: Value error, unknown time zone 'Asia/Beijing'" in err
     config.write_text(f"district: {DEMO}\ngateway: GW-B1\n")
     assert load_edge_config(config).timezone == "Asia/Shanghai"  # the district's
+    # an edge config goes through the same loader as the district file: alias bombs and unclosed brackets
+    laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{x}: &{x} [{','.join([f'*{prev}'] * 9)}]\n" for prev, x in zip("abcdefgh", "bcdefghi", strict=True))
+    config.write_text(f"district: {DEMO}\ngateway: GW-B1\n{laughs}")
+    code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
+    assert code == 1 and f"{config}:4: " in err and "alias bomb" in err
+    config.write_text(f"district: {DEMO}\ngateway: GW-B1\npublish: {{replay_rate: 5,\n  status_interval_s: 10\n")
+    code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
+    assert code == 1 and f"{config}:3: the '{{' opened on this line is never closed" in err
 
 
 def test_watch_shows_the_latest_reading_of_each_point(capsys: pytest.CaptureFixture[str], mosquitto: Mosquitto) -> None:
