@@ -180,28 +180,39 @@ async def scan_units(link: ModbusLink, units: Iterable[int], profiles: dict[str,
     return found
 
 
+# Exceptions a TCP gateway sends on behalf of a device that is not there: no evidence of a device.
+GATEWAY_EXCEPTIONS = {0x0A: "gateway path unavailable", 0x0B: "gateway target device failed to respond"}
+
+
 async def _identify(link: ModbusLink, unit: int, signatures: dict[tuple[int, int, int], list[Any]],
                     timeout: float) -> dict[str, Any] | None:
-    answered = False
+    """A unit counts only when a device answered: with data, or with an exception of its own
+    (not the gateway's 0x0A/0x0B, nor silence); ``why`` says which answer made it count."""
+    why = ""
     notes = []
     for (function, address, count), candidates in signatures.items():
         try:
             words = await link.read_registers(unit, address, count, function=function, timeout_s=timeout)
         except ModbusTimeout:
-            if not answered:
+            if not why:
                 return None  # nobody at this id: do not spend more timeouts on it
             continue
         except ModbusExceptionResponse as exc:
-            answered = True
+            if exc.code in GATEWAY_EXCEPTIONS:
+                if not why:
+                    return None  # the gateway says no device answered at this id
+                continue
+            why = why or f"answered exception 0x{exc.code:02X} ({exc.name}) to fc{function}@{address}: a device is there"
             notes.append(f"fc{function}@{address}: {exc.name}")
             continue
-        answered = True
         for profile in candidates:
             if list(words) == list(profile.signature.words):
                 return {"unit": unit, "model": profile.name, "vendor": profile.vendor,
-                        "signature": codec.format_words(words)}
+                        "signature": codec.format_words(words),
+                        "why": f"signature at fc{function}@{address} matches profile {profile.name}"}
+        why = why or f"answered data to fc{function}@{address}, matching no profile's signature"
         notes.append(f"fc{function}@{address}: {codec.format_words(words)}")
-    return {"unit": unit, "model": None, "vendor": None, "signature": "; ".join(notes)}
+    return {"unit": unit, "model": None, "vendor": None, "signature": "; ".join(notes), "why": why}
 
 
 def _progress(done: int, total: int, unit: int) -> None:
@@ -220,8 +231,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(found)
     elif found:
-        print(_table([(f["unit"], f["model"] or "unknown", f["vendor"] or "", f["signature"]) for f in found],
-                     ["unit", "model", "vendor", "signature"]))
+        print(_table([(f["unit"], f["model"] or "unknown", f["vendor"] or "", f["signature"], f["why"]) for f in found],
+                     ["unit", "model", "vendor", "signature", "why it counts"]))
+        print(f"{len(found)} of {len(units)} unit id(s) answered; ids the gateway answered for with "
+              f"0x0A/0x0B ({GATEWAY_EXCEPTIONS[0x0B]}) or that stayed silent are not listed", file=sys.stderr)
     else:
         print(f"no unit answered among {len(units)} ids: check wiring, baud rate ({args.baud}) and parity",
               file=sys.stderr)

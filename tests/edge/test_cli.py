@@ -81,6 +81,27 @@ def test_scan_finds_and_identifies_the_meters(capsys: pytest.CaptureFixture[str]
     assert code == 0 and "em-pipe" in out and "scanning" in err  # table out, progress on stderr
 
 
+@pytest.mark.parametrize("absent", ["0x0B", "silent"])
+def test_scan_of_a_simulated_tcp_gateway_lists_exactly_its_meters(capsys: pytest.CaptureFixture[str], absent: str) -> None:
+    """The fleet's TCP gateway answers 0x0B for ids with no meter (or nothing, as some gateways do):
+    neither counts as a device, so GW-B1 with 7 meters shows 7 units of 20, each with why it counts."""
+    from firmware_sim.fleet import FleetThread
+
+    district = load_district(DEMO)
+    with FleetThread(district, clock=SimClock.real(), gateways=["GW-B1"], absent_units=absent) as fleet:
+        endpoint = fleet.endpoints["GW-B1"]
+        host = f"{endpoint.host}:{endpoint.port}"
+        code, out, _ = run(capsys, "edge", "scan", "--host", host, "--units", "1-20", "--timeout", "0.3", "--json")
+        assert code == 0
+        found = {f["unit"]: f for f in json.loads(out)}
+        assert set(found) == set(endpoint.units) and len(found) == 7
+        assert all(f["model"] == district.profile_of(endpoint.units[u]).name for u, f in found.items())
+        assert all("matches profile" in f["why"] for f in found.values())
+        code, out, err = run(capsys, "edge", "scan", "--host", host, "--units", "10-16", "--timeout", "0.3")
+    assert code == 0 and "why it counts" in out and "unknown" not in out
+    assert "4 of 7 unit id(s) answered" in err
+
+
 def test_read_one_meter_decoded_with_units(capsys: pytest.CaptureFixture[str], gateway: tuple[BusThread, int]) -> None:
     _, port = gateway
     code, out, _ = run(capsys, "edge", "read", "--host", f"127.0.0.1:{port}", "--unit", "11", "--profile", "em-pipe",
