@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
+import math
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from canalflow import codec
+from canalflow.clock import wall_to_utc
 from canalflow.mqtt import MqttConnectError, add_mqtt_arguments, target_from_args
 from edge.buffer import BufferBusy
 from edge.modbus import ModbusError, ModbusExceptionResponse, ModbusLink, ModbusTimeout
+from edge.poller import CLOCK_REGISTER
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -121,7 +127,9 @@ def _register_device_tools(actions: Any) -> None:
                                         "canalflow edge read --port /dev/ttyUSB0 --unit 3 --profile tuf2000m --json"))
     _device_args(read)
     read.add_argument("--profile", required=True, help="meter profile name (canalflow profiles list)")
-    read.add_argument("--district", help="district file (for its extra profile directories)")
+    read.add_argument("--district", help="district file (for its extra profile directories and its time zone)")
+    read.add_argument("--tz", help="time zone of the meter's calendar, e.g. Asia/Shanghai (default: the district's, "
+                                   "else this machine's)")
     read.set_defaults(func=_guard(cmd_read))
     probe = actions.add_parser(
         "probe", help="raw registers decoded in every type, word order and address base",
@@ -258,6 +266,7 @@ async def read_meter(link: ModbusLink, unit: int, profile: Any, timeout: float) 
                     "quantity": reg.quantity, "value": decoded[reg.name],
                     "unit": reg.si_unit or "", "raw": codec.format_words(words[offset:offset + reg.word_count]),
                     "alarms": [n for b, n in (reg.bits or {}).items() if int(decoded[reg.name]) >> int(b) & 1],
+                    "calendar": "local" if reg.wall_clock else ("utc" if reg.name == CLOCK_REGISTER else None),
                 })
     finally:
         await link.close()
@@ -273,15 +282,52 @@ def _profile(args: argparse.Namespace) -> Any:
 
 def cmd_read(args: argparse.Namespace) -> int:
     profile = _profile(args)
+    zone = _meter_zone(args)
     rows = _run(read_meter(_link(args), args.unit, profile, args.timeout))
+    now_s = time.time()  # this edge's clock, just after the read
+    for row in rows:
+        if row["calendar"]:
+            row.update(calendar_time(row["value"], row["calendar"] == "local", zone, now_s))
     if args.json:
         _print_json({"unit": args.unit, "profile": profile.name, "registers": rows})
         return 0
     print(f"unit {args.unit}, profile {profile.name} ({profile.vendor} {profile.model})")
-    print(_table([(r["name"], r["register"], r["quantity"] or "-", _fmt(r["value"]), r["unit"], r["raw"],
-                   ",".join(r["alarms"])) for r in rows],
+    print(_table([(r["name"], r["register"], r["quantity"] or "-", r.get("local_time") or _fmt(r["value"]), r["unit"],
+                   r["raw"], ",".join(r["alarms"])) for r in rows],
                  ["register", "number", "quantity", "value", "SI unit", "raw words", "alarms"]))
     return 0
+
+
+def _meter_zone(args: argparse.Namespace) -> dt.tzinfo:
+    """The zone a meter's calendar is shown in: --tz, else the district's, else this machine's."""
+    name = args.tz
+    if not name and args.district:
+        from canalflow.district import load_district
+
+        name = load_district(args.district).spec.district.timezone
+    if not name:
+        return dt.datetime.now().astimezone().tzinfo or dt.UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"--tz {name!r}: unknown time zone; use an IANA name like Asia/Shanghai") from None
+
+
+def calendar_time(value: float, local: bool, zone: dt.tzinfo, now_s: float) -> dict[str, Any]:
+    """A meter clock register as the technician reads it: local date-time with its zone, and how far
+    it is from this edge's clock. ``local``: a calendar kept in local wall-clock time (BCD), else UTC epoch s."""
+    if not value or not math.isfinite(value):
+        return {"local_time": "not set (0)" if not value else "not a date", "clock_offset_s": None}
+    utc_s = wall_to_utc(value, zone) if local else float(value)
+    when = dt.datetime.fromtimestamp(utc_s, zone)
+    offset = utc_s - now_s
+    name = getattr(zone, "key", None) or when.tzname()
+    ahead = "ahead of" if offset >= 0 else "behind"
+    text = f"{when:%Y-%m-%d %H:%M:%S} {name} (UTC{when:%z}), {abs(offset):.0f} s {ahead} this edge's clock"
+    step = abs(offset) % 900
+    if local and abs(offset) >= 1800 and min(step, 900 - step) < 120:  # whole quarter-hours off: a zone, not a drift
+        text += " (a whole time-zone step: is the meter's zone right? see --tz / --district)"
+    return {"local_time": text, "utc": dt.datetime.fromtimestamp(utc_s, dt.UTC).isoformat(), "clock_offset_s": round(offset, 1)}
 
 
 def _fmt(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,24 @@ def test_scan_of_a_simulated_tcp_gateway_lists_exactly_its_meters(capsys: pytest
         code, out, err = run(capsys, "edge", "scan", "--host", host, "--units", "10-16", "--timeout", "0.3")
     assert code == 0 and "why it counts" in out and "unknown" not in out
     assert "4 of 7 unit id(s) answered" in err
+
+
+def test_read_shows_a_meter_calendar_as_local_time_with_its_zone_and_offset(capsys: pytest.CaptureFixture[str]) -> None:
+    """A TUF-2000M keeps a BCD calendar in local time (Beijing): read with the district's zone it is on
+    time; read as if it were UTC it is 8 hours ahead, and the tool says the zone looks wrong."""
+    from firmware_sim.fleet import FleetThread
+
+    district = load_district(DEMO)
+    point = next(p for p in district.spec.points if district.profile_of(p.id).name == "tuf2000m")
+    with FleetThread(district, clock=SimClock.real(), gateways=[point.gateway]) as fleet:
+        endpoint = fleet.endpoints[point.gateway]
+        where = ("--host", f"{endpoint.host}:{endpoint.port}", "--unit", str(point.unit_id), "--profile", "tuf2000m")
+        code, out, _ = run(capsys, "edge", "read", *where, "--district", str(DEMO), "--json")
+        clock = next(r for r in json.loads(out)["registers"] if r["name"] == "device_time")
+        code_utc, out_utc, _ = run(capsys, "edge", "read", *where, "--tz", "UTC")
+    assert code == 0 and "Asia/Shanghai (UTC+0800)" in clock["local_time"] and abs(clock["clock_offset_s"]) < 5
+    assert code_utc == 0 and re.search(r"UTC \(UTC\+0000\), 28[78]\d\d s ahead of this edge's clock", out_utc)
+    assert "is the meter's zone right?" in out_utc
 
 
 def test_read_one_meter_decoded_with_units(capsys: pytest.CaptureFixture[str], gateway: tuple[BusThread, int]) -> None:
