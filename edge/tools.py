@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from canalflow import codec
 from canalflow.clock import wall_to_utc
 from canalflow.mqtt import MqttConnectError, add_mqtt_arguments, target_from_args
+from canalflow.progress import Progress
 from edge.buffer import BufferBusy
 from edge.modbus import ModbusError, ModbusExceptionResponse, ModbusLink, ModbusTimeout
 from edge.poller import CLOCK_REGISTER
@@ -121,6 +122,7 @@ def _register_device_tools(actions: Any) -> None:
     _device_args(scan, unit=False)
     scan.add_argument("--units", default="1-247", help="unit ids to try: 1-247, or 1,2,10-20")
     scan.add_argument("--district", help="district file (for its extra profile directories)")
+    scan.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else a line per 10 %%)")
     scan.set_defaults(func=_guard(cmd_scan), timeout=0.3)
     read = actions.add_parser("read", help="read one meter with its profile, decoded with units",
                               **_epilog("canalflow edge read --host 127.0.0.1:5021 --unit 11 --profile em-pipe",
@@ -223,19 +225,15 @@ async def _identify(link: ModbusLink, unit: int, signatures: dict[tuple[int, int
     return {"unit": unit, "model": None, "vendor": None, "signature": "; ".join(notes), "why": why}
 
 
-def _progress(done: int, total: int, unit: int) -> None:
-    width = 30
-    filled = width * done // total
-    print(f"\rscanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} unit {unit:3}", end="",
-          file=sys.stderr, flush=True)
-    if done == total:
-        print(file=sys.stderr)
+def _scan_progress(quiet: bool) -> Any:
+    bar = Progress("scanning", stream=sys.stderr, quiet=quiet)
+    return lambda done, total, unit: bar(done / total, f"{done}/{total} unit {unit:3}")
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     units = parse_units(args.units)
     found = _run(scan_units(_link(args), units, _profiles(args.district), args.timeout,
-                            None if args.json else _progress))
+                            _scan_progress(args.quiet or args.json)))
     if args.json:
         _print_json(found)
     elif found:

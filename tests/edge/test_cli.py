@@ -99,8 +99,12 @@ def test_scan_of_a_simulated_tcp_gateway_lists_exactly_its_meters(capsys: pytest
         assert all(f["model"] == district.profile_of(endpoint.units[u]).name for u, f in found.items())
         assert all("matches profile" in f["why"] for f in found.values())
         code, out, err = run(capsys, "edge", "scan", "--host", host, "--units", "10-16", "--timeout", "0.3")
+        _, _, quiet = run(capsys, "edge", "scan", "--host", host, "--units", "10-16", "--timeout", "0.3", "--quiet")
     assert code == 0 and "why it counts" in out and "unknown" not in out
     assert "4 of 7 unit id(s) answered" in err
+    # not a terminal: one progress line per 10 % (7 ids cross 7 tenths), no carriage returns; --quiet: none
+    assert "scanning 100% 7/7 unit  16" in err and err.count("scanning ") == 7 and "\r" not in err
+    assert "scanning" not in quiet
 
 
 def test_read_shows_a_meter_calendar_as_local_time_with_its_zone_and_offset(capsys: pytest.CaptureFixture[str]) -> None:
