@@ -25,7 +25,7 @@ from edge_testkit import DEMO, Collector, gateway_bus
 
 from canalflow.clock import SimClock
 from canalflow.contract import readings_filter, status_topic
-from canalflow.district import load_district
+from canalflow.district import District, load_district
 from canalflow.services import Mosquitto
 from edge.agent import AgentFailed, EdgeAgent
 from edge.config import EndpointSpec, edge_config_from_district
@@ -88,6 +88,19 @@ def _metric(port: int, name: str) -> float:
     return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(f'{name}{{gateway="{GATEWAY}"'))
 
 
+async def _agent(district: District, broker: Mosquitto, buffer: Path, **publish: Any) -> tuple[Any, EdgeAgent]:
+    """GW-B1's simulated meters on a socket, and an agent for them (not started) at 120x simulated time."""
+    bus = gateway_bus(district, GATEWAY)
+    port = await bus.serve_tcp()
+    config = edge_config_from_district(district, GATEWAY)
+    config.endpoint = EndpointSpec(host="127.0.0.1", port=port)
+    config.mqtt = config.mqtt.model_copy(update={"url": broker.url})
+    config.publish = config.publish.model_copy(update=publish)
+    agent = EdgeAgent(None, config=config, clock=SimClock.starting_at(1_772_323_200_000, 120), buffer_path=buffer,
+                      metrics_port=0)
+    return bus, agent
+
+
 async def _until(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not predicate():
@@ -105,15 +118,8 @@ def test_full_disk_under_the_buffer_counts_drops_reports_them_and_recovers(
     seen: dict[str, Any] = {}
 
     async def scenario() -> EdgeAgent:
-        bus = gateway_bus(district, GATEWAY)
-        port = await bus.serve_tcp()
-        config = edge_config_from_district(district, GATEWAY)
-        config.endpoint = EndpointSpec(host="127.0.0.1", port=port)
-        config.mqtt = config.mqtt.model_copy(update={"url": mosquitto.url})
         # nobody confirms (no ingest): every reading stays buffered, so the file must grow
-        config.publish = config.publish.model_copy(update={"status_interval_s": 0.3, "confirm": "ingest"})
-        agent = EdgeAgent(None, config=config, clock=SimClock.starting_at(1_772_323_200_000, 120),
-                          buffer_path=where / "edge.db", metrics_port=0)
+        bus, agent = await _agent(district, mosquitto, where / "edge.db", status_interval_s=0.3, confirm="ingest")
         task = asyncio.create_task(agent.run())
         assert await _until(lambda: agent.buffer is not None and agent.buffer.depth >= 20, 20)
         await agent._in_db(disk.fill, agent)
@@ -163,13 +169,7 @@ def test_a_task_that_keeps_failing_stops_the_agent_for_its_service_manager(
     district = load_district(DEMO)
 
     async def scenario() -> None:
-        bus = gateway_bus(district, GATEWAY)
-        port = await bus.serve_tcp()
-        config = edge_config_from_district(district, GATEWAY)
-        config.endpoint = EndpointSpec(host="127.0.0.1", port=port)
-        config.mqtt = config.mqtt.model_copy(update={"url": mosquitto.url})
-        agent = EdgeAgent(None, config=config, clock=SimClock.starting_at(1_772_323_200_000, 120),
-                          buffer_path=tmp_path / "edge.db")
+        bus, agent = await _agent(district, mosquitto, tmp_path / "edge.db")
         task = asyncio.create_task(agent.run())
         assert await _until(lambda: agent.buffer is not None and agent.buffer.depth > 0, 20)
         await agent._in_db(agent.buffer.db.close)  # the store loop now fails on every round
