@@ -376,7 +376,13 @@ class EdgeAgent:
             return
         task = asyncio.ensure_future(self._command(payload))
         self._commands.add(task)
-        task.add_done_callback(self._commands.discard)
+        task.add_done_callback(self._command_done)
+
+    def _command_done(self, task: asyncio.Future[None]) -> None:
+        self._commands.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved here: no task dies unseen
+            log.error("gateway %s: a command on %s failed", self.gateway, cmd_topic(self.district_id, self.gateway),
+                      exc_info=task.exception())
 
     def _on_confirm(self, payload: bytes) -> None:
         try:
