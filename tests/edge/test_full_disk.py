@@ -1,4 +1,4 @@
-"""A field gateway's SD card fills up under the edge buffer, mid-run, and is freed again.
+"""A field gateway's SD card fills up (or turns read-only) under the edge buffer, mid-run, and recovers.
 
 The buffer lives on a 2 MB tmpfs mounted for the test (root only); where mounting is not allowed,
 SQLite's ``PRAGMA max_page_count`` caps the file at its current size instead (the same
@@ -183,3 +183,27 @@ def test_a_task_that_keeps_failing_stops_the_agent_for_its_service_manager(
     restarts = [r for r in caplog.records if "task failed; restarting it" in r.getMessage()]
     assert len(restarts) >= 4 and all(r.exc_info for r in restarts)  # each failure logged with its traceback
     assert any(r.levelno == logging.CRITICAL and "stopping the agent" in r.getMessage() for r in caplog.records)
+
+
+def test_a_read_only_buffer_drops_and_counts_new_readings_keeps_the_rest_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's read-only error (here ``PRAGMA query_only``, as a file system remounted read-only
+    answers): new readings are dropped and counted, confirmed ones stay until the delete can be
+    written, and storing resumes once writes are allowed again."""
+    from edge.buffer import Buffer
+
+    t0 = 1_772_323_200_000
+    rows = [("V01-IN", t0 + i * 1000, f'{{"ts": {t0 + i * 1000}, "values": {{"flow": 1.0}}}}') for i in range(10)]
+    with Buffer(tmp_path / "edge.db") as buffer:
+        assert buffer.add(rows[:5]) == 5
+        buffer.db.execute("PRAGMA query_only = ON")
+        assert buffer.add(rows[5:8]) == 0 and buffer.dropped == 3
+        assert buffer.storage_error and "read-only" in buffer.storage_error
+        assert buffer.acknowledge([1, 2]) is False and buffer.depth == 5  # tried again later, nothing lost
+        buffer.db.execute("PRAGMA query_only = OFF")
+        assert buffer.add(rows[8:]) == 2 and buffer.storage_error is None
+        assert buffer.acknowledge([1, 2]) is True and buffer.depth == 5
+    with Buffer(tmp_path / "edge.db") as reopened:
+        assert reopened.dropped == 3 and reopened.status()["storage_error"] is None  # the count was saved on recovery
+    assert any("cannot write: the file system is read-only" in r.getMessage() for r in caplog.records)
