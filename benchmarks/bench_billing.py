@@ -16,9 +16,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from canalflow.contract import M, line
+from canalflow.contract import M, line, policy_of, source_of
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
+from ingest.admin import setup_database
 from testbed.services import Influxd
 
 UNITS = 10_000
@@ -129,17 +130,17 @@ def run() -> list[dict]:
         server = Influxd(root / "influxd").start()
         try:
             influx = InfluxV1(server.url, "bench", timeout=300)
-            influx.create_database()
+            setup_database(influx)  # as production: `canalflow ingest setup`
             t0, t1 = season_window(district, district.seasons[SEASON])
             lines = rollup_lines(district, t0)
             started = time.perf_counter()
             for start in range(0, len(lines), 5000):
-                influx.write_lines(lines[start:start + 5000])
+                influx.write_lines(lines[start:start + 5000], rp=policy_of(M.volume))
             write_s = time.perf_counter() - started
             rows.append({"name": f"setup: write {len(lines):,} daily rollups", "value": len(lines) / write_s, "unit": "points/s", "note": "not part of the run"})
             del lines
             points = charging_points(district)
-            raw_q = f'SELECT sum(volume_m3) FROM "{M.volume}" WHERE interval = \'1d\' AND time >= {t0}ms AND time < {t1}ms GROUP BY point'
+            raw_q = f'SELECT sum(volume_m3) FROM {source_of(M.volume)} WHERE interval = \'1d\' AND time >= {t0}ms AND time < {t1}ms GROUP BY point'
             _, raw_s = _timed(lambda: influx.query(raw_q))
             measured, fetch_s = _timed(lambda: RollupsSource(district, influx).measure(points, t0, t1))
             season = district.seasons[SEASON]

@@ -31,7 +31,7 @@ from typing import Any
 
 from billing.allocation import units_by_point
 from billing.volumes import volume_source
-from canalflow.contract import M, line
+from canalflow.contract import M, line, policy_of
 from canalflow.district import CanalLevel, District, Point, PointRole
 from canalflow.influx import InfluxV1
 from canalflow.seepage import headworks_travel_ms as travel_ms
@@ -416,7 +416,7 @@ def efficiency_from_influx(
     volumes = measured.results()
     report = efficiency_report(district, volumes, t0_ms, t1_ms, season_kind=season_kind)
     if write_kpis:
-        influx.write_lines(kpi_lines(report))
+        influx.write_lines(kpi_lines(report), rp=policy_of(M.efficiency))
     return report
 
 

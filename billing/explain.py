@@ -15,8 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 from billing.ledger import Ledger, LedgerError
-from canalflow.contract import M, Quality
-from canalflow.influx import InfluxV1, quote_ident
+from canalflow.contract import M, Quality, source_of
+from canalflow.influx import InfluxV1
 
 
 def split_line_id(line_id: str) -> tuple[str, int]:
@@ -52,7 +52,7 @@ def readings_summary(influx: InfluxV1, district_id: str, point_id: str, t0_ms: i
     """Counts by quality and the first and last reading of a point in a window."""
     where = f"WHERE district = $d AND point = $p AND time >= {t0_ms}ms AND time <= {t1_ms}ms"
     params = {"d": district_id, "p": point_id}
-    table = quote_ident(M.readings)
+    table = source_of(M.readings)
     counts = _counts_by_quality(influx, table, where, params)
     first = influx.query_points(f"SELECT * FROM {table} {where} ORDER BY time ASC LIMIT 1", params=params)
     last = influx.query_points(f"SELECT * FROM {table} {where} ORDER BY time DESC LIMIT 1", params=params)

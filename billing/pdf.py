@@ -112,7 +112,8 @@ def band_labels(bands: Sequence[Mapping[str, Any]], locale: str) -> list[str]:
 
 
 def render_bill(bill: Mapping[str, Any], context: Mapping[str, Any], path: Path) -> Path:
-    """Write one bill (``Bill.to_dict()``) as a PDF; ``context``: district_name, locale, bands, tariff, district_sha256."""
+    """Write one bill (``Bill.to_dict()``) as a PDF; ``context``: district_name, locale, bands, tariff, district_sha256,
+    townships (id -> name)."""
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
@@ -129,7 +130,7 @@ def render_bill(bill: Mapping[str, Any], context: Mapping[str, Any], path: Path)
     story: list[Any] = [Paragraph(f"{context.get('district_name', '')} · {t['title']}", title)]
     header = [
         [t["unit"], f"{unit['name']} ({unit['id']})", t["kind"], t.get(unit["kind"], unit["kind"])],
-        [t["township"], unit["township"], t["season"], bill["season"]["id"]],
+        [t["township"], _township(unit["township"], context), t["season"], bill["season"]["id"]],
         [t["window"], context.get("window_text", ""), t["tariff"], context.get("tariff", "")],
         [t["bill"], bill["bill_id"], t["run"], bill["run_id"][:12]],
     ]
@@ -236,6 +237,12 @@ def _nice_step(top: float) -> float:
     return raw
 
 
+def _township(township_id: str, context: Mapping[str, Any]) -> str:
+    """The township's name as the district file gives it, with its id (the id alone when the name is unknown)."""
+    name = context.get("townships", {}).get(township_id)
+    return f"{name} ({township_id})" if name and name != township_id else township_id
+
+
 def bill_context(district: Any, run: Any, locale: str | None = None) -> dict[str, Any]:
     import datetime as dt
     from zoneinfo import ZoneInfo
@@ -250,6 +257,7 @@ def bill_context(district: Any, run: Any, locale: str | None = None) -> dict[str
         "bands": [{"up_to": str(b.up_to) if b.up_to is not None else None, "multiplier": str(b.multiplier)} for b in tariff.bands],
         "tariff": f"{tariff.id} v{tariff.version}",
         "district_sha256": run.district_sha256,
+        "townships": {town.id: town.name for town in district.spec.townships},
         "window_text": f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M}",
     }
 

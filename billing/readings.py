@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from canalflow.contract import M
+from canalflow.contract import M, source_of
 from canalflow.influx import InfluxV1, quote_ident
 from canalflow.volume import Series, VolumeResult
 
@@ -50,7 +50,7 @@ def fetch_series(
     while cursor <= end:
         stop = min(end, cursor + chunk_ms - 1)
         q = (
-            f"SELECT {fields} FROM {quote_ident(M.readings)} "
+            f"SELECT {fields} FROM {source_of(M.readings)} "
             f"WHERE district = $district AND {_time_clause(cursor, stop)} GROUP BY point"
         )
         for point in influx.query_points(q, params={"district": district_id}):
@@ -98,7 +98,7 @@ def fetch_rollup_volumes(
 
     def sums(task: tuple[str, int, int]) -> dict[str, float]:
         field, a, b = task
-        q = f"SELECT sum({quote_ident(field)}) AS total FROM {quote_ident(M.volume)} {where(a, b)}"
+        q = f"SELECT sum({quote_ident(field)}) AS total FROM {source_of(M.volume)} {where(a, b)}"
         return {row["point"]: float(row["total"] or 0.0) for row in influx.query_points(q, params=params)}
 
     spans = list(months) or [("", t0_ms, t1_ms)]
@@ -114,7 +114,7 @@ def fetch_rollup_volumes(
             if label:
                 monthly.setdefault(p, {})[label] = v
     if volume and not coverage:  # rollups without a coverage field: every interval present is covered
-        q = f"SELECT count({quote_ident(ROLLUP_FIELD)}) AS total FROM {quote_ident(M.volume)} {where(t0_ms, t1_ms)}"
+        q = f"SELECT count({quote_ident(ROLLUP_FIELD)}) AS total FROM {source_of(M.volume)} {where(t0_ms, t1_ms)}"
         coverage = {row["point"]: float(row["total"] or 0.0) for row in influx.query_points(q, params=params)}
     none = VolumeResult(0.0, 0.0, 0.0, "none", [(t0_ms, t1_ms)], True, 0)
     out: dict[str, VolumeResult] = {}

@@ -35,6 +35,7 @@ from billing.ledger import open_ledger
 from billing.vee import vee_volumes
 from billing.volumes import volume_source
 from billing.window import BillingError, season_of_window
+from canalflow.contract import M, policy_of
 from canalflow.district import District
 from canalflow.influx import InfluxV1
 
@@ -101,6 +102,6 @@ def run_billing(
         run = replace(run, ledger_status=status)
         say(f"ledger: run {status}")
     if write_kpis:
-        influx.write_lines(billing_kpi_lines(run))
+        influx.write_lines(billing_kpi_lines(run), rp=policy_of(M.billing))
         say(f"{len(run.bills)} billing KPI rows written to InfluxDB")
     return run

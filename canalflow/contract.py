@@ -280,9 +280,37 @@ class M:
 
 READING_TAGS = ("district", "point", "gateway", "canal", "role")
 
-# Rollups (M.volume, M.balance) live in their own retention policy, kept longer than raw readings
-# (created by `canalflow ingest setup`); raw readings and KPIs stay in the default policy.
+# Where each measurement lives: `canalflow ingest setup` creates the database with the default policy
+# ``raw`` (raw readings and health, kept for --raw-retention) and ``rollups`` (derived volumes,
+# balances and KPIs, kept longer). On InfluxDB 2.x/3.x the same names are DBRP mappings onto buckets.
+# Every writer passes ``rp=policy_of(m)`` and every reader queries ``source_of(m)``: nobody relies on
+# the database's default policy, and nobody guesses.
+RAW_RP = "raw"
 ROLLUP_RP = "rollups"
+RETENTION_POLICY: dict[str, str] = {
+    M.readings: RAW_RP,
+    M.gateway_status: RAW_RP,
+    M.ingest_stats: RAW_RP,
+    M.volume: ROLLUP_RP,
+    M.balance: ROLLUP_RP,
+    M.efficiency: ROLLUP_RP,
+    M.billing: ROLLUP_RP,
+}
+
+
+def policy_of(measurement: str) -> str:
+    """The retention policy ``measurement`` is written to and read from."""
+    try:
+        return RETENTION_POLICY[measurement]
+    except KeyError:
+        raise KeyError(f"measurement {measurement!r} has no retention policy in canalflow.contract.RETENTION_POLICY") from None
+
+
+def source_of(measurement: str) -> str:
+    """``"policy"."measurement"``: the InfluxQL FROM clause of a measurement, where it lives."""
+    return f'"{policy_of(measurement)}"."{measurement}"'  # names above: no quote or backslash to escape
+
+
 INTERVAL_HOUR = "1h"
 INTERVAL_DAY = "1d"
 VOLUME_TAGS = ("district", "point", "canal", "role", "interval")

@@ -174,7 +174,7 @@ def _fill_gaps_with_flow(
         estimated_m3 += part.estimated_share * abs(part.volume_m3)
         gaps += part.gaps
     coverage = min(1.0, covered_ms / (t1 - t0))
-    estimated_share = estimated_m3 / abs(volume) if volume else 0.0
+    estimated_share = min(1.0, estimated_m3 / abs(volume)) if volume else 0.0  # float sums can pass 1 by an ulp
     return VolumeResult(
         volume, coverage, estimated_share, "totaliser+flow", gaps, coverage < min_coverage, result.n_readings, result.flags
     )
@@ -270,7 +270,7 @@ def _result(
     coverage = float(np.sum(overlap[iv.covered])) / span
     volume = float(np.sum(iv.volume))
     magnitude = float(np.sum(np.abs(iv.volume)))
-    estimated = float(np.sum(np.abs(iv.volume[iv.estimated]))) / magnitude if magnitude > 0 else 0.0
+    estimated = min(1.0, float(np.sum(np.abs(iv.volume[iv.estimated]))) / magnitude) if magnitude > 0 else 0.0  # sums of a part can pass the whole by an ulp
     gaps = _gaps(iv, t0, t1)
     coverage = min(1.0, coverage)
     return VolumeResult(volume, coverage, estimated, method, gaps, coverage < min_coverage, n_inside, iv.flags)

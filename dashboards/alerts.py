@@ -28,7 +28,7 @@ from canalflow.errors import CanalflowError
 from canalflow.problems import validation_problems
 from canalflow.yamlines import YamlSyntaxError, load_yaml_with_lines
 from dashboards.build import DATASOURCE_UID, q
-from dashboards.queries import TIME_FILTER, ident, in_policy, literal, select
+from dashboards.queries import TIME_FILTER, ident, literal, select
 from dashboards.texts import Texts
 
 EXPR_UID = "__expr__"
@@ -132,9 +132,7 @@ def silent_meter_query(district_id: str, minutes: int) -> str:
     )
 
 
-def build_alert_rules(
-    district: District, locale: str | None = None, settings: AlertSettings | None = None, *, rollup_rp: str | None = contract.ROLLUP_RP
-) -> dict[str, Any]:
+def build_alert_rules(district: District, locale: str | None = None, settings: AlertSettings | None = None) -> dict[str, Any]:
     """The provisioning document (a dict to dump as YAML) with one rule group for the district."""
     settings = settings or AlertSettings()
     _check_silence_window(district, settings)
@@ -152,7 +150,7 @@ def build_alert_rules(
         _rule(
             f"{prefix}-loss", t("alert.loss_anomaly", factor=factor),
             _influx("A", select(
-                [(f"sum({ident('loss_m3')}) / sum({ident('expected_loss_m3')})", "loss_ratio")], in_policy(M.balance, rollup_rp),
+                [(f"sum({ident('loss_m3')}) / sum({ident('expected_loss_m3')})", "loss_ratio")], M.balance,
                 [of_district(district.id), f"{ident('interval')} = {literal(contract.INTERVAL_DAY)}", TIME_FILTER], group_by=("district", "canal", "reach"),
             ), seconds(settings.loss_window)),
             "last", "gt", factor, settings, "{{ $labels.canal }}/{{ $labels.reach }}: loss {{ $values.B }}× expected seepage",

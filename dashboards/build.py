@@ -28,10 +28,8 @@ from dashboards.influxql import DATASOURCE_TYPE, InfluxQL
 from dashboards.layout import gazetteer_path
 from dashboards.queries import (
     TIME_FILTER,
-    InPolicy,
     district_filter,
     ident,
-    in_policy,
     literal,
     select,
     show_tag_values,
@@ -139,9 +137,8 @@ def q(ref_id: str, query: str, *, as_table: bool = False) -> InfluxQL:
 class Board:
     """A dashboard under construction: panels are laid out left to right in rows of 24 columns."""
 
-    def __init__(self, district: District, kind: str, texts: Texts, thresholds: Thresholds, rollup_rp: str | None) -> None:
+    def __init__(self, district: District, kind: str, texts: Texts, thresholds: Thresholds) -> None:
         self.district = district
-        self.rollup_rp = rollup_rp
         self.kind = kind
         self.t = texts
         self.limits = thresholds
@@ -168,9 +165,6 @@ class Board:
         self._x += width
         self._row_height = max(self._row_height, height)
         self.builder.with_panel(panel)
-
-    def rollup(self, measurement: str) -> str | InPolicy:
-        return in_policy(measurement, self.rollup_rp)
 
     def variable(self, variable: cogbuilder.Builder[dash.VariableModel]) -> None:
         self.builder.with_variable(variable)
@@ -276,7 +270,7 @@ def head_diversion_points(district: District) -> list[str]:
 
 def volume_sum(board: Board, interval: str, time_clause: str) -> str:
     where = [district_filter(), f"{ident('interval')} = {literal(interval)}", tag_in("point", head_diversion_points(board.district)), time_clause]
-    return select([(f"sum({ident(contract.VOLUME_FIELD)})", "volume_m3")], board.rollup(M.volume), where)
+    return select([(f"sum({ident(contract.VOLUME_FIELD)})", "volume_m3")], M.volume, where)
 
 
 def role_is(role: PointRole) -> str:
@@ -347,7 +341,7 @@ def overview(board: Board, today: dt.date) -> None:
     )
     anomalies = select(
         [(ident("canal"), "canal"), (ident("reach"), "reach"), (ident("loss_m3"), "loss_m3"), (ident("expected_loss_m3"), "expected_loss_m3")],
-        board.rollup(M.balance), [district_filter(), f"{ident('anomaly')} = true", TIME_FILTER], tail="ORDER BY time DESC LIMIT 100",
+        M.balance, [district_filter(), f"{ident('anomaly')} = true", TIME_FILTER], tail="ORDER BY time DESC LIMIT 100",
     )
     board.add(table_panel().title(t("overview.anomalies")).with_target(q("A", anomalies, as_table=True)).unit(UNIT_M3), 12, 8)
 
@@ -362,23 +356,23 @@ def network(board: Board) -> None:
     canal_variable(board)
     daily = select(
         [(f"sum({ident('in_m3')})", "in_m3"), (f"sum({ident('out_m3')})", "out_m3"), (f"sum({ident('loss_m3')})", "loss_m3")],
-        board.rollup(M.balance), balance_where(), group_by=("canal", "reach"), time_bucket="1d", fill="none",
+        M.balance, balance_where(), group_by=("canal", "reach"), time_bucket="1d", fill="none",
     )
     board.add(timeseries_panel().title(t("network.balance")).with_target(q("A", daily)).unit(UNIT_M3).draw_style(common.GraphDrawStyle.BARS), 24, 9)
     loss = select(
         [(f"sum({ident('loss_m3')})", "loss_m3"), (f"sum({ident('expected_loss_m3')})", "expected_loss_m3")],
-        board.rollup(M.balance), balance_where(), group_by=("canal", "reach"),
+        M.balance, balance_where(), group_by=("canal", "reach"),
     )
     board.add(barchart_panel().title(t("network.loss_vs_expected")).with_target(q("A", loss, as_table=True)).unit(UNIT_M3).x_field("reach"), 12, 9)
     ratio = select(
-        [(f"sum({ident('loss_m3')}) / sum({ident('expected_loss_m3')})", "loss_ratio")], board.rollup(M.balance), balance_where(), group_by=("canal", "reach"),
+        [(f"sum({ident('loss_m3')}) / sum({ident('expected_loss_m3')})", "loss_ratio")], M.balance, balance_where(), group_by=("canal", "reach"),
     )
     board.add(
         bargauge.Panel().title(t("network.loss_ratio", factor=limits.loss_factor)).with_target(q("A", ratio)).unit("x").min(0).max(limits.loss_factor * 1.5)
         .thresholds(steps("green", (1.0, "orange"), (limits.loss_factor, "red"))).orientation(common.VizOrientation.HORIZONTAL),
         12, 9,
     )
-    eta_trend = select([(f"mean({ident('eta')})", "eta")], board.rollup(M.balance), balance_where(), group_by=("canal", "reach"), time_bucket="1d", fill="none")
+    eta_trend = select([(f"mean({ident('eta')})", "eta")], M.balance, balance_where(), group_by=("canal", "reach"), time_bucket="1d", fill="none")
     board.add(
         timeseries_panel().title(t("network.eta_trend")).with_target(q("A", eta_trend)).unit("percentunit").min(0).max(1.05)
         .thresholds(steps("red", (limits.eta_system, "green"))).thresholds_style(common_b.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)),
@@ -434,7 +428,7 @@ def billing(board: Board) -> None:
     per_township = f"SELECT {cols} FROM {inner} GROUP BY {ident('township')}"
     board.add(barchart_panel().title(t("billing.money_township")).with_target(q("A", per_township, as_table=True)).unit(UNIT_YUAN).x_field("township"), 16, 9)
     intake = select(
-        [(f"sum({ident(contract.VOLUME_FIELD)})", "volume_m3")], board.rollup(M.volume),
+        [(f"sum({ident(contract.VOLUME_FIELD)})", "volume_m3")], M.volume,
         [district_filter(), role_is(PointRole.intake), f"{ident('interval')} = {literal(contract.INTERVAL_DAY)}", TIME_FILTER],
         group_by=("point",), time_bucket="1d", fill="none",
     )
@@ -486,17 +480,16 @@ def health(board: Board) -> None:
     board.add(timeline_panel().title(t("health.link")).with_target(q("A", link)).mappings(link_mapping()), 12, 8)
 
 
-def build_dashboards(
-    district: District, locale: str | None = None, *, today: dt.date | None = None, rollup_rp: str | None = contract.ROLLUP_RP
-) -> dict[str, dict[str, Any]]:
-    """All dashboards of a district: kind -> dashboard JSON. ``locale`` defaults to the district's;
-    ``rollup_rp`` is the retention policy of the rollups (None: the database's default policy)."""
+def build_dashboards(district: District, locale: str | None = None, *, today: dt.date | None = None) -> dict[str, dict[str, Any]]:
+    """All dashboards of a district: kind -> dashboard JSON. ``locale`` defaults to the district's.
+
+    Every query reads a measurement where ``canalflow.contract.RETENTION_POLICY`` says it lives."""
     texts = Texts(locale or district.spec.district.locale)
     limits = Thresholds.of(district)
     today = today or dt.date.today()
     boards: dict[str, dict[str, Any]] = {}
     for kind in DASHBOARD_KINDS:
-        board = Board(district, kind, texts, limits, rollup_rp)
+        board = Board(district, kind, texts, limits)
         if kind == "overview":
             overview(board, today)
         else:

@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from canalflow import cliopts
-from canalflow.contract import ROLLUP_RP
 from canalflow.district import load_district
 from canalflow.errors import CanalflowError
 from dashboards.querycheck import TimeRange
-
-AUTO = "auto"
 
 BUILD_EXAMPLE = """example:
   canalflow dashboards build --district examples/demo-district.yaml --out deploy/grafana --locale zh
@@ -47,12 +44,9 @@ Creates the folder if needed and overwrites each dashboard by uid, with a versio
 Exit 1 on an authentication or connection failure, with the reason."""
 
 
-def _district_arg(parser: argparse.ArgumentParser, *, rollup_default: str = ROLLUP_RP) -> None:
+def _district_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--district", required=True, type=Path, help="district YAML file")
     parser.add_argument("--locale", choices=("zh", "en"), help="title language (default: the district file's locale)")
-    detail = f"'{AUTO}' = {ROLLUP_RP!r} when the database has it, else the default" if rollup_default == AUTO else f"{ROLLUP_RP!r} as `ingest setup` creates it"
-    parser.add_argument("--rollup-rp", default=rollup_default, metavar="POLICY",
-                        help=f"retention policy of the volume/balance rollups (default: {detail}; '' = the default policy)")
 
 
 def _query_args(parser: argparse.ArgumentParser) -> None:
@@ -74,14 +68,14 @@ def register(subparsers: Any) -> None:
     build.set_defaults(func=run_build)
 
     check = commands.add_parser("check", help="run every panel and alert query against InfluxDB", epilog=CHECK_EXAMPLE, formatter_class=fmt)
-    _district_arg(check, rollup_default=AUTO)
+    _district_arg(check)
     _query_args(check)
     check.add_argument("--alerts", type=Path, help="YAML file of alert settings")
     check.add_argument("--verbose", action="store_true", help="print every query, not only failing ones")
     check.set_defaults(func=run_check)
 
     preview = commands.add_parser("preview", help="render each dashboard's panels to PNG", epilog=PREVIEW_EXAMPLE, formatter_class=fmt)
-    _district_arg(preview, rollup_default=AUTO)
+    _district_arg(preview)
     _query_args(preview)
     preview.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
     preview.set_defaults(func=run_preview)
@@ -102,8 +96,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     district = load_district(args.district)
     try:
-        result = write_outputs(district, args.out, locale=args.locale, alert_settings=load_alert_settings(args.alerts),
-                               rollup_rp=args.rollup_rp or None)
+        result = write_outputs(district, args.out, locale=args.locale, alert_settings=load_alert_settings(args.alerts))
     except OSError as exc:
         raise CanalflowError(f"{args.out}: cannot write: {exc}") from exc
     for path in result.files:
@@ -120,14 +113,6 @@ def parse_window(args: argparse.Namespace, tz: Any) -> tuple[int, TimeRange | No
     if args.now:
         return cliopts.parse_instant(args.now, tz, what="--now"), chosen
     return (chosen.to_ms if chosen else int(time.time() * 1000)), chosen
-
-
-def rollup_policy(args: argparse.Namespace, db: Any) -> str | None:
-    from dashboards.querycheck import detect_rollup_policy
-
-    if args.rollup_rp == AUTO:
-        return detect_rollup_policy(db, ROLLUP_RP)
-    return args.rollup_rp or None
 
 
 def parse_vars(items: list[str]) -> dict[str, list[str]]:
@@ -180,10 +165,9 @@ def run_check(args: argparse.Namespace) -> int:
     failed = total = 0
     with cliopts.influx_from_args(args) as db:
         _require_reachable(db, args.influx)
-        policy = rollup_policy(args, db)
-        boards = build_dashboards(district, args.locale, rollup_rp=policy)
+        boards = build_dashboards(district, args.locale)
         results = [r for board in boards.values() for r in check_dashboard(board, db, now_ms=now_ms, overrides=overrides, time_range=chosen)]
-        for rule in alert_rules(build_alert_rules(district, args.locale, settings, rollup_rp=policy)):
+        for rule in alert_rules(build_alert_rules(district, args.locale, settings)):
             evaluation = evaluate_rule(rule, db, now_ms=now_ms)
             results += evaluation.results
             print(f"alert {rule['title']!r}: {len(evaluation.firing)} of {evaluation.instances} instance(s) firing {json.dumps(evaluation.firing, ensure_ascii=False)}")
@@ -203,8 +187,7 @@ def run_preview(args: argparse.Namespace) -> int:
     with cliopts.influx_from_args(args) as db:
         _require_reachable(db, args.influx)
         paths = render_previews(context.district, db, args.out, locale=args.locale, now_ms=context.now_ms,
-                                overrides=context.overrides, time_range=context.chosen,
-                                rollup_rp=rollup_policy(args, db), progress=sys.stderr)
+                                overrides=context.overrides, time_range=context.chosen, progress=sys.stderr)
     for path in paths:
         print(path)
     return 0
@@ -215,7 +198,7 @@ def run_publish(args: argparse.Namespace) -> int:
     from dashboards.publish import publish
 
     district = load_district(args.district)
-    results = publish(build_dashboards(district, args.locale, rollup_rp=args.rollup_rp or None).values(), url=args.url, token=args.token,
+    results = publish(build_dashboards(district, args.locale).values(), url=args.url, token=args.token,
                       folder=args.folder, message=args.message, timeout=args.timeout)
     for line in results:
         print(line)

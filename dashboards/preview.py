@@ -22,7 +22,6 @@ import matplotlib.pyplot as plt
 from matplotlib import font_manager
 from matplotlib.axes import Axes
 
-from canalflow.contract import ROLLUP_RP
 from canalflow.district import District
 from canalflow.influx import InfluxV1
 from dashboards.alerts import build_alert_rules
@@ -285,16 +284,15 @@ def render_previews(
     now_ms: int,
     overrides: Mapping[str, Sequence[str]] | None = None,
     time_range: TimeRange | None = None,
-    rollup_rp: str | None = ROLLUP_RP,
     progress: IO[str] | None = None,
 ) -> list[Path]:
     """One PNG per dashboard in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     if use_cjk_font() is None and progress is not None and (locale or district.spec.district.locale) == "zh":
         print("warning: no CJK font found (install fonts-wqy-zenhei): Chinese titles will show as boxes", file=progress)
-    evaluations = [evaluate_rule(rule, db, now_ms=now_ms) for rule in alert_rules(build_alert_rules(district, locale, rollup_rp=rollup_rp))]
+    evaluations = [evaluate_rule(rule, db, now_ms=now_ms) for rule in alert_rules(build_alert_rules(district, locale))]
     paths = []
-    for board in build_dashboards(district, locale, rollup_rp=rollup_rp).values():
+    for board in build_dashboards(district, locale).values():
         results = check_dashboard(board, db, now_ms=now_ms, overrides=overrides, time_range=time_range)
         paths.append(render_dashboard(board, results, district, evaluations, out))
         if progress is not None:

@@ -22,7 +22,6 @@ from typing import Any
 
 import yaml
 
-from canalflow.contract import ROLLUP_RP
 from canalflow.district import District
 from canalflow.errors import CanalflowError
 from dashboards.alerts import AlertSettings, build_alert_rules
@@ -110,11 +109,10 @@ def write_outputs(
     locale: str | None = None,
     alert_settings: AlertSettings | None = None,
     today: dt.date | None = None,
-    rollup_rp: str | None = ROLLUP_RP,
 ) -> BuildResult:
     """Build, validate and write everything Grafana needs for the district; return what was written."""
     result = BuildResult()
-    result.dashboards = build_dashboards(district, locale, today=today, rollup_rp=rollup_rp)
+    result.dashboards = build_dashboards(district, locale, today=today)
     problems = [f"{kind}: {p}" for kind, board in result.dashboards.items() for p in validate_dashboard(board)]
     if problems:
         raise DashboardBuildError("built dashboards are not valid:\n" + "\n".join(problems))
@@ -123,7 +121,7 @@ def write_outputs(
         result.files.append(_write_json(out / "dashboards" / f"{board['uid']}.json", board))
     result.files.append(_write_yaml(out / "provisioning" / "datasources" / "canalflow.yaml", datasource_provisioning(), header))
     result.files.append(_write_yaml(out / "provisioning" / "dashboards" / "canalflow.yaml", dashboard_provider(), header))
-    result.alerts = build_alert_rules(district, locale, alert_settings, rollup_rp=rollup_rp)
+    result.alerts = build_alert_rules(district, locale, alert_settings)
     result.files.append(_write_yaml(out / "provisioning" / "alerting" / f"canalflow-{district.id}.yaml", result.alerts, header))
     result.files.append(_write_json(out / "gazetteer" / f"canalflow-{district.id}.json", gazetteer(district)))
     return result

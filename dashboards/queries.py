@@ -7,9 +7,8 @@ so ``dashboards.querycheck`` can both run the query and know the shape it must r
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
-from canalflow.contract import M
+from canalflow.contract import M, source_of
 
 TIME_FILTER = "$timeFilter"
 
@@ -37,27 +36,9 @@ def _regex_escape(value: str) -> str:
     return "".join("\\" + c if c in r"\^$.|?*+()[]{}/" else c for c in value)
 
 
-@dataclass(frozen=True)
-class InPolicy:
-    """A measurement kept in a named retention policy (ingest writes rollups to their own)."""
-
-    policy: str
-    measurement: str
-
-
-def source(measurement: str | InPolicy) -> str:
-    if isinstance(measurement, InPolicy):
-        return f"{ident(measurement.policy)}.{ident(measurement.measurement)}"
-    return ident(measurement)
-
-
-def in_policy(measurement: str, policy: str | None) -> str | InPolicy:
-    return InPolicy(policy, measurement) if policy else measurement
-
-
 def select(
     columns: Sequence[tuple[str, str]],
-    measurement: str | InPolicy,
+    measurement: str,
     where: Sequence[str],
     *,
     group_by: Sequence[str] = (),
@@ -65,9 +46,11 @@ def select(
     fill: str | None = None,
     tail: str = "",
 ) -> str:
-    """``SELECT expr AS "alias", ... FROM m WHERE a AND b GROUP BY time(...), "tag" fill(...)``."""
+    """``SELECT expr AS "alias", ... FROM "policy"."m" WHERE a AND b GROUP BY time(...), "tag" fill(...)``.
+
+    The policy is where the contract says ``measurement`` lives (``contract.source_of``)."""
     cols = ", ".join(f"{expr} AS {ident(alias)}" for expr, alias in columns)
-    text = f"SELECT {cols} FROM {source(measurement)} WHERE {' AND '.join(where)}"
+    text = f"SELECT {cols} FROM {source_of(measurement)} WHERE {' AND '.join(where)}"
     groups = ([f"time({time_bucket})"] if time_bucket else []) + [ident(t) for t in group_by]
     if groups:
         text += " GROUP BY " + ", ".join(groups)
@@ -76,8 +59,8 @@ def select(
     return text + (f" {tail}" if tail else "")
 
 
-def show_tag_values(measurement: str | InPolicy, key: str, where: Sequence[str] = ()) -> str:
-    text = f"SHOW TAG VALUES FROM {source(measurement)} WITH KEY = {ident(key)}"
+def show_tag_values(measurement: str, key: str, where: Sequence[str] = ()) -> str:
+    text = f"SHOW TAG VALUES FROM {source_of(measurement)} WITH KEY = {ident(key)}"
     return text + (" WHERE " + " AND ".join(where) if where else "")
 
 
@@ -85,4 +68,4 @@ def district_filter() -> str:
     return var_match("district", "district")
 
 
-__all__ = ["TIME_FILTER", "InPolicy", "M", "district_filter", "ident", "in_policy", "literal", "select", "show_tag_values", "source", "tag_in", "var_match"]
+__all__ = ["TIME_FILTER", "M", "district_filter", "ident", "literal", "select", "show_tag_values", "tag_in", "var_match"]

@@ -260,7 +260,7 @@ def _run(db: InfluxV1, result: QueryResult, shape: Shape | None) -> QueryResult:
     except InfluxError as exc:
         hint = ""
         if "retention policy not found" in str(exc):
-            hint = " (the rollups' retention policy is missing: run `canalflow ingest setup`, or build with --rollup-rp '')"
+            hint = " (the database was not made by `canalflow ingest setup`, which creates the policies canalflow.contract names: run it)"
         result.problems.append(f"{exc}{hint}")
         return result
     if shape is not None:
@@ -399,15 +399,6 @@ def evaluate_rule(rule: Mapping[str, Any], db: InfluxV1, *, now_ms: int) -> Aler
     condition = scalars.get(rule["condition"], [])
     firing = [labels for labels, value in condition if value]
     return AlertEvaluation(rule["title"], results, firing, len(condition))
-
-
-def detect_rollup_policy(db: InfluxV1, preferred: str) -> str | None:
-    """``preferred`` when the database has that retention policy, else None (the default policy)."""
-    try:
-        names = {row["name"] for row in db.query_points("SHOW RETENTION POLICIES")}
-    except InfluxError:
-        return None
-    return preferred if preferred in names else None
 
 
 def alert_rules(document: Mapping[str, Any]) -> list[dict[str, Any]]:

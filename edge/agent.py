@@ -38,7 +38,8 @@ from canalflow.contract import (
     readings_topic,
     status_topic,
 )
-from edge.buffer import Buffer, Row, batch_payload
+from canalflow.errors import CanalflowError
+from edge.buffer import Buffer, BufferStorageError, Row, batch_payload
 from edge.config import EdgeConfig, EndpointSpec, edge_config_from_district
 from edge.metrics import EdgeMetrics
 from edge.modbus import ModbusLink
@@ -51,6 +52,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("canalflow.edge.agent")
 T = TypeVar("T")
+RESTART_DELAY_S = 1.0
+MAX_FAILURES_PER_MINUTE = 5  # a task failing more often stops the agent (exit 1) for its service manager to restart
+
+
+class AgentFailed(CanalflowError, RuntimeError):
+    """A background task kept failing: the agent stopped so that systemd (Restart=) starts it afresh."""
 
 
 class EdgeAgent:
@@ -113,6 +120,8 @@ class EdgeAgent:
         self.link: MqttLink | None = None
         self.metrics_port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.failure: str | None = None  # set when a task failed too often; run() then raises AgentFailed
+        self.task_restarts = 0
 
     # ---- lifecycle ----------------------------------------------------------------------------
     @property
@@ -154,14 +163,46 @@ class EdgeAgent:
         if self.config.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.config.metrics_port)
         self.link.start()
-        self._polling = [asyncio.create_task(p.run()) for p in self.pollers]
-        tasks = [asyncio.create_task(c) for c in (self._store_loop(), self._publish_loop(), self._status_loop())]
+        self._polling = self._start_polling()
+        loops = (("store", self._store_loop), ("publish", self._publish_loop), ("status", self._status_loop))
+        tasks = [asyncio.create_task(self._supervise(name, loop)) for name, loop in loops]
         try:
             await self._stop.wait()
         finally:
             for poller in self.pollers:
                 poller.stop()
             await self._finish(tasks)
+        if self.failure:
+            raise AgentFailed(self.failure)
+
+    def _start_polling(self) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self._supervise(f"poller {p.name}", p.run)) for p in self.pollers]
+
+    async def _supervise(self, name: str, loop: Callable[[], Any]) -> None:
+        """Run a background loop; when it raises, log it and start it again, and stop the agent if it keeps failing.
+
+        A loop that returns has finished on purpose (stopping); cancelling is how the agent ends one."""
+        failures: list[float] = []
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                now = time.monotonic()
+                failures = [t for t in failures if t > now - 60] + [now]
+                self.metrics.task_failed(name)
+                if len(failures) >= MAX_FAILURES_PER_MINUTE:
+                    self.failure = f"the {name} task failed {len(failures)} times within a minute, last with {exc!r}"
+                    log.critical("gateway %s: %s; stopping the agent (exit 1) so that its service manager restarts it",
+                                 self.gateway, self.failure, exc_info=exc)
+                    self.stop()
+                    return
+                self.task_restarts += 1
+                log.error("gateway %s: the %s task failed; restarting it in %.0f s", self.gateway, name,
+                          RESTART_DELAY_S, exc_info=exc)
+                await asyncio.sleep(RESTART_DELAY_S)
 
     async def _stop_polling(self) -> None:
         for poller in self.pollers:
@@ -182,7 +223,7 @@ class EdgeAgent:
         self.config = config
         self.pollers = self._make_pollers()
         self._health_index = {point: h for p in self.pollers for point, h in p.health.items()}
-        self._polling = [asyncio.create_task(p.run()) for p in self.pollers]
+        self._polling = self._start_polling()
         log.info("configuration reloaded: %d meters on %d bus(es)", len(config.points), len(self.pollers))
         return {"meters": len(config.points), "buses": len(self.pollers)}
 
@@ -279,7 +320,7 @@ class EdgeAgent:
             if await self._flush_pending():
                 self._wake.set()  # one publish round per batch of stored readings, not per reading
             if self.buffer is not None:
-                self.metrics.buffer(self.buffer.depth, self.buffer.dropped)
+                self.metrics.buffer(self.buffer.depth, self.buffer.dropped, self.buffer.storage_error)
                 self.metrics.lateness(sum(p.late for p in self.pollers),
                                       sum(p.link.stats.requests for p in self.pollers),
                                       max((p.max_lag_s for p in self.pollers), default=0.0))
@@ -336,7 +377,13 @@ class EdgeAgent:
             return
         task = asyncio.ensure_future(self._command(payload))
         self._commands.add(task)
-        task.add_done_callback(self._commands.discard)
+        task.add_done_callback(self._command_done)
+
+    def _command_done(self, task: asyncio.Future[None]) -> None:
+        self._commands.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved here: no task dies unseen
+            log.error("gateway %s: a command on %s failed", self.gateway, cmd_topic(self.district_id, self.gateway),
+                      exc_info=task.exception())
 
     def _on_confirm(self, payload: bytes) -> None:
         try:
@@ -353,7 +400,9 @@ class EdgeAgent:
             self._take_acks()
         if self._acked and self.buffer is not None:
             ids, self._acked = self._acked, []
-            await self._in_db(self.buffer.acknowledge, ids)
+            if not await self._in_db(self.buffer.acknowledge, ids):
+                self._acked = ids + self._acked  # the storage refused the delete: they stay in flight, tried again
+                return
             self._inflight_ids.difference_update(ids)
 
     def _resend_unconfirmed(self) -> None:
@@ -406,7 +455,8 @@ class EdgeAgent:
             if not rows:
                 return
             self._live_after = rows[-1].id
-            await self._send(rows, historical=False, per_message=8)
+            if not await self._send(rows, historical=False, per_message=8):
+                return
 
     async def _publish_backlog(self) -> None:
         assert self.buffer is not None and self._boundary is not None
@@ -419,20 +469,34 @@ class EdgeAgent:
             self._backlog_after = rows[-1].id
             fresh = [r for r in rows if r.id not in self._inflight_ids]
             self._replay_tokens -= len(fresh)
-            await self._send(fresh, historical=True, per_message=self.config.publish.max_batch)
+            if not await self._send(fresh, historical=True, per_message=self.config.publish.max_batch):
+                return
 
-    async def _ensure_seq(self, n: int) -> None:
+    async def _ensure_seq(self, n: int) -> bool:
+        """Message numbers for ``n`` messages; False when the buffer's storage cannot record a new block."""
         if self._seq + n > self._seq_end:
             block = max(n, 10 * self.config.publish.max_inflight)
             assert self.buffer is not None
-            self._seq = await self._in_db(self.buffer.reserve_seq, block)
+            try:
+                self._seq = await self._in_db(self.buffer.reserve_seq, block)
+            except BufferStorageError:
+                return False  # the buffer logged it; publishing resumes when a block can be saved
             self._seq_end = self._seq + block
+        return True
 
-    async def _send(self, rows: list[Row], *, historical: bool, per_message: int) -> None:
+    async def _send(self, rows: list[Row], *, historical: bool, per_message: int) -> bool:
+        """Publish ``rows``; False (nothing sent, cursors back before them) when no message numbers are available."""
         by_point: dict[str, list[Row]] = defaultdict(list)
         for row in rows:
             by_point[row.point].append(row)
-        await self._ensure_seq(sum(-(-len(r) // per_message) for r in by_point.values()))
+        if not await self._ensure_seq(sum(-(-len(r) // per_message) for r in by_point.values())):
+            if rows:
+                before = rows[0].id - 1
+                if historical:
+                    self._backlog_after = min(self._backlog_after, before)
+                else:
+                    self._live_after = min(self._live_after, before)
+            return False
         assert self.link is not None and self.buffer is not None
         for point, point_rows in by_point.items():
             for start in range(0, len(point_rows), per_message):
@@ -445,6 +509,7 @@ class EdgeAgent:
                 self._inflight_ids.update(ids)
                 self.published_messages += 1
                 self.published_readings += len(chunk)
+        return True
 
     def _next_seq(self) -> int:
         seq = self._seq
@@ -466,6 +531,7 @@ class EdgeAgent:
             buffer_depth=depth, buffer_dropped=self.buffer.dropped if self.buffer else None,
             unconfirmed=self._out.unconfirmed if self._out.end_to_end else None,
             health=self.health() if state == "online" else {},
+            buffer_error=self.buffer.storage_error if self.buffer else None,  # an extra field: why readings are dropped
         ).model_dump_json(exclude_none=True).encode()
 
     async def _status_loop(self) -> None:
@@ -473,11 +539,13 @@ class EdgeAgent:
         while True:
             await asyncio.sleep(interval)
             assert self.buffer is not None
-            self.metrics.buffer(self.buffer.depth, self.buffer.dropped)
-            log.info("polls %d (late %d), published %d readings in %d messages, buffer %d (dropped %d), "
-                     "in flight %d, %s, %s", self.polls, sum(p.late for p in self.pollers), self.published_readings,
-                     self.published_messages, self.buffer.depth, self.buffer.dropped, self._out.in_flight,
-                     self._confirm_summary(), "connected" if self.link and self.link.connected else "DISCONNECTED")
+            self.metrics.buffer(self.buffer.depth, self.buffer.dropped, self.buffer.storage_error)
+            unwritable = f" NOT WRITABLE: {self.buffer.storage_error}" if self.buffer.storage_error else ""
+            (log.error if unwritable else log.info)(
+                "polls %d (late %d), published %d readings in %d messages, buffer %d (dropped %d)%s, "
+                "in flight %d, %s, %s", self.polls, sum(p.late for p in self.pollers), self.published_readings,
+                self.published_messages, self.buffer.depth, self.buffer.dropped, unwritable, self._out.in_flight,
+                self._confirm_summary(), "connected" if self.link and self.link.connected else "DISCONNECTED")
             if self.link is not None and self.link.connected:
                 self.link.publish(status_topic(self.district_id, self.gateway), self._status("online"), retain=True)
 

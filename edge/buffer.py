@@ -7,10 +7,19 @@ declared policy (``drop_oldest`` or ``drop_newest``), logs it and counts every d
 
 The per-gateway message sequence is persisted in the same file in blocks (hi-lo), so it keeps
 increasing across restarts.
+
+A full or read-only file system (an SD card on a field gateway) does not stop the agent: a write
+that SQLite refuses with "database or disk is full", "readonly" or an I/O error is logged once as
+an error saying what to do, the readings it carried are dropped under the declared policy and
+counted (``drop_oldest`` first makes room by deleting the oldest rows, which frees pages inside the
+file; when even that cannot be written, or under ``drop_newest``, the incoming readings go), and
+:attr:`Buffer.storage_error` says why until a write succeeds again. Nothing else is lost: rows not
+yet confirmed stay, and deleting confirmed rows is retried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -29,6 +38,24 @@ log = logging.getLogger("canalflow.edge.buffer")
 
 class BufferBusy(CanalflowError, RuntimeError):
     """Another process (a running agent) publishes from this buffer."""
+
+
+class BufferStorageError(RuntimeError):
+    """The buffer's file system refused a write that cannot be dropped (a sequence block)."""
+
+
+_STORAGE_PROBLEMS = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_READONLY: "the file system is read-only",
+    sqlite3.SQLITE_IOERR: "the storage reported an I/O error",
+}
+REMIND_S = 60.0  # while the buffer cannot be written, the error is repeated this often (with counts)
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What is wrong with the storage when SQLite refused a write for lack of space or permission, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else _STORAGE_PROBLEMS.get(code & 0xFF)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -89,6 +116,10 @@ class Buffer:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.executescript(SCHEMA)
         self.dropped = int(self._meta("dropped", "0"))
+        self.storage_error: str | None = None  # why the last write failed, until one succeeds again
+        self._failing_since = 0.0
+        self._dropped_at_failure = 0
+        self._reminded = 0.0
         self.duplicates = 0
         self._seq = int(self._meta("seq_hi", "0"))
         self._depth = self._count()
@@ -120,9 +151,19 @@ class Buffer:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def reserve_seq(self, n: int = SEQ_BLOCK) -> int:
-        """Reserve ``n`` message sequence numbers on disk; return the first (numbers never repeat)."""
+        """Reserve ``n`` message sequence numbers on disk; return the first (numbers never repeat).
+
+        Raises :class:`BufferStorageError` when the file system refuses the write: a number not on
+        disk could repeat after a restart, and ingest's confirmations are by number."""
         start = int(self._meta("seq_hi", "0"))
-        self._set_meta("seq_hi", str(start + n))
+        try:
+            self._set_meta("seq_hi", str(start + n))
+        except sqlite3.Error as exc:
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            self._failed(problem, exc)
+            raise BufferStorageError(f"{self.path}: cannot reserve message numbers: {problem}") from exc
         self._seq = start + n
         return start
 
@@ -135,7 +176,10 @@ class Buffer:
         return self._depth
 
     def add(self, readings: Iterable[tuple[str, int, str]]) -> int:
-        """Store ``(point, ts, reading json)`` rows in one transaction; return how many were new."""
+        """Store ``(point, ts, reading json)`` rows in one transaction; return how many were new.
+
+        When the file system refuses the write, see the module doc: the readings are dropped
+        under the declared policy and counted, and this returns how many were stored anyway."""
         rows = list(readings)
         if not rows:
             return 0
@@ -143,30 +187,102 @@ class Buffer:
         if len(rows) > room and self.when_full == "drop_newest":
             self._drop(len(rows) - max(room, 0), "newest (incoming)")
             rows = rows[: max(room, 0)]
-        now = time.time()
-        self.db.execute("BEGIN")
-        before = self.db.total_changes
-        self.db.executemany(
-            "INSERT OR IGNORE INTO readings (point, ts, body, created) VALUES (?, ?, ?, ?)",
-            [(p, ts, body, now) for p, ts, body in rows],
-        )
-        added = self.db.total_changes - before
-        self.db.execute("COMMIT")
-        self.last_id = self.max_id()
-        self.duplicates += len(rows) - added
-        self._depth += added
+        try:
+            added = self._insert(rows)
+        except sqlite3.Error as exc:
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            self._failed(problem, exc)
+            return self._add_on_full_storage(rows, problem)
+        self._recovered()
         if self._depth > self.max_rows:
             self._delete_oldest(self._depth - self.max_rows, "oldest (buffer full)")
         return added
+
+    def _insert(self, rows: list[tuple[str, int, str]], *, delete_oldest: int = 0) -> int:
+        """One transaction: (delete the ``delete_oldest`` oldest rows and) insert ``rows``; rolled back on error."""
+        now = time.time()
+        try:
+            self.db.execute("BEGIN")
+            deleted = 0
+            if delete_oldest:
+                deleted = self.db.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)",
+                                          (delete_oldest,)).rowcount
+            before = self.db.total_changes
+            self.db.executemany(
+                "INSERT OR IGNORE INTO readings (point, ts, body, created) VALUES (?, ?, ?, ?)",
+                [(p, ts, body, now) for p, ts, body in rows],
+            )
+            added = self.db.total_changes - before
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self.last_id = self.max_id()
+        self.duplicates += len(rows) - added
+        self._depth += added - deleted
+        if deleted:
+            self._drop(deleted, "oldest (storage full)")
+        return added
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+
+    def _add_on_full_storage(self, rows: list[tuple[str, int, str]], problem: str) -> int:
+        """The declared policy when the file system refuses new rows: make room, or drop the incoming ones."""
+        if self.when_full == "drop_oldest" and self._depth > 0:
+            try:
+                return self._insert(rows, delete_oldest=min(len(rows), self._depth))
+            except sqlite3.Error as exc:
+                if storage_problem(exc) is None:
+                    raise
+        self._drop(len(rows), f"newest (incoming; {problem})")
+        return 0
+
+    def _failed(self, problem: str, exc: BaseException) -> None:
+        """Log a refused write: once as an error that says what to do, then a reminder every REMIND_S."""
+        now = time.monotonic()
+        first = self.storage_error is None
+        self.storage_error = f"{problem} ({exc})"
+        if first:
+            self._failing_since, self._dropped_at_failure, self._reminded = now, self.dropped, now
+            log.error("buffer %s: cannot write: %s. Free space on the file system holding %s (df -h %s), or make it "
+                      "writable, or move buffer.path to a larger disk. Until then new readings are dropped under policy "
+                      "%s and counted (status 'dropped', metric canalflow_edge_buffer_dropped); polling and publishing "
+                      "go on", self.path, self.storage_error, self.path.parent, self.path.parent, self.when_full)
+        elif now - self._reminded >= REMIND_S:
+            self._reminded = now
+            log.error("buffer %s: still cannot write (%s) for %.0f s: %d reading(s) dropped since", self.path, problem,
+                      now - self._failing_since, self.dropped - self._dropped_at_failure)
+
+    def _recovered(self) -> None:
+        if self.storage_error is None:
+            return
+        log.warning("buffer %s: writable again after %.0f s; %d reading(s) were dropped meanwhile (%d in total)",
+                    self.path, time.monotonic() - self._failing_since, self.dropped - self._dropped_at_failure, self.dropped)
+        self.storage_error = None
+        self._persist_dropped()
 
     def _drop(self, n: int, what: str) -> None:
         if n <= 0:
             return
         self.dropped += n
-        self._set_meta("dropped", str(self.dropped))
-        log.warning("buffer %s: dropped %d %s reading(s) under policy %s (max_rows %d, max_age %.0f s); "
+        self._persist_dropped()
+        # while the storage refuses writes, _failed() reports the drops (once, then every REMIND_S)
+        (log.debug if self.storage_error else log.warning)("buffer %s: dropped %d %s reading(s) under policy %s (max_rows %d, max_age %.0f s); "
                     "%d dropped in total", self.path, n, what, self.when_full, self.max_rows, self.max_age_s,
                     self.dropped)
+
+    def _persist_dropped(self) -> None:
+        """The count survives restarts; on a full disk it is kept in memory and saved once a write succeeds."""
+        try:
+            self._set_meta("dropped", str(self.dropped))
+        except sqlite3.Error as exc:
+            if storage_problem(exc) is None:
+                raise
 
     def _delete_oldest(self, n: int, what: str) -> None:
         self.db.execute("DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?)", (n,))
@@ -176,7 +292,12 @@ class Buffer:
     def expire(self, now: float | None = None) -> int:
         """Drop readings stored longer than max_age_s ago (counted and logged); return how many."""
         cutoff = (now or time.time()) - self.max_age_s
-        cur = self.db.execute("DELETE FROM readings WHERE created < ?", (cutoff,))
+        try:
+            cur = self.db.execute("DELETE FROM readings WHERE created < ?", (cutoff,))
+        except sqlite3.Error as exc:
+            if storage_problem(exc) is None:
+                raise
+            return 0  # tried again at the next expiry round
         if cur.rowcount:
             self._depth -= cur.rowcount
             self._drop(cur.rowcount, "expired")
@@ -196,16 +317,25 @@ class Buffer:
                                   "ORDER BY id LIMIT ?", (after_id, upto_id, limit))
         return [Row(*r) for r in cur.fetchall()]
 
-    def acknowledge(self, ids: Sequence[int]) -> None:
-        """Delete rows whose delivery is confirmed."""
+    def acknowledge(self, ids: Sequence[int]) -> bool:
+        """Delete rows whose delivery is confirmed; False when the file system refused it (call again later)."""
         if not ids:
-            return
-        self.db.execute("BEGIN")
-        before = self.db.total_changes
-        self.db.executemany("DELETE FROM readings WHERE id = ?", [(i,) for i in ids])
-        removed = self.db.total_changes - before  # fewer than ids if the full-buffer policy dropped some
-        self.db.execute("COMMIT")
+            return True
+        try:
+            self.db.execute("BEGIN")
+            before = self.db.total_changes
+            self.db.executemany("DELETE FROM readings WHERE id = ?", [(i,) for i in ids])
+            removed = self.db.total_changes - before  # fewer than ids if the full-buffer policy dropped some
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            problem = storage_problem(exc)
+            if problem is None:
+                raise
+            self._failed(problem, exc)
+            return False
         self._depth = max(0, self._depth - removed)
+        return True
 
     # ---- technician views -------------------------------------------------------------------
     def status(self) -> dict[str, object]:
@@ -217,6 +347,7 @@ class Buffer:
             "oldest_ts": oldest[0], "newest_ts": oldest[1],
             "oldest_age_s": None if oldest[2] is None else round(time.time() - oldest[2], 1),
             "max_rows": self.max_rows, "max_age_s": self.max_age_s, "when_full": self.when_full,
+            "storage_error": self.storage_error,
             "next_seq": self._seq, "points": dict(per_point),
         }
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from canalflow.yamlines import load_yaml_data
 from edge.config import ConfigError, load_edge_config
 from edge.modbus import ModbusError, ModbusExceptionResponse, ModbusLink
 from edge.tools import ToolError, read_meter
@@ -62,7 +63,7 @@ async def _read_signature(link: ModbusLink, unit: int, profile: Any, timeout: fl
 
 
 def _add_point(path: Path, entry: dict[str, Any]) -> None:
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml_data(path) or {}
     data.setdefault("points", []).append(entry)
     candidate = path.with_name(f".{path.name}.new")
     candidate.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

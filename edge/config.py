@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from canalflow.clock import SimClock
@@ -26,7 +25,7 @@ from canalflow.contract import QUANTITIES
 from canalflow.errors import CanalflowError
 from canalflow.mqtt import MqttTarget
 from canalflow.problems import Issue, validation_issues, validation_problems
-from canalflow.yamlines import Problem, load_yaml_with_lines
+from canalflow.yamlines import Problem, YamlSyntaxError, load_yaml_data, load_yaml_with_lines
 
 if TYPE_CHECKING:
     from canalflow.district import District
@@ -361,11 +360,10 @@ class _LazyLocator:
 def check_edge_config_file(path: Path | str) -> tuple[EdgeConfigFile, Any]:
     file = Path(path)
     try:
-        data = yaml.load(file.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read the edge config: {exc.strerror}") from exc
-    except yaml.YAMLError:
-        load_yaml_with_lines(file)  # raises YamlSyntaxError with the line
+        data = load_yaml_data(file)  # YamlSyntaxError names the line; size and alias limits apply
+    except YamlSyntaxError as exc:
+        if isinstance(exc.__cause__, OSError):
+            raise ConfigError(f"{file}: cannot read the edge config: {exc.__cause__.strerror}") from exc.__cause__
         raise
     locate = _LazyLocator(file)
     if not isinstance(data, dict):

@@ -33,6 +33,11 @@ class EdgeMetrics:
                            ["gateway"], registry=r)
         self.dropped = Gauge("canalflow_edge_buffer_dropped", "Readings dropped by the buffer policy",
                              ["gateway"], registry=r)
+        self.writable = Gauge("canalflow_edge_buffer_writable",
+                              "1 while the buffer's file system takes writes, 0 while it is full or read-only",
+                              ["gateway"], registry=r)
+        self.task_failures = Counter("canalflow_edge_task_failures", "Background tasks that raised and were restarted",
+                                     ["gateway", "task"], registry=r)
         self.late = Gauge("canalflow_edge_polls_late", "Polls started more than one interval late (bus overloaded)",
                           ["gateway"], registry=r)
         self.lag = Gauge("canalflow_edge_poll_max_lag_seconds", "Largest delay of a poll after its due time",
@@ -87,9 +92,13 @@ class EdgeMetrics:
         self.lag.labels(self.gateway).set(max_lag_s)
         self.requests.labels(self.gateway).set(requests)
 
-    def buffer(self, depth: int, dropped: int) -> None:
+    def buffer(self, depth: int, dropped: int, storage_error: str | None = None) -> None:
         self.depth.labels(self.gateway).set(depth)
         self.dropped.labels(self.gateway).set(dropped)
+        self.writable.labels(self.gateway).set(0 if storage_error else 1)
+
+    def task_failed(self, task: str) -> None:
+        self.task_failures.labels(self.gateway, task).inc()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)

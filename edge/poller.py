@@ -137,6 +137,7 @@ class BusPoller:
 
     async def run(self) -> None:
         start = time.monotonic()
+        self._heap.clear()  # started again by the agent's supervisor after a failure: schedule afresh
         # spread first polls over one interval so a bus does not see a burst at start-up
         for i, point in enumerate(self.plans):
             offset = self.interval_wall(point) * i / max(len(self.plans), 1)

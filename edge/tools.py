@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
+import math
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from canalflow import codec
+from canalflow.clock import wall_to_utc
 from canalflow.errors import CanalflowError
 from canalflow.mqtt import add_mqtt_arguments, target_from_args
+from canalflow.progress import Progress
 from edge.modbus import ModbusError, ModbusExceptionResponse, ModbusLink, ModbusTimeout
+from edge.poller import CLOCK_REGISTER
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -117,13 +124,16 @@ def _register_device_tools(actions: Any) -> None:
     _device_args(scan, unit=False)
     scan.add_argument("--units", default="1-247", help="unit ids to try: 1-247, or 1,2,10-20")
     scan.add_argument("--district", help="district file (for its extra profile directories)")
+    scan.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, else a line per 10 %%)")
     scan.set_defaults(func=_guard(cmd_scan), timeout=0.3)
     read = actions.add_parser("read", help="read one meter with its profile, decoded with units",
                               **_epilog("canalflow edge read --host 127.0.0.1:5021 --unit 11 --profile em-pipe",
                                         "canalflow edge read --port /dev/ttyUSB0 --unit 3 --profile tuf2000m --json"))
     _device_args(read)
     read.add_argument("--profile", required=True, help="meter profile name (canalflow profiles list)")
-    read.add_argument("--district", help="district file (for its extra profile directories)")
+    read.add_argument("--district", help="district file (for its extra profile directories and its time zone)")
+    read.add_argument("--tz", help="time zone of the meter's calendar, e.g. Asia/Shanghai (default: the district's, "
+                                   "else this machine's)")
     read.set_defaults(func=_guard(cmd_read))
     probe = actions.add_parser(
         "probe", help="raw registers decoded in every type, word order and address base",
@@ -182,48 +192,57 @@ async def scan_units(link: ModbusLink, units: Iterable[int], profiles: dict[str,
     return found
 
 
+# Exceptions a TCP gateway sends on behalf of a device that is not there: no evidence of a device.
+GATEWAY_EXCEPTIONS = {0x0A: "gateway path unavailable", 0x0B: "gateway target device failed to respond"}
+
+
 async def _identify(link: ModbusLink, unit: int, signatures: dict[tuple[int, int, int], list[Any]],
                     timeout: float) -> dict[str, Any] | None:
-    answered = False
+    """A unit counts only when a device answered: with data, or with an exception of its own
+    (not the gateway's 0x0A/0x0B, nor silence); ``why`` says which answer made it count."""
+    why = ""
     notes = []
     for (function, address, count), candidates in signatures.items():
         try:
             words = await link.read_registers(unit, address, count, function=function, timeout_s=timeout)
         except ModbusTimeout:
-            if not answered:
+            if not why:
                 return None  # nobody at this id: do not spend more timeouts on it
             continue
         except ModbusExceptionResponse as exc:
-            answered = True
+            if exc.code in GATEWAY_EXCEPTIONS:
+                if not why:
+                    return None  # the gateway says no device answered at this id
+                continue
+            why = why or f"answered exception 0x{exc.code:02X} ({exc.name}) to fc{function}@{address}: a device is there"
             notes.append(f"fc{function}@{address}: {exc.name}")
             continue
-        answered = True
         for profile in candidates:
             if list(words) == list(profile.signature.words):
                 return {"unit": unit, "model": profile.name, "vendor": profile.vendor,
-                        "signature": codec.format_words(words)}
+                        "signature": codec.format_words(words),
+                        "why": f"signature at fc{function}@{address} matches profile {profile.name}"}
+        why = why or f"answered data to fc{function}@{address}, matching no profile's signature"
         notes.append(f"fc{function}@{address}: {codec.format_words(words)}")
-    return {"unit": unit, "model": None, "vendor": None, "signature": "; ".join(notes)}
+    return {"unit": unit, "model": None, "vendor": None, "signature": "; ".join(notes), "why": why}
 
 
-def _progress(done: int, total: int, unit: int) -> None:
-    width = 30
-    filled = width * done // total
-    print(f"\rscanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total} unit {unit:3}", end="",
-          file=sys.stderr, flush=True)
-    if done == total:
-        print(file=sys.stderr)
+def _scan_progress(quiet: bool) -> Any:
+    bar = Progress("scanning", stream=sys.stderr, quiet=quiet)
+    return lambda done, total, unit: bar(done / total, f"{done}/{total} unit {unit:3}")
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     units = parse_units(args.units)
     found = _run(scan_units(_link(args), units, _profiles(args.district), args.timeout,
-                            None if args.json else _progress))
+                            _scan_progress(args.quiet or args.json)))
     if args.json:
         _print_json(found)
     elif found:
-        print(_table([(f["unit"], f["model"] or "unknown", f["vendor"] or "", f["signature"]) for f in found],
-                     ["unit", "model", "vendor", "signature"]))
+        print(_table([(f["unit"], f["model"] or "unknown", f["vendor"] or "", f["signature"], f["why"]) for f in found],
+                     ["unit", "model", "vendor", "signature", "why it counts"]))
+        print(f"{len(found)} of {len(units)} unit id(s) answered; ids the gateway answered for with "
+              f"0x0A/0x0B ({GATEWAY_EXCEPTIONS[0x0B]}) or that stayed silent are not listed", file=sys.stderr)
     else:
         print(f"no unit answered among {len(units)} ids: check wiring, baud rate ({args.baud}) and parity",
               file=sys.stderr)
@@ -247,6 +266,7 @@ async def read_meter(link: ModbusLink, unit: int, profile: Any, timeout: float) 
                     "quantity": reg.quantity, "value": decoded[reg.name],
                     "unit": reg.si_unit or "", "raw": codec.format_words(words[offset:offset + reg.word_count]),
                     "alarms": [n for b, n in (reg.bits or {}).items() if int(decoded[reg.name]) >> int(b) & 1],
+                    "calendar": "local" if reg.wall_clock else ("utc" if reg.name == CLOCK_REGISTER else None),
                 })
     finally:
         await link.close()
@@ -262,15 +282,52 @@ def _profile(args: argparse.Namespace) -> Any:
 
 def cmd_read(args: argparse.Namespace) -> int:
     profile = _profile(args)
+    zone = _meter_zone(args)
     rows = _run(read_meter(_link(args), args.unit, profile, args.timeout))
+    now_s = time.time()  # this edge's clock, just after the read
+    for row in rows:
+        if row["calendar"]:
+            row.update(calendar_time(row["value"], row["calendar"] == "local", zone, now_s))
     if args.json:
         _print_json({"unit": args.unit, "profile": profile.name, "registers": rows})
         return 0
     print(f"unit {args.unit}, profile {profile.name} ({profile.vendor} {profile.model})")
-    print(_table([(r["name"], r["register"], r["quantity"] or "-", _fmt(r["value"]), r["unit"], r["raw"],
-                   ",".join(r["alarms"])) for r in rows],
+    print(_table([(r["name"], r["register"], r["quantity"] or "-", r.get("local_time") or _fmt(r["value"]), r["unit"],
+                   r["raw"], ",".join(r["alarms"])) for r in rows],
                  ["register", "number", "quantity", "value", "SI unit", "raw words", "alarms"]))
     return 0
+
+
+def _meter_zone(args: argparse.Namespace) -> dt.tzinfo:
+    """The zone a meter's calendar is shown in: --tz, else the district's, else this machine's."""
+    name = args.tz
+    if not name and args.district:
+        from canalflow.district import load_district
+
+        name = load_district(args.district).spec.district.timezone
+    if not name:
+        return dt.datetime.now().astimezone().tzinfo or dt.UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"--tz {name!r}: unknown time zone; use an IANA name like Asia/Shanghai") from None
+
+
+def calendar_time(value: float, local: bool, zone: dt.tzinfo, now_s: float) -> dict[str, Any]:
+    """A meter clock register as the technician reads it: local date-time with its zone, and how far
+    it is from this edge's clock. ``local``: a calendar kept in local wall-clock time (BCD), else UTC epoch s."""
+    if not value or not math.isfinite(value):
+        return {"local_time": "not set (0)" if not value else "not a date", "clock_offset_s": None}
+    utc_s = wall_to_utc(value, zone) if local else float(value)
+    when = dt.datetime.fromtimestamp(utc_s, zone)
+    offset = utc_s - now_s
+    name = getattr(zone, "key", None) or when.tzname()
+    ahead = "ahead of" if offset >= 0 else "behind"
+    text = f"{when:%Y-%m-%d %H:%M:%S} {name} (UTC{when:%z}), {abs(offset):.0f} s {ahead} this edge's clock"
+    step = abs(offset) % 900
+    if local and abs(offset) >= 1800 and min(step, 900 - step) < 120:  # whole quarter-hours off: a zone, not a drift
+        text += " (a whole time-zone step: is the meter's zone right? see --tz / --district)"
+    return {"local_time": text, "utc": dt.datetime.fromtimestamp(utc_s, dt.UTC).isoformat(), "clock_offset_s": round(offset, 1)}
 
 
 def _fmt(value: Any) -> str:

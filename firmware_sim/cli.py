@@ -74,6 +74,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--duration", type=parse_duration_ms, help="stop after this much wall time (e.g. 10m)")
     run.add_argument("--progress", type=parse_duration_ms, default=10_000, help="progress log interval (default 10s)")
     run.add_argument("--check", action="store_true", help="validate the district and scenario, then exit")
+    run.add_argument("--absent-units", choices=("0x0B", "silent"), default="0x0B",
+                     help="what a TCP gateway answers for a unit id with no meter: exception 0x0B (default, "
+                          "'gateway target device failed to respond') or nothing (the master times out)")
     run.set_defaults(func=run_fleet)
 
     truth = commands.add_parser("truth", help="export ground truth (volumes per point, losses per reach)",
@@ -154,7 +157,7 @@ async def _serve(district: District, scenario: Scenario, clock: SimClock, args: 
 
     log = logging.getLogger("canalflow.fleet")
     fleet = Fleet(district, scenario=scenario, seed=args.seed, clock=clock, host=args.host,
-                  use_district_ports=args.use_district_ports)
+                  use_district_ports=args.use_district_ports, absent_units=args.absent_units)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

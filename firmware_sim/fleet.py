@@ -27,7 +27,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from canalflow.clock import SimClock
 from canalflow.district import District, Gateway
-from firmware_sim.handler import TcpServer
+from firmware_sim.handler import AbsentUnits, TcpServer
 from firmware_sim.meters import Meter, Response
 from firmware_sim.scenario import Fault, Scenario
 from firmware_sim.truth import Truth
@@ -120,7 +120,8 @@ def sim_device(unit_id: int, handler: DeviceHandler) -> SimDevice:
 
 
 def gateway_not_answering_device() -> SimDevice:
-    """Unit id 0 stands for every unit the gateway does not have: Modbus exception 0x0B."""
+    """Unit id 0 makes pymodbus hand requests for any unit id to the handler, which answers the ids
+    with no meter itself (see ``TcpServer``)."""
     return SimDevice(id=0, simdata=[SimData(address=0, count=1, datatype=DataType.REGISTERS)], action=_no_such_unit)
 
 
@@ -138,8 +139,10 @@ class Fleet:
         use_district_ports: bool = False,
         truth: Truth | None = None,
         gateways: list[str] | None = None,
+        absent_units: AbsentUnits = "0x0B",
     ) -> None:
         self.district = district
+        self.absent_units = absent_units  # what a TCP gateway answers for a unit id with no meter
         self.scenario = scenario or Scenario.default()
         self.seed = seed
         self.clock = clock
@@ -206,6 +209,9 @@ class Fleet:
             address=(self.host, port),
             ignore_missing_devices=True,
             trace_packet=self.crc_corrupter(gateway.id) if framer is FramerType.RTU else None,
+            # a TCP gateway answers for absent units; RTU frames over TCP come from a serial server: silence
+            unit_ids=set(self.units_of(gateway.id)),
+            absent_units=self.absent_units if gateway.transport == "tcp" else "silent",
         )
         try:
             await server.serve_forever(background=True)

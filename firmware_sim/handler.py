@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
@@ -41,6 +41,15 @@ class RequestHandler(ServerRequestHandler):
         """Replaced by the task started in callback_data (pymodbus schedules this too)."""
 
     async def _answer(self, request: ModbusPDU, addr: tuple | None) -> None:
+        if request.dev_id not in getattr(self.server, "unit_ids", (request.dev_id,)):
+            if self.server.absent_units == "silent":
+                return  # like a gateway that lets the master time out
+            response: ModbusPDU = ExceptionResponse(request.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+            response.transaction_id = request.transaction_id
+            response.dev_id = request.dev_id
+            if self.transport is not None:
+                self.server_send(response, addr)
+            return
         try:
             response = await request.datastore_update(self.server.context, request.dev_id)
         except NoSuchIdException:
@@ -56,7 +65,20 @@ class RequestHandler(ServerRequestHandler):
             self.server_send(response, addr)
 
 
+AbsentUnits = Literal["0x0B", "silent"]
+
+
 class TcpServer(ModbusTcpServer):
+    """A Modbus TCP gateway: unit ids with no device behind it get exception 0x0B ("gateway target
+    device failed to respond"), as most gateways answer, or no answer at all (``absent_units="silent"``);
+    ``unit_ids`` are the ids that have a device (None: every id reaches the datastore)."""
+
+    def __init__(self, *args: Any, unit_ids: set[int] | None = None, absent_units: AbsentUnits = "0x0B", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if unit_ids is not None:
+            self.unit_ids = unit_ids
+        self.absent_units = absent_units
+
     def callback_new_connection(self) -> RequestHandler:
         return RequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
 

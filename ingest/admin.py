@@ -5,20 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from canalflow.contract import ROLLUP_RP
-from canalflow.influx import InfluxQueryError, InfluxV1
+from canalflow.contract import RAW_RP, ROLLUP_RP
+from canalflow.influx import InfluxV1
 from ingest.deadletter import DeadLetter, DeadLetterStore
 from ingest.validate import MessageValidator, Rejected
 from ingest.writer import ResilientWriter
-
-RAW_RP = "raw"
 
 
 def setup_database(client: InfluxV1, *, raw_retention: str = "730d", rollup_retention: str = "INF") -> list[str]:
     """Create the database, the default ``raw`` policy and the longer ``rollups`` policy (idempotent).
 
-    Returns what was done, one line each. Raw readings go to the default policy, so every query
-    without a policy reads them; rollup rows go to ``rollups`` when it exists (see rollup.py).
+    Returns what was done, one line each. Which measurement lives in which policy is
+    ``canalflow.contract.RETENTION_POLICY``; writers and readers name the policy, so a database not
+    made by this function answers "retention policy not found" instead of silently hiding data.
     """
     done = []
     client.create_database()
@@ -34,15 +33,6 @@ def setup_database(client: InfluxV1, *, raw_retention: str = "730d", rollup_rete
             )
         done.append(f"retention policy {name!r}: {duration}{' (default)' if default else ''} [{verb.lower()}d]")
     return done
-
-
-def rollup_policy(client: InfluxV1) -> str | None:
-    """``rollups`` when ``ingest setup`` created it, else None (the database's default policy)."""
-    try:
-        names = {row["name"] for row in client.query_points("SHOW RETENTION POLICIES")}
-    except InfluxQueryError:
-        return None
-    return ROLLUP_RP if ROLLUP_RP in names else None
 
 
 @dataclass

@@ -83,6 +83,8 @@ def _add_run(actions: Any) -> None:
     run.add_argument("--batch-lines", type=int, default=5000, help="lines per InfluxDB write at most (default 5000)")
     run.add_argument("--inflight", type=int, default=1000,
                      help="unacknowledged messages the broker may send each worker (MQTT v5 receive maximum; bounds memory)")
+    run.add_argument("--writes-in-flight", type=int, default=2, metavar="N",
+                     help="InfluxDB writes each worker keeps going at once (default 2); acks stay in order")
     run.add_argument("--max-delay", type=float, default=0.2, help="seconds a message may wait for its batch (default 0.2)")
     run.add_argument("--stats-interval", type=float, default=10.0, help="seconds between progress lines and ingest_stats rows")
     run.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics on this port (+ worker index); 0 = off")
@@ -157,12 +159,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise OptionError("--workers must be at least 1")
     if not 1 <= args.inflight <= 65535:
         raise OptionError("--inflight must be between 1 and 65535 (MQTT receive maximum)")
+    if args.writes_in_flight < 1:
+        raise OptionError("--writes-in-flight must be at least 1")
     config = WorkerConfig(
         district=args.district.resolve(), mqtt=target, influx_url=args.influx, db=args.db,
         deadletter=args.deadletter.resolve(), group=args.group, token=args.token,
         subscribe_status=not args.no_status, batch_lines=args.batch_lines, max_delay_s=args.max_delay,
         stats_interval_s=args.stats_interval, metrics_port=args.metrics_port, backoff_max_s=args.backoff_max,
-        inflight=args.inflight,
+        inflight=args.inflight, writes_in_flight=args.writes_in_flight,
     )
     if args.instance:
         config.instance = args.instance
@@ -243,7 +247,7 @@ def cmd_dl_show(args: argparse.Namespace) -> int:
 
 def cmd_dl_replay(args: argparse.Namespace) -> int:
     from ingest.admin import replay
-    from ingest.validate import MessageValidator
+    from ingest.validate import LINES_RP, MessageValidator
     from ingest.writer import ResilientWriter
 
     store = _open_store(args.store)
@@ -255,7 +259,7 @@ def cmd_dl_replay(args: argparse.Namespace) -> int:
     with influx_from_args(args) as client:
         if not args.dry_run and not client.ping():
             raise CanalflowError(f"InfluxDB at {args.influx} does not answer /ping")
-        writer = ResilientWriter(client, backoff_max_s=2.0)
+        writer = ResilientWriter(client, backoff_max_s=2.0, rp=LINES_RP)
         result, notes = replay(letters, store, MessageValidator(district), writer, dry_run=args.dry_run)
     for note in notes:
         print(note)

@@ -28,12 +28,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from canalflow import ratings
-from canalflow.contract import M, line
+from canalflow.contract import M, line, policy_of, source_of
 from canalflow.district import District, Point
 from canalflow.influx import InfluxV1
 from canalflow.seepage import judge_reach, reach_expected_seepage_m3
 from canalflow.volume import Series, VolumeResult, window_volume
-from ingest.admin import rollup_policy
 from ingest.dirty import DirtyWindows, day_start, day_windows, touched_days
 
 __all__ = ["DirtyWindows", "Rollup", "day_start", "day_windows", "run_dirty", "run_rollup", "touched_days"]
@@ -53,7 +52,6 @@ def hour_windows(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
 class Rollup:
     district: District
     client: InfluxV1
-    rp: str | None = None
 
     def __post_init__(self) -> None:
         self.tz = ZoneInfo(self.district.spec.district.timezone)
@@ -66,7 +64,7 @@ class Rollup:
     def series(self, point: Point, t0: int, t1: int) -> Series:
         margin = self.max_gap_ms
         rows = self.client.query_points(
-            'SELECT "flow", "totaliser", "level", "downstream_level", "velocity", "qcode" FROM "reading" '
+            f'SELECT "flow", "totaliser", "level", "downstream_level", "velocity", "qcode" FROM {source_of(M.readings)} '
             f'WHERE "point" = $point AND time >= {t0 - margin}ms AND time <= {t1 + margin}ms',
             params={"point": point.id},
         )
@@ -197,19 +195,24 @@ class Rollup:
                 for (h0, _h1), result in zip(windows[len(chunk):], results[len(chunk):], strict=True):
                     lines.append(self.volume_line(point, "1h", h0, result))
             counts["volume"] += len(lines)
+            balances: list[str] = []
             if "1d" in wanted:
                 for (d0, d1), day_results in zip(chunk, by_day, strict=True):
                     for canal_id, reach_id in reaches:
                         balance = self.balance_line(canal_id, reach_id, d0, d1, day_results)
                         if balance:
-                            lines.append(balance)
-                            counts["balance"] += 1
-            for i in range(0, len(lines), 5000):
-                self.client.write_lines(lines[i : i + 5000], rp=self.rp)
+                            balances.append(balance)
+            counts["balance"] += len(balances)
+            self._write(M.volume, lines)
+            self._write(M.balance, balances)
             if progress is not None:
                 first, last = (dt.datetime.fromtimestamp(t / 1000, self.tz).date() for t in (c0, c1 - 1))
                 print(f"rollup {first}..{last}: {len(chosen)} point(s), {len(reaches)} reach balance(s)", file=progress, flush=True)
         return counts
+
+    def _write(self, measurement: str, lines: list[str]) -> None:
+        for i in range(0, len(lines), 5000):
+            self.client.write_lines(lines[i : i + 5000], rp=policy_of(measurement))
 
 
 def consecutive_chunks(days: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
@@ -226,16 +229,16 @@ def consecutive_chunks(days: list[tuple[int, int]], size: int) -> list[list[tupl
 def run_rollup(district: District, client: InfluxV1, start_ms: int, end_ms: int, *,
                intervals: Iterable[str] = ("1h", "1d"), progress: IO[str] | None = None) -> str:
     """Recompute every window overlapping [start_ms, end_ms); return a one-line summary."""
-    rollup = Rollup(district, client, rollup_policy(client))
+    rollup = Rollup(district, client)
     days = day_windows(start_ms, end_ms, rollup.tz)
     counts = rollup.run(days, intervals=intervals, progress=progress)
-    where = f" (retention policy {rollup.rp!r})" if rollup.rp else ""
-    return f"wrote {counts['volume']} volume row(s) and {counts['balance']} balance row(s) for {len(days)} day(s){where}"
+    where = f"retention policy {policy_of(M.volume)!r}"
+    return f"wrote {counts['volume']} volume row(s) and {counts['balance']} balance row(s) for {len(days)} day(s) ({where})"
 
 
 def run_dirty(district: District, client: InfluxV1, dirty: DirtyWindows, *, progress: IO[str] | None = None) -> str:
     """Recompute the windows late data touched, then forget them."""
-    rollup = Rollup(district, client, rollup_policy(client))
+    rollup = Rollup(district, client)
     pending = dirty.pending()
     total = {"volume": 0, "balance": 0}
     for day_ms in sorted(pending):

@@ -103,6 +103,8 @@ class Supervisor:
                         dirty.close()
             except (InfluxError, OSError, ValueError) as exc:
                 log.warning("rollup failed, will retry in %.0fs: %s", self.rollup_every_s, exc)
+            except Exception:  # anything else: logged with its traceback, and the loop goes on (never dies silently)
+                log.exception("rollup failed unexpectedly, will retry in %.0fs", self.rollup_every_s)
 
     def _stop_all(self, timeout: float = 20.0) -> None:
         for proc in self._procs.values():

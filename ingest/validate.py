@@ -20,10 +20,16 @@ from canalflow.contract import (
     TopicKind,
     line,
     parse_topic,
+    policy_of,
     reading_lines,
 )
 from canalflow.contract import M as Measurements
 from canalflow.district import District
+
+# The retention policy of every accepted line: readings and status rows share one write.
+LINES_RP = policy_of(Measurements.readings)
+if policy_of(Measurements.gateway_status) != LINES_RP:
+    raise RuntimeError("contract.RETENTION_POLICY: `reading` and `gateway_status` are written together, so share a policy")
 
 # Reason codes of rejected messages, with the hint an operator sees in `deadletter list/show`.
 REASONS: dict[str, str] = {

@@ -1,8 +1,10 @@
-"""One ingest worker: one paho-mqtt client on the shared subscription, one InfluxDB writer.
+"""One ingest worker: one paho-mqtt client on the shared subscription, InfluxDB writers.
 
 Threads: paho's network loop receives messages into a queue; the main thread takes them in
-batches, validates them, writes their lines to InfluxDB (dead-lettering what is refused), and only
-then confirms them to their gateways (``.../confirm``, contract.Confirmation: the edge deletes a
+batches and validates them; ``writes_in_flight`` writer threads write their lines to InfluxDB
+(dead-lettering what is refused), two batches at once by default so that a worker does not wait
+for one HTTP round trip before it starts the next; each batch is then finished in the order it
+was received (the MQTT spec wants PUBACKs in order): it is confirmed to their gateways (``.../confirm``, contract.Confirmation: the edge deletes a
 reading only then) and acknowledges each message (QoS 1, manual ack). When InfluxDB is down the writer retries and
 nothing is acknowledged, so the broker stops sending after its in-flight window: memory stays
 bounded and the backlog waits on the broker. A crash means redelivery; the rewrite of a redelivered
@@ -17,6 +19,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,15 +29,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from canalflow.contract import Confirmation, confirm_topic, readings_filter, shared, status_filter
+from canalflow.contract import Confirmation, M, confirm_topic, policy_of, readings_filter, shared, status_filter
 from canalflow.district import load_district
 from canalflow.influx import InfluxError, InfluxV1
 from canalflow.mqtt import MqttTarget, make_client, refusal_error
 from ingest.deadletter import DeadLetterStore, NewDeadLetter
 from ingest.dirty import DirtyWindows, touched_days
 from ingest.stats import PENDING, WorkerStats, serve_metrics
-from ingest.validate import Accepted, MessageValidator, Rejected, confirmation_address
-from ingest.writer import ResilientWriter, WriterStopped
+from ingest.validate import LINES_RP, Accepted, MessageValidator, Rejected, confirmation_address
+from ingest.writer import ResilientWriter, WriteReport, WriterStopped
 
 log = logging.getLogger("canalflow.ingest.worker")
 
@@ -59,6 +62,7 @@ class WorkerConfig:
     write_stats: bool = True
     inflight: int = 1000  # MQTT v5 Receive Maximum: unacknowledged messages the broker may send us
     session_expiry_s: int = 7 * 24 * 3600  # how long the broker keeps our session (and backlog) while we are away
+    writes_in_flight: int = 2  # InfluxDB writes at once; batches are still confirmed and acknowledged in order
 
     @property
     def client_id(self) -> str:
@@ -87,10 +91,11 @@ class _Job:
     readings: int
     newest_live_ms: int
     spans: dict[str, tuple[int, int]]  # point -> (oldest, newest) reading time, for rollup late-data tracking
+    order: int = 0  # its place among the jobs submitted: jobs are finished (confirmed, acked) in this order
 
 
 class IngestWorker:
-    """Validation and encoding on the main thread, writes and acks on a writer thread, so the two overlap."""
+    """Validation and encoding on the main thread, writes and acks on writer threads, so they overlap."""
 
     def __init__(self, config: WorkerConfig, stop: threading.Event | None = None) -> None:
         self.config = config
@@ -103,10 +108,12 @@ class IngestWorker:
         self._margin_ms = int(self.district.spec.tolerances.max_gap_minutes * 60_000)
         self.influx = InfluxV1(config.influx_url, config.db, token=config.token, timeout=30)
         self._writer_stop = threading.Event()
-        self.writer = ResilientWriter(self.influx, backoff_max_s=config.backoff_max_s, stop=self._writer_stop)
         self.stats = WorkerStats()
         self.inbox: queue.Queue[_Received] = queue.Queue()
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2)
+        self._submitted = 0
+        self._finished = 0  # order of the next job to finish
+        self._turn = threading.Condition()
         self.generation = 0
         self._failed = False
         self.client = self._make_client()
@@ -180,18 +187,20 @@ class IngestWorker:
         if not self._connect():
             return 0
         self.client.loop_start()
-        writer = threading.Thread(target=self._write_loop, name="influx-writer", daemon=True)
-        writer.start()
+        writers = [threading.Thread(target=self._write_loop, name=f"influx-writer-{i}", daemon=True)
+                   for i in range(max(1, self.config.writes_in_flight))]
+        for writer in writers:
+            writer.start()
         next_report = time.monotonic() + self.config.stats_interval_s
         try:
-            while not self.stop.is_set() and writer.is_alive():
+            while not self.stop.is_set() and all(w.is_alive() for w in writers):
                 batch = self._collect(timeout=0.5)
                 if batch:
                     self._submit(self._prepare(batch))
                 if time.monotonic() >= next_report:
                     self._report()
                     next_report = time.monotonic() + self.config.stats_interval_s
-            self._drain(writer, grace_s)
+            self._drain(writers, grace_s)
             self._report()  # the final counts, so ingest_stats adds up after a clean stop
         finally:
             self.client.disconnect()
@@ -203,6 +212,8 @@ class IngestWorker:
         return 1 if self._failed else 0
 
     def _submit(self, job: _Job) -> None:
+        job.order = self._submitted
+        self._submitted += 1
         while True:  # the queue is short: waiting here is the back-pressure on validation
             try:
                 self.jobs.put(job, timeout=0.5)
@@ -211,15 +222,17 @@ class IngestWorker:
                 if self._writer_stop.is_set():
                     return
 
-    def _drain(self, writer: threading.Thread, grace_s: float) -> None:
+    def _drain(self, writers: list[threading.Thread], grace_s: float) -> None:
         """On stop: write and acknowledge what was already received, giving up after ``grace_s``."""
         timer = threading.Timer(grace_s, self._writer_stop.set)
         timer.start()
         try:
             while (batch := self._collect(timeout=0.0)) and not self._writer_stop.is_set():
                 self._submit(self._prepare(batch))
-            self._submit_end()
-            writer.join(grace_s + 5)
+            for _ in writers:
+                self._submit_end()
+            for writer in writers:
+                writer.join(grace_s + 5)
         finally:
             timer.cancel()
 
@@ -265,9 +278,12 @@ class IngestWorker:
         return job
 
     def _write_loop(self) -> None:
+        # one ResilientWriter per thread (its retry counts are per write); the HTTP client is shared
+        writer = ResilientWriter(self.influx, backoff_max_s=self.config.backoff_max_s, stop=self._writer_stop, rp=LINES_RP)
         while (job := self.jobs.get()) is not None:
             try:
-                self._write(job)
+                report = writer.write(job.lines)
+                self._in_turn(job, lambda job=job, report=report: self._finish(job, report))
             except WriterStopped:
                 log.warning("worker %s: stopped before InfluxDB took the batch; its messages will be redelivered", self.config.name)
                 return
@@ -275,10 +291,23 @@ class IngestWorker:
                 log.exception("worker %s: writer failed; stopping so the supervisor restarts this worker", self.config.name)
                 self._failed = True
                 self.stop.set()
+                self._writer_stop.set()  # the other writers stop too: nothing after this batch is acknowledged
                 return
 
-    def _write(self, job: _Job) -> None:
-        report = self.writer.write(job.lines)
+    def _in_turn(self, job: _Job, finish: Callable[[], None]) -> None:
+        """Run ``finish`` once every job submitted before ``job`` has finished (acks go out in order)."""
+        with self._turn:
+            while self._finished != job.order:
+                if self._writer_stop.is_set():
+                    raise WriterStopped(f"stopped while batch {job.order} waited for batch {self._finished}")
+                self._turn.wait(0.2)
+            try:
+                finish()
+            finally:
+                self._finished += 1
+                self._turn.notify_all()
+
+    def _finish(self, job: _Job, report: WriteReport) -> None:
         readings = job.readings
         for refused in report.refused:
             i = job.owners[refused.index]
@@ -330,7 +359,8 @@ class IngestWorker:
         log.info("%s", self.stats.progress(self.config.name, msg_rate, reading_rate))
         if self.config.write_stats:
             try:
-                self.influx.write_lines([self.stats.influx_line(self.district.id, self.config.name, msg_rate, reading_rate)])
+                self.influx.write_lines([self.stats.influx_line(self.district.id, self.config.name, msg_rate, reading_rate)],
+                                        rp=policy_of(M.ingest_stats))
             except InfluxError as exc:
                 log.warning("worker %s: could not write ingest_stats: %s", self.config.name, exc)
 

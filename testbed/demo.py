@@ -52,10 +52,15 @@ def say(message: str) -> None:
 
 
 def progress_bar(fraction: float, width: int = 30) -> None:
-    filled = int(fraction * width)
-    print(f"\r[demo] simulating [{'#' * filled}{'.' * (width - filled)}] {fraction:5.0%}", end="", flush=True)
-    if fraction >= 1:
-        print()
+    from canalflow.progress import Progress
+
+    global _bar
+    if _bar is None or _bar.stream is not sys.stdout:
+        _bar = Progress("[demo] simulating", stream=sys.stdout, width=width)
+    _bar(fraction)
+
+
+_bar = None  # the demo's progress (a bar on a terminal, a line per 10 % in a log)
 
 
 def run_demo(args: argparse.Namespace) -> int:

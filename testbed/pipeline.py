@@ -161,9 +161,9 @@ class Pipeline:
         return clock
 
     def points_reporting(self) -> set[str]:
-        from canalflow.contract import M
+        from canalflow.contract import M, source_of
 
-        rows = self.influx.query(f'SELECT count("qcode") FROM "{M.readings}" GROUP BY "point"')
+        rows = self.influx.query(f'SELECT count("qcode") FROM {source_of(M.readings)} GROUP BY "point"')
         return {row["tags"]["point"] for row in rows}
 
     def wait_for_every_point(self, timeout: float = 90.0) -> None:
@@ -207,9 +207,9 @@ class Pipeline:
 
     def count_readings(self) -> int:
         """Stored raw readings of all points."""
-        from canalflow.contract import M
+        from canalflow.contract import M, source_of
 
-        rows = self.influx.query(f'SELECT count("qcode") FROM "{M.readings}"')
+        rows = self.influx.query(f'SELECT count("qcode") FROM {source_of(M.readings)}')
         return int(rows[0]["values"][0][1]) if rows else 0
 
     def stop(self) -> None:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import pytest
 
 from canalflow.influx import InfluxV1
+from ingest.admin import setup_database
 from testbed.services import Influxd, Mosquitto, Postgres, ServiceError, ServiceMissing
 
 _S = TypeVar("_S", Mosquitto, Influxd, Postgres)
@@ -111,7 +112,9 @@ def make_influxd(tmp_path: Path) -> Iterator[Callable[..., Influxd]]:
 def influx(influxd: Influxd, request: pytest.FixtureRequest) -> Iterator[InfluxV1]:
     name = f"t_{request.node.name[:40]}_{uuid.uuid4().hex[:8]}"
     client = InfluxV1(influxd.url, "".join(c if c.isalnum() else "_" for c in name))
-    client.create_database()
+    # as an operator does (`canalflow ingest setup`): policies `raw` (default) and `rollups`; raw kept
+    # forever here because some tests write fixed timestamps older than the production 730 days
+    setup_database(client, raw_retention="INF")
     yield client
     client.drop_database()
     client.close()

@@ -109,3 +109,13 @@ def test_reading_lines_equal_the_generic_line_encoder(batch, canal, role):
                    "flags": ",".join(f.value for f in reading.flags), "seq": batch.seq, "historical": batch.historical}
         expected.append(c.line(c.M.readings, tags, fields, reading.ts))
     assert c.reading_lines(batch, canal, role) == expected
+
+
+def test_every_measurement_names_its_retention_policy_and_ingest_setup_creates_them(influx) -> None:
+    from canalflow.contract import RETENTION_POLICY, M, source_of
+
+    measurements = {v for k, v in vars(M).items() if not k.startswith("_")}
+    assert set(RETENTION_POLICY) == measurements
+    made = {row["name"]: row["default"] for row in influx.query_points("SHOW RETENTION POLICIES")}  # the fixture ran `ingest setup`
+    assert set(RETENTION_POLICY.values()) <= set(made) and made["raw"] is True
+    assert source_of(M.volume) == '"rollups"."volume"' and source_of(M.readings) == '"raw"."reading"'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -106,10 +107,50 @@ def test_cycle_in_the_canal_graph_is_reported(tmp_path):
     assert any("cycle in the canal graph: B1 -> M1 -> B1" in m or "cycle in the canal graph: M1 -> B1 -> M1" in m for m in messages)
 
 
-def test_yaml_syntax_error_has_a_line(tmp_path):
+def test_yaml_syntax_error_names_the_line_where_the_unclosed_bracket_opened(tmp_path):
     path = broken_copy(tmp_path, ("  - {id: T2, name: 古云镇}", "  - {id: T2, name: 古云镇"))
     (problem,) = errors_of(path)
-    assert problem.line is not None and problem.field == "(file)"
+    assert problem.line == line_of(path, "{id: T2, name: 古云镇") and problem.field == "(file)"
+    assert "'{' opened on this line is never closed" in problem.message and "close the '{'" in problem.hint
+    path = broken_copy(tmp_path, ("charging_points: [V08-IN]", "charging_points: [V08-IN"))
+    (problem,) = errors_of(path)
+    assert problem.line == line_of(path, "charging_points: [V08-IN") and "'['" in problem.message
+
+
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{x}: &{x} [{','.join([f'*{prev}'] * 9)}]\n" for prev, x in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+def test_an_alias_bomb_is_refused_at_once_naming_the_file_and_line(tmp_path, capsys):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(BILLION_LAUGHS, encoding="utf-8")
+    assert len(BILLION_LAUGHS.splitlines()) == 9
+    started = time.perf_counter()
+    assert main(["district", "check", str(path)]) == 1
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    print(f"alias bomb (9 lines, {9 ** 9:,} strings expanded) refused in {seconds * 1000:.1f} ms")
+    assert f"{path}:2:" in err and "would expand this file's 28 YAML nodes to 4" in err and "alias bomb" in err
+    assert seconds < 10  # generous: it takes milliseconds; unbounded it took 7 GB and never finished
+
+
+def test_shared_defaults_with_aliases_still_load(tmp_path):
+    from canalflow.yamlines import load_yaml_text
+
+    text = "defaults: &d {poll: 60, profile: em-pipe}\npoints:\n" + "".join(f"  - {{<<: *d, id: P{i}}}\n" for i in range(2000))
+    data, _ = load_yaml_text(text, tmp_path / "ok.yaml")
+    assert len(data["points"]) == 2000 and data["points"][-1] == {"poll": 60, "profile": "em-pipe", "id": "P1999"}
+
+
+def test_a_file_beyond_the_size_limit_is_refused_unread(tmp_path, capsys):
+    from canalflow.yamlines import MAX_FILE_BYTES
+
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
+    assert main(["district", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "larger than the limit" in err
 
 
 def test_bad_tariff_bands(tmp_path):

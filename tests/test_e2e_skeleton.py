@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from billing.run import run_billing
-from canalflow.contract import M
+from canalflow.contract import M, source_of
 from canalflow.district import District, load_district
 from firmware_sim.truth import Truth
 from testbed.demo import DEMO_START
@@ -125,7 +125,7 @@ def test_every_dashboard_query_answers_on_data_that_came_through_the_pipeline(di
     boards = [json.loads(p.read_text()) for p in out.rglob("cf-*.json")]
     assert len(boards) == 4
     queries = [t["query"] for b in boards for p in b.get("panels", []) for t in p.get("targets", [])]
-    assert any(f'FROM "{M.readings}"' in q for q in queries)
+    assert any(f"FROM {source_of(M.readings)}" in q for q in queries)
     failed, answered, empty_exceptions = {}, 0, []
     for board in boards:
         # the season variable as Grafana would default it on the simulated day

@@ -142,7 +142,7 @@ def test_retention_policy(influx: InfluxV1) -> None:
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     influx.write_lines(f"reading,point=P1 flow=1 {now_ms}", rp="raw_90d")
     assert influx.query_points('SELECT flow FROM "raw_90d"."reading"') == [{"time": now_ms, "flow": 1}]
-    assert influx.query_points("SELECT flow FROM reading") == []  # not in the default (autogen) RP
+    assert influx.query_points("SELECT flow FROM reading") == []  # not in the default policy (`raw`, as `ingest setup` made it)
     # 1.6 quirk: an unknown RP is HTTP 500, but it is a configuration error, not an outage.
     with pytest.raises(InfluxWriteError) as caught:
         influx.write_lines(f"reading flow=1 {now_ms}", rp="no_such_rp")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from billing_synth import DEMO, MIN, network_volumes, write_constant_flows
 
-from canalflow.contract import M
+from canalflow.contract import M, source_of
 
 CLI = [sys.executable, "-m", "canalflow.cli"]
 T0 = int(dt.datetime(2026, 3, 12, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp() * 1000)
@@ -51,9 +51,9 @@ def test_efficiency_json_and_kpis(day_of_water, demo):
         assert not reach["incomplete"]
     assert report["system"]["level_product"]["flags"] == ["skip_level"]
     assert report["system"]["graph"]["value"] > report["system"]["level_product"]["value"]
-    rows = influx.query_points(f'SELECT eta FROM "{M.efficiency}" WHERE scope = \'level\' GROUP BY "level"')
+    rows = influx.query_points(f'SELECT eta FROM {source_of(M.efficiency)} WHERE scope = \'level\' GROUP BY "level"')
     assert {r["level"]: r["eta"] for r in rows} == pytest.approx(ETA, rel=1e-6)
-    system = influx.query_points(f'SELECT last(eta) AS eta FROM "{M.efficiency}" WHERE scope = \'system\'')
+    system = influx.query_points(f'SELECT last(eta) AS eta FROM {source_of(M.efficiency)} WHERE scope = \'system\'')
     assert system[0]["eta"] == pytest.approx(report["system"]["graph"]["value"])
 
 

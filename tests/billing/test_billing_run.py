@@ -13,7 +13,8 @@ from billing_synth import MIN, Meter, write_meter
 from billing.ledger import LedgerError, open_ledger
 from billing.run import run_billing
 from billing.window import DAY_MS, season_window
-from canalflow.contract import M, line
+from canalflow.cli import main as canalflow
+from canalflow.contract import M, line, policy_of, source_of
 from canalflow.influx import InfluxV1
 
 HOUR = 3_600_000
@@ -62,7 +63,7 @@ def test_billed_volumes_match_true_volumes_within_meter_accuracy(metered, demo, 
         assert not bill.blocked
         assert bill.total == sum(line.amount for line in bill.lines)
     assert run.ledger_status == "created"
-    rows = metered.query_points(f'SELECT volume_m3, total_yuan FROM "{M.billing}" GROUP BY "unit"')
+    rows = metered.query_points(f'SELECT volume_m3, total_yuan FROM {source_of(M.billing)} GROUP BY "unit"')
     assert {r["unit"]: r["volume_m3"] for r in rows} == {u: float(v) for u, v in run.unit_volumes.items()}
     assert sum(r["total_yuan"] for r in rows) == pytest.approx(float(run.total))
 
@@ -201,7 +202,7 @@ def test_season_from_daily_rollups(influx, demo):
                 continue  # V03's meter stopped reporting for the last 15 days: coverage 77/92
             tags = {"district": demo.id, "point": point, "canal": p.canal, "role": p.role.value, "interval": "1d"}
             lines.append(line(M.volume, tags, {"volume_m3": 1000.5, "coverage": 1.0, "estimated_share": 0.0}, t0 + day * 24 * HOUR))
-    influx.write_lines(lines)
+    influx.write_lines(lines, rp=policy_of(M.volume))  # where ingest writes them
     run = run_billing(demo, influx, t0, t1, season_id="2026-spring", source="rollups", as_of_ms=t1)
     assert run.points["V01-IN"].result.volume_m3 == pytest.approx(1000.5 * days)
     assert run.unit_volumes["V01"] == Decimal(round(1000.5 * days))
@@ -215,7 +216,7 @@ def test_rollups_without_coverage_field_count_intervals(influx, demo):
     t0 = T0 - 6 * HOUR  # local midnight
     p = demo.points["V02-IN"]
     tags = {"district": demo.id, "point": "V02-IN", "canal": p.canal, "role": p.role.value, "interval": "1d"}
-    influx.write_lines([line(M.volume, tags, {"volume_m3": 500.0}, t0 + d * 24 * HOUR) for d in range(9)])
+    influx.write_lines([line(M.volume, tags, {"volume_m3": 500.0}, t0 + d * 24 * HOUR) for d in range(9)], rp=policy_of(M.volume))
     run = run_billing(demo, influx, t0, t0 + 10 * 24 * HOUR, source="rollups", as_of_ms=T1)
     result = run.points["V02-IN"].result
     assert result.volume_m3 == 4500.0 and result.coverage == pytest.approx(0.9) and not result.incomplete
@@ -230,7 +231,7 @@ def test_efficiency_from_daily_rollups(influx, demo):
         tags = {"district": demo.id, "point": p.id, "canal": p.canal, "role": p.role.value, "interval": "1d"}
         volume = 1000.0 if p.role.value == "intake" else 0.0
         lines += [line(M.volume, tags, {"volume_m3": volume, "coverage": 1.0, "estimated_share": 0.0}, t0 + d * 24 * HOUR) for d in range(2)]
-    influx.write_lines(lines)
+    influx.write_lines(lines, rp=policy_of(M.volume))
     report = efficiency_from_influx(demo, influx, t0, t0 + 2 * 24 * HOUR, source="rollups")
     # every intake delivers but no diversion measured anything: out > in, flagged, never a gain
     l11 = next(r for r in report.reaches if r.canal == "L11")
@@ -239,6 +240,31 @@ def test_efficiency_from_daily_rollups(influx, demo):
     assert report.canals["L11"].value is None and "no inflow" in report.canals["L11"].note
     with pytest.raises(ValueError, match="needs raw readings"):
         efficiency_from_influx(demo, influx, t0, t0 + DAY_MS, source="rollups", travel_time=True)
+
+
+def test_rollups_ingest_writes_bill_like_the_readings(influx, demo, capsys):
+    """Production layout: the fixture's database is made by `ingest setup`, the readings go where ingest
+    writes them, `ingest rollup` writes the daily rollups into their policy, and billing finds them there."""
+    t0 = T0 - 6 * HOUR  # local midnight, 2026-03-12
+    t1 = t0 + 3 * DAY_MS
+    for point, meter in METERS.items():
+        write_meter(influx, demo, point, meter, t0 - HOUR, t1 + HOUR, step_ms=10 * MIN)
+    local = dt.timezone(dt.timedelta(hours=8))
+    window = [dt.datetime.fromtimestamp(t / 1000, local).isoformat() for t in (t0, t1)]
+    assert canalflow(["ingest", "rollup", "--district", str(demo.path), "--influx", influx.url, "--db", influx.database,
+                      "--from", window[0], "--to", window[1], "--intervals", "1d"]) == 0
+    assert "retention policy 'rollups'" in capsys.readouterr().out
+    by_readings = run_billing(demo, influx, t0, t1, as_of_ms=t1 + HOUR)
+    by_rollups = run_billing(demo, influx, t0, t1, source="rollups", as_of_ms=t1 + HOUR)
+    for point in METERS:
+        assert by_rollups.points[point].result.volume_m3 == pytest.approx(by_readings.points[point].result.volume_m3, rel=1e-9), point
+        assert by_rollups.points[point].result.coverage == pytest.approx(1.0), point
+
+    def summary(run):
+        return [(b.unit_id, b.volume_m3, b.total, bool(b.blocked_reason)) for b in run.bills]
+
+    assert summary(by_rollups) == summary(by_readings)
+    assert sum(not b.blocked_reason for b in by_rollups.bills) >= len(METERS) - 1  # the metered units are billed, not blocked
 
 
 def test_a_draft_superseded_by_a_newer_run_carrying_its_adjustment_cannot_be_approved(metered, demo, ledger_url):

@@ -41,6 +41,7 @@ def test_pdf_in_chinese_with_embedded_cjk_font(demo, season_run, tmp_path):
     text = pdftext(path)
     bill = season_run.bill_of("V01")
     assert "农业用水水费通知单" in text and "张庄村" in text and "骨干工程水价" in text and "累计用水量与定额" in text
+    assert "朝城镇 (T1)" in text  # the township by its name, not only its id
     assert str(bill.total) in text and f"{bill.bill_id}" in text
     png = tmp_path / "page"
     subprocess.run(["pdftoppm", "-r", "40", "-png", "-singlefile", str(path), str(png)], check=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from canalflow import contract
 from canalflow.contract import Flag, M, Quality, Reading, ReadingBatch, line, reading_lines
 from canalflow.district import District, PointRole
+from canalflow.influx import InfluxV1
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -131,11 +132,16 @@ def gateway_rows(district: District, now_ms: int, hours: int = 24, step_ms: int 
     return lines
 
 
-def raw_rows(district: District, now_ms: int) -> list[str]:
-    """Rows for the default retention policy: readings, gateway status, billing's KPIs."""
-    return [*reading_rows(district, now_ms), *efficiency_rows(district, now_ms), *billing_rows(district, now_ms), *gateway_rows(district, now_ms)]
+def rows_by_measurement(district: District, now_ms: int) -> dict[str, list[str]]:
+    return {
+        M.readings: reading_rows(district, now_ms), M.gateway_status: gateway_rows(district, now_ms),
+        M.volume: volume_rows(district, now_ms), M.balance: balance_rows(district, now_ms),
+        M.efficiency: efficiency_rows(district, now_ms), M.billing: billing_rows(district, now_ms),
+    }
 
 
-def rollup_rows(district: District, now_ms: int) -> list[str]:
-    """Rows for the rollups retention policy (volume and balance), as ingest writes them."""
-    return [*volume_rows(district, now_ms), *balance_rows(district, now_ms)]
+def write_rows(influx: InfluxV1, district: District, now_ms: int) -> None:
+    """Every measurement into the retention policy the contract names, as ingest and billing write them."""
+    for measurement, rows in rows_by_measurement(district, now_ms).items():
+        for start in range(0, len(rows), 5000):
+            influx.write_lines(rows[start:start + 5000], rp=contract.policy_of(measurement))

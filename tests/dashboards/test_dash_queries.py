@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dash_synthetic import ANOMALOUS_REACH, OFFLINE_GATEWAY, SILENT_POINT, raw_rows, rollup_rows
+from dash_synthetic import ANOMALOUS_REACH, OFFLINE_GATEWAY, SILENT_POINT, write_rows
 
 from canalflow.cli import main as canalflow
-from canalflow.contract import ROLLUP_RP
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
 from dashboards.build import season_start_ms
 from dashboards.querycheck import alert_rules, check_dashboard, evaluate_rule
+from testbed.services import Influxd
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-district.yaml"
@@ -39,10 +39,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def filled(influx: InfluxV1, demo: District) -> InfluxV1:
-    influx.create_retention_policy(ROLLUP_RP, "INF")  # as `canalflow ingest setup` does
-    for policy, rows in ((None, raw_rows(demo, NOW_MS)), (ROLLUP_RP, rollup_rows(demo, NOW_MS))):
-        for start in range(0, len(rows), 5000):
-            influx.write_lines(rows[start:start + 5000], rp=policy)
+    write_rows(influx, demo, NOW_MS)  # into the database `canalflow ingest setup` made (the fixture)
     return influx
 
 
@@ -86,14 +83,17 @@ def test_a_wrong_field_name_is_reported_not_passed(built: Path, filled: InfluxV1
     assert len(bad) == 1 and "no data" in bad[0].problems[0]
 
 
-def test_queries_on_an_empty_database_report_no_data(built: Path, influx: InfluxV1) -> None:
+def test_queries_on_an_empty_database_report_no_data(built: Path, influx: InfluxV1, influxd: Influxd) -> None:
     board = json.loads((built / "dashboards" / "cf-demo-network.json").read_text())
     results = check_dashboard(board, influx, now_ms=NOW_MS, overrides={"district": ["demo"], "canal": ["M1"]})
-    rollups = [r for r in results if f'"{ROLLUP_RP}".' in r.query]
-    assert rollups and all("run `canalflow ingest setup`" in r.problems[0] for r in rollups)
-    influx.create_retention_policy(ROLLUP_RP, "INF")
-    results = check_dashboard(board, influx, now_ms=NOW_MS, overrides={"district": ["demo"], "canal": ["M1"]})
     assert results and all(r.problems == ["returned no data"] for r in results)
+    with InfluxV1(influxd.url, f"{influx.database}_bare") as bare:  # not made by `ingest setup`: says so
+        bare.create_database()
+        try:
+            results = check_dashboard(board, bare, now_ms=NOW_MS, overrides={"district": ["demo"], "canal": ["M1"]})
+        finally:
+            bare.drop_database()
+    assert results and all("run it" in r.problems[0] and "canalflow ingest setup" in r.problems[0] for r in results)
 
 
 def test_check_and_preview_commands(filled: InfluxV1, demo: District, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,11 +122,8 @@ def test_check_names_an_unreachable_influxdb(capsys: pytest.CaptureFixture[str])
     assert f"cannot reach InfluxDB at {url}" in capsys.readouterr().err
 
 
-def test_check_with_a_picked_range_and_rollups_in_the_default_policy(influx: InfluxV1, demo: District, capsys: pytest.CaptureFixture[str]) -> None:
-    """The demo's layout: no `ingest setup`, so rollups live in the default policy (--rollup-rp auto finds that)."""
-    rows = [*raw_rows(demo, NOW_MS), *rollup_rows(demo, NOW_MS)]
-    for start in range(0, len(rows), 5000):
-        influx.write_lines(rows[start:start + 5000])
+def test_check_with_a_picked_range(filled: InfluxV1, demo: District, capsys: pytest.CaptureFixture[str]) -> None:
+    influx = filled
     start = (NOW - dt.timedelta(days=3)).isoformat()
     common = ("--district", str(DEMO), "--influx", influx.url, "--db", influx.database)
     # no --var season: the season holding --to (2026-spring) is chosen, as Grafana would on that day

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +80,49 @@ def test_scan_finds_and_identifies_the_meters(capsys: pytest.CaptureFixture[str]
                      13: "em-pipe", 14: "em-pipe"}
     code, out, err = run(capsys, "edge", "scan", "--host", f"127.0.0.1:{port}", "--units", "11")
     assert code == 0 and "em-pipe" in out and "scanning" in err  # table out, progress on stderr
+
+
+@pytest.mark.parametrize("absent", ["0x0B", "silent"])
+def test_scan_of_a_simulated_tcp_gateway_lists_exactly_its_meters(capsys: pytest.CaptureFixture[str], absent: str) -> None:
+    """The fleet's TCP gateway answers 0x0B for ids with no meter (or nothing, as some gateways do):
+    neither counts as a device, so GW-B1 with 7 meters shows 7 units of 20, each with why it counts."""
+    from firmware_sim.fleet import FleetThread
+
+    district = load_district(DEMO)
+    with FleetThread(district, clock=SimClock.real(), gateways=["GW-B1"], absent_units=absent) as fleet:
+        endpoint = fleet.endpoints["GW-B1"]
+        host = f"{endpoint.host}:{endpoint.port}"
+        code, out, _ = run(capsys, "edge", "scan", "--host", host, "--units", "1-20", "--timeout", "0.3", "--json")
+        assert code == 0
+        found = {f["unit"]: f for f in json.loads(out)}
+        assert set(found) == set(endpoint.units) and len(found) == 7
+        assert all(f["model"] == district.profile_of(endpoint.units[u]).name for u, f in found.items())
+        assert all("matches profile" in f["why"] for f in found.values())
+        code, out, err = run(capsys, "edge", "scan", "--host", host, "--units", "10-16", "--timeout", "0.3")
+        _, _, quiet = run(capsys, "edge", "scan", "--host", host, "--units", "10-16", "--timeout", "0.3", "--quiet")
+    assert code == 0 and "why it counts" in out and "unknown" not in out
+    assert "4 of 7 unit id(s) answered" in err
+    # not a terminal: one progress line per 10 % (7 ids cross 7 tenths), no carriage returns; --quiet: none
+    assert "scanning 100% 7/7 unit  16" in err and err.count("scanning ") == 7 and "\r" not in err
+    assert "scanning" not in quiet
+
+
+def test_read_shows_a_meter_calendar_as_local_time_with_its_zone_and_offset(capsys: pytest.CaptureFixture[str]) -> None:
+    """A TUF-2000M keeps a BCD calendar in local time (Beijing): read with the district's zone it is on
+    time; read as if it were UTC it is 8 hours ahead, and the tool says the zone looks wrong."""
+    from firmware_sim.fleet import FleetThread
+
+    district = load_district(DEMO)
+    point = next(p for p in district.spec.points if district.profile_of(p.id).name == "tuf2000m")
+    with FleetThread(district, clock=SimClock.real(), gateways=[point.gateway]) as fleet:
+        endpoint = fleet.endpoints[point.gateway]
+        where = ("--host", f"{endpoint.host}:{endpoint.port}", "--unit", str(point.unit_id), "--profile", "tuf2000m")
+        code, out, _ = run(capsys, "edge", "read", *where, "--district", str(DEMO), "--json")
+        clock = next(r for r in json.loads(out)["registers"] if r["name"] == "device_time")
+        code_utc, out_utc, _ = run(capsys, "edge", "read", *where, "--tz", "UTC")
+    assert code == 0 and "Asia/Shanghai (UTC+0800)" in clock["local_time"] and abs(clock["clock_offset_s"]) < 5
+    assert code_utc == 0 and re.search(r"UTC \(UTC\+0000\), 28[78]\d\d s ahead of this edge's clock", out_utc)
+    assert "is the meter's zone right?" in out_utc
 
 
 def test_read_one_meter_decoded_with_units(capsys: pytest.CaptureFixture[str], gateway: tuple[BusThread, int]) -> None:
@@ -174,6 +218,15 @@ def test_config_errors_name_file_line_and_field(capsys: pytest.CaptureFixture[st
     assert code == 1 and f"{config}:3: error: timezone: unknown time zone 'Asia/Beijing'" in err
     config.write_text(f"district: {DEMO}\ngateway: GW-B1\n")
     assert load_edge_config(config).timezone == "Asia/Shanghai"  # the district's
+    # an edge config goes through the same loader as the district file: alias bombs and unclosed brackets
+    laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{x}: &{x} [{','.join([f'*{prev}'] * 9)}]\n" for prev, x in zip("abcdefgh", "bcdefghi", strict=True))
+    config.write_text(f"district: {DEMO}\ngateway: GW-B1\n{laughs}")
+    code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
+    assert code == 1 and f"{config}:4: " in err and "alias bomb" in err
+    config.write_text(f"district: {DEMO}\ngateway: GW-B1\npublish: {{replay_rate: 5,\n  status_interval_s: 10\n")
+    code, _, err = run(capsys, "edge", "run", "--config", str(config), "--check")
+    assert code == 1 and f"{config}:3: the '{{' opened on this line is never closed" in err
 
 
 def test_watch_shows_the_latest_reading_of_each_point(capsys: pytest.CaptureFixture[str], mosquitto: Mosquitto) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ingest_helpers import DEMO, publish, run_cli, wait_for_rows
 
-from canalflow.contract import Reading, ReadingBatch, reading_lines
+from canalflow.contract import M, Reading, ReadingBatch, reading_lines, source_of
 from canalflow.influx import InfluxV1
 from testbed.services import free_port
 
@@ -86,7 +86,7 @@ def test_metrics_endpoint_stats_rows_and_periodic_rollup(mqtt_url: str, influx: 
     deadline = time.monotonic() + 30
     rows: list[dict] = []
     while time.monotonic() < deadline and not rows:
-        rows = influx.query_points('SELECT "volume_m3" FROM "volume" WHERE "point" = \'V01-IN\' AND "interval" = \'1d\' '
+        rows = influx.query_points(f'SELECT "volume_m3" FROM {source_of(M.volume)} WHERE "point" = \'V01-IN\' AND "interval" = \'1d\' '
                                    f'AND time = {DAY1}ms')
         time.sleep(0.5)
     assert rows, ingest.output()[-2000:]

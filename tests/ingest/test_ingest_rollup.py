@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from ingest_helpers import DEMO, publish, run_cli, wait_for_rows
 
+from canalflow.contract import M, source_of
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
 
@@ -23,12 +24,12 @@ POINTS = list(DISTRICT.points)
 
 
 def volumes(influx: InfluxV1, interval: str) -> dict[tuple[str, int], dict]:
-    rows = influx.query_points(f'SELECT * FROM "volume" WHERE "interval" = \'{interval}\' GROUP BY "point"')
+    rows = influx.query_points(f'SELECT * FROM {source_of(M.volume)} WHERE "interval" = \'{interval}\' GROUP BY "point"')
     return {(r["point"], r["time"]): r for r in rows}
 
 
 def balances(influx: InfluxV1) -> dict[tuple[str, int], dict]:
-    rows = influx.query_points('SELECT * FROM "balance" GROUP BY "reach"')
+    rows = influx.query_points(f'SELECT * FROM {source_of(M.balance)} GROUP BY "reach"')
     return {(r["reach"], r["time"]): r for r in rows}
 
 

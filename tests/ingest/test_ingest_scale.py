@@ -11,6 +11,7 @@ from ingest_helpers import DEMO, publish, publish_async, rows_per_point, wait_fo
 
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
+from ingest.admin import setup_database
 from testbed.services import Influxd, Mosquitto
 
 POINTS = list(load_district(DEMO).points)
@@ -45,7 +46,7 @@ def test_influxdb_restarted_mid_load_loses_and_duplicates_nothing(
 ) -> None:
     server = make_influxd()
     influx = InfluxV1(server.url, "restart")
-    influx.create_database()
+    setup_database(influx)  # as an operator does: `canalflow ingest setup`
     ingest = start_ingest(mqtt_url, influx, workers=1)
     messages, readings = 120, 10
     publisher = publish_async(mqtt_url, "--district", str(DEMO), "--messages", str(messages), "--readings", str(readings))
