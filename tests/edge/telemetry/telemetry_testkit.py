@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -23,3 +24,30 @@ def mutated(frame: bytes, data: st.DataObject, first: int, last: int) -> bytearr
     for _ in range(data.draw(st.integers(1, 4))):
         raw[data.draw(st.integers(first, last))] = data.draw(st.integers(0, 255))
     return raw
+
+
+DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo-district.yaml"
+RECEIVER_GATEWAY = "  - {id: RX-1, name: telemetry centre (stations dial in)}\n"
+STATIONS = """
+stations:
+  - {id: ST-L11, name: 一斗斗口 SL 651 RTU, protocol: sl651, address: "0012345678", centre: 1, password: "1234",
+     point: L11-HEAD, elements: {level: "39", battery: "38"}}
+  - {id: ST-V01, name: 张庄村 SZY 206 meter, protocol: szy206, address: "5303810D00", point: V01-IN,
+     elements: {flow: flow, totaliser: volume}, timezone: Asia/Chongqing}
+"""
+
+
+def stations_district(tmp_path: Path, *replacements: tuple[str, str], stations: str = STATIONS) -> Path:
+    """The demo district with L11-HEAD and V01-IN reached through receiver gateway RX-1, plus ``stations``."""
+    text = DEMO.read_text(encoding="utf-8")
+    text = text.replace("gateways:\n", "gateways:\n" + RECEIVER_GATEWAY, 1)
+    for point in ("L11-HEAD", "V01-IN"):
+        line = next(x for x in text.splitlines() if x.strip().startswith(f"- {{id: {point},"))
+        text = text.replace(line, line.replace("gateway: GW-B1", "gateway: RX-1"), 1)
+    text += stations
+    unclear = [old for old, _ in replacements if text.count(old) != 1]
+    assert not unclear, f"test setup: each of {unclear} must occur exactly once"
+    for old, new in replacements:
+        text = text.replace(old, new)
+    (tmp_path / "stations-district.yaml").write_text(text, encoding="utf-8")
+    return tmp_path / "stations-district.yaml"
