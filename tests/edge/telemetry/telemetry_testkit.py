@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import strategies as st
 
 from edge.telemetry.errors import REASONS, FrameError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/edge, for its test kit
+from edge_testkit import Collector
+
+__all__ = ["Collector", "decodes_or_rejects", "mutated", "stations_district"]
 
 
 def decodes_or_rejects(decode: Callable[[bytes], object], data: bytes) -> None:
@@ -37,11 +43,12 @@ stations:
 """
 
 
-def stations_district(tmp_path: Path, *replacements: tuple[str, str], stations: str = STATIONS) -> Path:
-    """The demo district with L11-HEAD and V01-IN reached through receiver gateway RX-1, plus ``stations``."""
+def stations_district(tmp_path: Path, *replacements: tuple[str, str], stations: str = STATIONS,
+                      points: tuple[str, ...] = ("L11-HEAD", "V01-IN")) -> Path:
+    """The demo district with ``points`` reached through receiver gateway RX-1, plus ``stations``."""
     text = DEMO.read_text(encoding="utf-8")
     text = text.replace("gateways:\n", "gateways:\n" + RECEIVER_GATEWAY, 1)
-    for point in ("L11-HEAD", "V01-IN"):
+    for point in points:
         line = next(x for x in text.splitlines() if x.strip().startswith(f"- {{id: {point},"))
         text = text.replace(line, line.replace("gateway: GW-B1", "gateway: RX-1"), 1)
     text += stations
