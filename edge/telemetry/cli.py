@@ -16,6 +16,16 @@ DECODE_EXAMPLE = """examples:
 Spaces between bytes are allowed (quote the frame). Exit 1 when the frame is rejected: the message
 names the reason (bad_crc, truncated, ...), the byte offset and which check was computed."""
 
+RECEIVE_EXAMPLE = """examples:
+  # the telemetry centre for the stations whose points name gateway RX-1 (docs/stations.md)
+  canalflow edge receive --district examples/demo-district.yaml --gateway RX-1 \\
+      --listen 0.0.0.0:5651 --mqtt mqtt://127.0.0.1:1883
+  # validate the stations and exit
+  canalflow edge receive --district my-district.yaml --gateway RX-1 --check
+
+Stations of both protocols may dial the same port (the first byte tells SL 651 from SZY 206).
+Stops cleanly on SIGTERM / Ctrl-C: unsent readings stay in the buffer for the next start."""
+
 
 def register(actions: Any) -> None:
     parser = actions.add_parser("decode", help="explain one telemetry frame field by field (SL 651, SZY 206)",
@@ -27,6 +37,64 @@ def register(actions: Any) -> None:
     parser.add_argument("--json", action="store_true", help="JSON: function, station, serial, sent, observed, "
                         "elements, check, fields")
     parser.set_defaults(func=decode_command)
+    _register_receive(actions)
+
+
+def _register_receive(actions: Any) -> None:
+    from edge.telemetry.receiver import Limits
+
+    parser = actions.add_parser("receive", help="telemetry centre: SL 651 / SZY 206 stations dial in over TCP",
+                                description="Listen for stations, buffer and publish their readings like an edge "
+                                "agent (docs/stations.md).", epilog=RECEIVE_EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--district", required=True, help="district file with a stations: section")
+    parser.add_argument("--gateway", required=True, help="the gateway the stations' points name (e.g. RX-1)")
+    parser.add_argument("--listen", default="0.0.0.0:5651", metavar="HOST:PORT", help="where stations connect "
+                        "(default 0.0.0.0:5651)")
+    parser.add_argument("--mqtt", metavar="URL", help="mqtt://host:port (default mqtt://127.0.0.1:1883)")
+    parser.add_argument("--buffer", help="SQLite buffer file (default edge-<district>-<gateway>.db)")
+    parser.add_argument("--deadletter", metavar="FILE", help="rejected frames, JSON lines (default: next to the "
+                        "buffer)")
+    parser.add_argument("--confirm", choices=("ingest", "broker"), help="as for edge run (default ingest)")
+    parser.add_argument("--max-connections", type=int, default=Limits.max_connections)
+    parser.add_argument("--idle-s", type=float, default=Limits.idle_s, help="close a station silent this long")
+    parser.add_argument("--check", action="store_true", help="validate the stations and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(func=receive_command)
+
+
+def receive_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from canalflow.district import DistrictError, load_district
+    from canalflow.yamlines import YamlSyntaxError
+    from edge.cli import _run_until_signal, _setup_logging
+    from edge.config import ConfigError
+    from edge.telemetry.receiver import Limits, StationReceiver
+
+    _setup_logging(args.verbose)
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"canalflow edge receive: --listen {args.listen!r}: write HOST:PORT, e.g. 0.0.0.0:5651",
+              file=sys.stderr)
+        return 1
+    limits = Limits(max_connections=args.max_connections, idle_s=args.idle_s)
+    try:
+        district = load_district(args.district)
+        receiver = StationReceiver(district, args.gateway, listen=(host, int(port)), limits=limits,
+                                   mqtt_url=args.mqtt, buffer_path=args.buffer, deadletter_path=args.deadletter)
+    except (ConfigError, DistrictError, YamlSyntaxError) as exc:
+        print(f"canalflow edge receive: {exc}", file=sys.stderr)
+        return 1
+    if args.confirm:
+        receiver.config.publish.confirm = args.confirm
+    if args.check:
+        print(f"OK: gateway {receiver.gateway} of district {receiver.district_id}: {len(receiver.stations)} stations")
+        for station in receiver.stations.values():
+            print(f"  {station.id:12} {station.protocol:6} {station.address}  -> {station.point:12} "
+                  + ", ".join(f"{q}={e}" for q, e in station.elements.items()))
+        return 0
+    return asyncio.run(_run_until_signal(receiver))
 
 
 def decode_command(args: argparse.Namespace) -> int:

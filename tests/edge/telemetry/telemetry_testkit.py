@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
+from edge.telemetry import sl651
 from edge.telemetry.errors import REASONS, FrameError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/edge, for its test kit
 from edge_testkit import Collector
 
-__all__ = ["Collector", "decodes_or_rejects", "mutated", "stations_district"]
+__all__ = ["Collector", "decodes_or_rejects", "mutated", "sl651_report", "stations_district"]
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+SL_STATION = "0012345678"
 
 
 def decodes_or_rejects(decode: Callable[[bytes], object], data: bytes) -> None:
@@ -58,3 +65,15 @@ def stations_district(tmp_path: Path, *replacements: tuple[str, str], stations: 
         text = text.replace(old, new)
     (tmp_path / "stations-district.yaml").write_text(text, encoding="utf-8")
     return tmp_path / "stations-district.yaml"
+
+
+def sl651_report(serial: int, level: str, *, password: int = 0x1234, station: str = SL_STATION,
+                 sent: dt.datetime | None = None) -> bytes:
+    """A timed report (32) of ST-L11: water level ``level`` m and 12.47 V, observed this minute."""
+    now = dt.datetime.now(SHANGHAI).replace(tzinfo=None, microsecond=0)
+    observed = now.replace(second=0)
+    report = sl651.Report(serial, sent or now, station, 0x5A, observed,
+                          (sl651.Element(0x39, 4, 3, value=Decimal(level), observed=observed),
+                           sl651.Element(0x38, 2, 2, value=Decimal("12.47"), observed=observed)))
+    return sl651.encode(centre=1, station=station, password=password, function=0x32,
+                        body=sl651.encode_body(report, 0x32))

@@ -11,28 +11,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from telemetry_testkit import STATIONS, Collector, stations_district
+from telemetry_testkit import SL_STATION, STATIONS, Collector, sl651_report, stations_district
 
 from canalflow.contract import Flag, readings_filter
 from canalflow.district import load_district
 from edge.telemetry import sl651, szy206
 from edge.telemetry.receiver import Limits, StationReceiver
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-SL_STATION, SZY_ADDRESS = "0012345678", "5303810D00"
+SZY_ADDRESS = "5303810D00"
 IMPOSTOR = '  - {id: ST-L12, protocol: sl651, address: "0087654321", centre: 1, password: "4321", point: L12-HEAD,\n' \
            '     elements: {level: "39"}}\n'
-
-
-def sl651_report(serial: int, level: str, *, password: int = 0x1234, station: str = SL_STATION,
-                 sent: dt.datetime | None = None) -> bytes:
-    now = dt.datetime.now(SHANGHAI).replace(tzinfo=None, microsecond=0)
-    observed = now.replace(second=0)
-    report = sl651.Report(serial, sent or now, station, 0x5A, observed,
-                          (sl651.Element(0x39, 4, 3, value=Decimal(level), observed=observed),
-                           sl651.Element(0x38, 2, 2, value=Decimal("12.47"), observed=observed)))
-    return sl651.encode(centre=1, station=station, password=password, function=0x32,
-                        body=sl651.encode_body(report, 0x32))
 
 
 def szy206_report(flow: str, volume: int) -> bytes:
