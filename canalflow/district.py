@@ -753,6 +753,7 @@ def _check_cycles(spec: DistrictFile, rep: _Reporter) -> None:
 def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[str, Any], rep: _Reporter) -> None:
     canals = {c.id: c for c in spec.canals}
     addresses: dict[tuple[str, int], str] = {}
+    by_station = {s.point for s in spec.stations}  # reached through a telemetry receiver: no Modbus unit id
     for index, point in enumerate(spec.points):
         at = ("points", index)
         canal = canals.get(point.canal)
@@ -764,7 +765,7 @@ def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[s
             rep.add((*at, "gateway"), f"unknown gateway {point.gateway!r}", "declare it under gateways:")
         else:
             key = (point.gateway, point.unit_id)
-            if key in addresses:
+            if key in addresses and point.id not in by_station:
                 rep.add((*at, "unit_id"), f"unit id {point.unit_id} on gateway {point.gateway!r} is already used by point {addresses[key]!r}", "each meter on a bus needs its own unit id")
             addresses[key] = point.id
         profile = profiles.get(point.profile)

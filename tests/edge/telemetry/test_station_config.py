@@ -66,3 +66,18 @@ def test_two_stations_on_one_address(tmp_path: Path) -> None:
     third = '  - {id: ST-V02, protocol: szy206, address: "5303810d00", point: V02-IN, elements: {flow: flow}}\n'
     path = stations_district(tmp_path, stations=STATIONS + third)
     assert any(f == "stations[2].address" and "already station 'ST-V01'" in m for f, m, _ in problems(path))
+
+
+def test_station_points_on_a_receiver_gateway_need_no_unique_unit_id(tmp_path: Path) -> None:
+    """L11-HEAD and L21-HEAD are both unit 1: on a receiver gateway that is no collision (no Modbus bus)."""
+    third = '  - {id: ST-L21, protocol: sl651, address: "0012340021", centre: 1, password: "1234", point: L21-HEAD,\n' \
+            '     elements: {level: "39"}}\n'
+    path = stations_district(tmp_path, stations=STATIONS + third, points=("L11-HEAD", "L21-HEAD", "V01-IN"))
+    path.write_text(path.read_text(encoding="utf-8").replace("gateway: GW-B2, unit_id: 1,", "gateway: RX-1, unit_id: 1,"),
+                    encoding="utf-8")
+    assert problems(path) == []
+    unstationed = stations_district(tmp_path, stations=STATIONS)
+    unstationed.write_text(unstationed.read_text(encoding="utf-8").replace("gateway: GW-B2, unit_id: 1,",
+                                                                           "gateway: RX-1, unit_id: 1,"),
+                           encoding="utf-8")
+    assert [f for f, m, _ in problems(unstationed) if "unit id 1" in m] == ["points[11].unit_id"]  # L21-HEAD, fed by no station
