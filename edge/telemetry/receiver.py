@@ -203,7 +203,8 @@ class StationReceiver(EdgeAgent):
                 return
             prefix = first
             while True:
-                raw = await asyncio.wait_for(self._read_frame(reader, conn.protocol, prefix), timeout)
+                async with asyncio.timeout(timeout):  # no task per frame, unlike wait_for
+                    raw = await self._read_frame(reader, conn.protocol, prefix)
                 prefix, timeout = b"", self.limits.idle_s
                 if not await self._frame(conn, raw):
                     return
@@ -382,7 +383,8 @@ class StationReceiver(EdgeAgent):
     async def _answer(self, conn: _Conn, data: bytes | None) -> None:
         if data:
             conn.writer.write(data)
-            await asyncio.wait_for(conn.writer.drain(), self.limits.write_timeout_s)
+            async with asyncio.timeout(self.limits.write_timeout_s):
+                await conn.writer.drain()
 
     def _count(self, station: Any, reason: str) -> None:
         if station is not None:
