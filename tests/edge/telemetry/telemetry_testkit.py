@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
-from edge.telemetry import sl651
+from edge.telemetry import sl651, szy206
 from edge.telemetry.errors import REASONS, FrameError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/edge, for its test kit
-from edge_testkit import Collector
+from edge_testkit import Collector, IngestRun
 
-__all__ = ["Collector", "decodes_or_rejects", "mutated", "sl651_report", "stations_district"]
+__all__ = ["Collector", "IngestRun", "decodes_or_rejects", "mutated", "sl651_report", "stations_district", "szy206_report"]
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SL_STATION = "0012345678"
@@ -77,3 +77,11 @@ def sl651_report(serial: int, level: str, *, password: int = 0x1234, station: st
                            sl651.Element(0x38, 2, 2, value=Decimal("12.47"), observed=observed)))
     return sl651.encode(centre=1, station=station, password=password, function=0x32,
                         body=sl651.encode_body(report, 0x32))
+
+
+def szy206_report(flow: str, volume: int) -> bytes:
+    """A C0 self-report of ST-V01 (address 5303810D00): one meter's flow and volume, time-labelled now."""
+    now = dt.datetime.now(ZoneInfo("Asia/Chongqing"))
+    tp = szy206.TimeLabel(now.second, now.minute, now.hour, now.day, 5)
+    data = szy206.realtime_data(3, [{"flow": Decimal(flow), "volume": Decimal(volume)}], tp=tp)
+    return szy206.encode(address="5303810D00", afn=szy206.AFN_REPORT, data=data, function=3)

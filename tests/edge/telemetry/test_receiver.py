@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
-from telemetry_testkit import SL_STATION, STATIONS, Collector, sl651_report, stations_district
+from telemetry_testkit import SL_STATION, STATIONS, Collector, sl651_report, stations_district, szy206_report
 
 from canalflow.contract import Flag, readings_filter
 from canalflow.district import load_district
@@ -21,13 +19,6 @@ from edge.telemetry.receiver import Limits, StationReceiver
 SZY_ADDRESS = "5303810D00"
 IMPOSTOR = '  - {id: ST-L12, protocol: sl651, address: "0087654321", centre: 1, password: "4321", point: L12-HEAD,\n' \
            '     elements: {level: "39"}}\n'
-
-
-def szy206_report(flow: str, volume: int) -> bytes:
-    now = dt.datetime.now(ZoneInfo("Asia/Chongqing"))
-    tp = szy206.TimeLabel(now.second, now.minute, now.hour, now.day, 5)
-    data = szy206.realtime_data(3, [{"flow": Decimal(flow), "volume": Decimal(volume)}], tp=tp)
-    return szy206.encode(address=SZY_ADDRESS, afn=szy206.AFN_REPORT, data=data, function=3)
 
 
 class Station:

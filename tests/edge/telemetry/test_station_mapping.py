@@ -34,7 +34,7 @@ def test_sl651_elements_by_identifier_on_the_station_clock() -> None:
 
 
 def test_hour_series_become_five_minute_readings() -> None:
-    levels = (Decimal("1.00"), None) + tuple(Decimal(100 + i).scaleb(-2) for i in range(2, 12))
+    levels = (Decimal("1.00"), None, *(Decimal(100 + i).scaleb(-2) for i in range(2, 12)))
     report = sl651.Report(1, T0, "0012345678", 0x48, T0, (
         sl651.Element(0xF5, 24, 0, values=levels, step_s=300, observed=T0),
         sl651.Element(0x38, 2, 2, value=Decimal("12.10"), observed=T0 + dt.timedelta(minutes=55))))
