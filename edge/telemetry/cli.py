@@ -38,6 +38,7 @@ def register(actions: Any) -> None:
                         "elements, check, fields")
     parser.set_defaults(func=decode_command)
     _register_receive(actions)
+    _register_stations(actions)
 
 
 def _register_receive(actions: Any) -> None:
@@ -117,3 +118,102 @@ def decode_command(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result, ensure_ascii=False, indent=2) if args.json else render(result))
     return 0
+
+
+STATIONS_EXAMPLE = """examples:
+  canalflow edge stations --mqtt mqtt://127.0.0.1:1883 --district demo --gateway RX-1
+  canalflow edge stations --mqtt mqtts://broker:8883 --district demo --gateway RX-1 --json
+
+Reads the receiver's retained status message (published every status interval, 10 s by default)."""
+
+
+def _register_stations(actions: Any) -> None:
+    from canalflow.mqtt import add_mqtt_arguments
+
+    parser = actions.add_parser("stations", help="the stations a receiver holds: connected, last frame, errors",
+                                description="List the telemetry stations of a running `canalflow edge receive`, "
+                                "from its retained status message on the broker.", epilog=STATIONS_EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_mqtt_arguments(parser)
+    parser.add_argument("--district", required=True, help="district id")
+    parser.add_argument("--gateway", required=True, help="the receiver's gateway id")
+    parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the status (default 5)")
+    parser.add_argument("--json", action="store_true", help="the status's station entries as JSON")
+    parser.set_defaults(func=stations_command)
+
+
+def stations_command(args: argparse.Namespace) -> int:
+    from canalflow.contract import status_topic
+    from canalflow.mqtt import MqttConnectError, target_from_args
+
+    topic = status_topic(args.district, args.gateway)
+    try:
+        status = _retained(target_from_args(args), topic, args.wait)
+    except MqttConnectError as exc:
+        print(f"canalflow edge stations: {exc}", file=sys.stderr)
+        return 1
+    if status is None:
+        print(f"canalflow edge stations: no status on {topic} within {args.wait:g} s: is `canalflow edge receive "
+              f"--gateway {args.gateway}` running and connected to this broker?", file=sys.stderr)
+        return 1
+    stations = {name: entry for name, entry in status.health.items() if "protocol" in entry}
+    if not stations:
+        print(f"canalflow edge stations: {args.gateway} reports no stations: is it a receiver, not a Modbus agent?",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"state": status.state, "ts": status.ts, "stations": stations}, indent=2))
+    else:
+        print(_stations_table(status.state, stations))
+    return 0
+
+
+def _retained(target: Any, topic: str, wait: float) -> Any:
+    import threading
+    import uuid
+
+    from canalflow.contract import GatewayStatus
+    from canalflow.mqtt import connect_blocking, make_client
+
+    got: list[Any] = []
+    done = threading.Event()
+    client = make_client(target, f"canalflow-stations-{uuid.uuid4().hex[:8]}", clean_session=True)
+    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+
+    def on_message(_c: Any, _u: Any, message: Any) -> None:
+        try:
+            got.append(GatewayStatus.model_validate_json(message.payload))
+            done.set()
+        except ValueError:
+            pass
+
+    client.on_message = on_message
+    connect_blocking(client, target, timeout=10)
+    try:
+        done.wait(wait)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got[-1] if got else None
+
+
+def _stations_table(state: str, stations: dict[str, dict[str, Any]]) -> str:
+    import datetime as dt
+
+    header = ["station", "protocol", "point", "connected", "peer", "frames", "readings", "last frame (UTC)",
+              "last function", "errors"]
+    rows = []
+    for name, entry in sorted(stations.items()):
+        last = entry.get("last_frame_ms")
+        stamp = dt.datetime.fromtimestamp(last / 1000, dt.UTC).strftime("%m-%d %H:%M:%S") if last else "-"
+        errors = ", ".join(f"{key.removeprefix('error_')} {n}" for key, n in sorted(entry.items())
+                           if key.startswith("error_")) or "-"
+        rows.append([name, entry.get("protocol"), entry.get("point"), "yes" if entry.get("connected") else "no",
+                     entry.get("peer") or "-", entry.get("frames"), entry.get("readings"), stamp,
+                     entry.get("last_function") or "-", errors])
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [f"receiver {state}: {len(rows)} stations"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+

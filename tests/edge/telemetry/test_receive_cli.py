@@ -38,10 +38,11 @@ def test_a_gateway_without_stations_is_an_error(tmp_path: Path, capsys: pytest.C
     assert code == 1 and "write HOST:PORT" in err
 
 
-def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("action", ["receive", "stations"])
+def test_help_has_an_example(action: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["edge", "receive", "--help"])
-    assert "canalflow edge receive --district" in capsys.readouterr().out
+        main(["edge", action, "--help"])
+    assert f"canalflow edge {action} --" in capsys.readouterr().out
 
 
 def _free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,15 @@ async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 def with_receiver(tmp_path: Path, mqtt_url: str, body: Callable[[StationReceiver], Awaitable[Any]], *,
-                  stations: str = STATIONS, limits: Limits | None = None) -> StationReceiver:
+                  stations: str = STATIONS, limits: Limits | None = None,
+                  status_interval_s: float | None = None) -> StationReceiver:
     points = ("L11-HEAD", "L12-HEAD", "V01-IN")
     district = load_district(stations_district(tmp_path, stations=stations, points=points))
     receiver = StationReceiver(district, "RX-1", mqtt_url=mqtt_url, buffer_path=tmp_path / "rx.db",
                                limits=limits)
     receiver.config.publish.confirm = "broker"  # no ingest here: rows leave the buffer on the PUBACK
+    if status_interval_s:
+        receiver.config.publish.status_interval_s = status_interval_s
 
     async def scenario() -> None:
         task = asyncio.create_task(receiver.run())
@@ -178,3 +182,28 @@ def test_connections_over_the_bound_are_refused(tmp_path: Path, mqtt_url: str) -
 
     receiver = with_receiver(tmp_path, mqtt_url, body, limits=Limits(max_connections=1))
     assert receiver.refused_connections == 1
+
+
+def test_edge_stations_lists_them_from_the_receivers_status(tmp_path: Path, mqtt_url: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from canalflow.cli import main
+
+    async def body(receiver: StationReceiver) -> None:
+        assert receiver.port is not None
+        rtu = await Station.dial(receiver.port)
+        good = sl651_report(12, "0.5")
+        await rtu.send(good[:-1] + bytes([good[-1] ^ 1]))
+        await rtu.send(good)
+        await rtu.answer(25)
+        await asyncio.sleep(0.6)  # a status message with these counts
+        argv = ["edge", "stations", "--mqtt", mqtt_url, "--district", "demo", "--gateway", "RX-1"]
+        assert await asyncio.to_thread(main, argv) == 0
+        assert await asyncio.to_thread(main, [*argv, "--json"]) == 0
+
+    with_receiver(tmp_path, mqtt_url, body, status_interval_s=0.2)
+    out = capsys.readouterr().out
+    table, _, raw = out.partition("{")
+    assert "receiver online: 2 stations" in table and "ST-L11" in table and "bad_crc 1" in table
+    entry = json.loads("{" + raw)["stations"]["ST-L11"]
+    assert (entry["connected"], entry["frames"], entry["readings"], entry["error_bad_crc"]) == (1, 1, 1, 1)
+    assert entry["last_function"] == "timed report" and json.loads("{" + raw)["stations"]["ST-V01"]["frames"] == 0
