@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from edge.telemetry import sl651, szy206
+from edge.telemetry import sl651, sl651_ascii, szy206
 from edge.telemetry.errors import FrameError
 from edge.telemetry.sl651_elements import STATION_TYPES
 
@@ -27,6 +27,8 @@ def parse_hex(text: str) -> bytes:
 
 def explain(protocol: str, frame: bytes) -> dict[str, Any]:
     """The decoded frame as a dict; raises FrameError (with the check that failed) on a reject."""
+    if protocol == "sl651" and frame[:1] == bytes([sl651_ascii.SOH]):
+        return _sl651_ascii(frame)
     if protocol == "sl651":
         return _sl651(frame)
     if protocol == "szy206":
@@ -36,6 +38,10 @@ def explain(protocol: str, frame: bytes) -> dict[str, Any]:
 
 def check_of(protocol: str, frame: bytes) -> dict[str, Any]:
     """Which check applies and whether it holds, computed without decoding (also for rejected frames)."""
+    if protocol == "sl651" and frame[:1] == bytes([sl651_ascii.SOH]) and len(frame) >= 5:
+        expected, text = sl651.crc16(frame[:-4]), frame[-4:].decode("ascii", "replace")
+        return {"kind": CHECKS[protocol] + " (4 ASCII hex characters in an ASCII frame)", "expected": f"{expected:04X}",
+                "got": text, "ok": text.upper() == f"{expected:04X}"}
     if protocol == "sl651" and len(frame) >= 3:
         expected, got = sl651.crc16(frame[:-2]), int.from_bytes(frame[-2:])
         return {"kind": CHECKS[protocol], "expected": f"{expected:04X}", "got": f"{got:04X}", "ok": expected == got}
@@ -85,20 +91,57 @@ def _sl651(raw: bytes) -> dict[str, Any]:
             rows += [_row(raw, body_at + 8, 7, "station", report.station),
                      _row(raw, body_at + 15, 1, "station type", f"{report.station_type:02X} {kind}"),
                      _row(raw, body_at + 16, 7, "observation time", _iso(report.observed) or "")]
-        for element in report.elements:
-            elements.append(_sl651_element(element))
-            shown = element.values if element.values else element.value
-            rows.append(_row(raw, element.offset, 2, f"element {element.ident} {element.symbol}",
-                             f"{element.name} = {shown} {element.unit}".rstrip()))
+        elements, element_rows = _report_rows(raw, report)
+        rows += element_rows
     elif frame.packet:
         rows.append(_row(raw, body_at, len(frame.body), "body part", "one packet of a multi-packet message"))
     rows += [_row(raw, len(raw) - 3, 1, "end", frame.end_name), _row(raw, len(raw) - 2, 2, "CRC", "checks")]
-    return {"protocol": "sl651", "direction": "uplink" if up else "downlink",
+    return _result(raw, frame, rows, elements, "hex")
+
+
+def _report_rows(raw: bytes, report: sl651.Report | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Elements of a decoded report (both encodings), and a row per element at its offset."""
+    if report is None:
+        return [], []
+    elements, rows = [], []
+    for element in report.elements:
+        elements.append(_sl651_element(element))
+        shown = element.values if element.values else element.value
+        rows.append(_row(raw, element.offset, 2, f"element {element.ident} {element.symbol}",
+                         f"{element.name} = {shown} {element.unit}".rstrip()))
+    return elements, rows
+
+
+def _result(raw: bytes, frame: sl651.Frame, rows: list[dict[str, Any]], elements: list[dict[str, Any]],
+            encoding: str) -> dict[str, Any]:
+    report = frame.report
+    return {"protocol": "sl651", "encoding": encoding, "direction": "uplink" if frame.uplink else "downlink",
             "function": f"{frame.function:02X}", "function_name": frame.function_name, "station": frame.station,
             "centre": frame.centre, "serial": report.serial if report else None,
             "sent": _iso(report.sent) if report else None,
             "observed": _iso(report.observed) if report else None, "elements": elements,
             "check": check_of("sl651", raw), "fields": rows}
+
+
+def _sl651_ascii(raw: bytes) -> dict[str, Any]:
+    frame = sl651_ascii.decode(raw)
+    up = frame.uplink
+    first, second = ((1, 2, "centre address", str(frame.centre)), (3, 10, "station address", frame.station)) if up \
+        else ((1, 10, "station address", frame.station), (11, 2, "centre address", str(frame.centre)))
+    rows = [_row(raw, 0, 1, "SOH", "ASCII frame"), _row(raw, *first), _row(raw, *second),
+            _row(raw, 13, 4, "password", f"{frame.password:04X}"),
+            _row(raw, 17, 2, "function", f"{frame.function:02X} {frame.function_name}"),
+            _row(raw, 19, 4, "direction and length", f"{'uplink' if up else 'downlink'}, body "
+                 f"{int(raw[20:23], 16)} bytes")]
+    body_at = 24 if frame.packet is None else 30
+    rows.append(_row(raw, 23, body_at - 23, "STX" if frame.packet is None else "SYN and packet",
+                     "single-packet body" if frame.packet is None else f"packet {frame.packet[1]} of "
+                     f"{frame.packet[0]}"))
+    rows.append({"offset": body_at, "hex": "", "field": "body", "meaning": frame.body.decode("ascii", "replace")})
+    elements, element_rows = _report_rows(raw, frame.report)
+    rows += element_rows
+    rows += [_row(raw, len(raw) - 5, 1, "end", frame.end_name), _row(raw, len(raw) - 4, 4, "CRC", "checks")]
+    return _result(raw, frame, rows, elements, "ascii")
 
 
 def _sl651_element(element: sl651.Element) -> dict[str, Any]:

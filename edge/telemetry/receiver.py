@@ -6,7 +6,8 @@ connect, instead of Modbus meters it polls: it publishes as the gateway the stat
 confirmation, unchanged. A station is answered only once its readings are committed to the buffer,
 so a station whose frame was lost with a crash sends it again.
 
-Each connection's protocol is told by its first byte (``7E`` SL 651, ``68`` SZY 206). A frame that
+Each connection's protocol is told by its first byte (``7E`` SL 651, ``01`` SL 651 in ASCII,
+``68`` SZY 206). A frame that
 cannot be framed (bad start, length, over the size bound) closes the connection; a frame that is
 framed but rejected (CRC, body, unknown station, wrong password, another station's address, rate)
 is dead-lettered with its raw bytes and counted per station (``stats``, and the gateway's status
@@ -31,15 +32,17 @@ from edge.agent import EdgeAgent
 from edge.config import ConfigError
 from edge.poller import BusPoller
 from edge.quality import QualityChecker
-from edge.telemetry import sl651, szy206
+from edge.telemetry import sl651, sl651_ascii, szy206
 from edge.telemetry.deadletter import DeadLetters
 from edge.telemetry.errors import FrameError
 from edge.telemetry.stations import Mapped, sl651_values, station_time_ms, szy206_values
 
 log = logging.getLogger("canalflow.edge.telemetry")
 
-CODECS: dict[str, tuple[Any, int]] = {"sl651": (sl651, sl651.HEADER), "szy206": (szy206, 3)}
-STARTS = {0x7E: "sl651", 0x68: "szy206"}
+# first byte of a connection -> (protocol, codec module, header bytes needed to know a frame's size)
+STARTS: dict[int, tuple[str, Any, int]] = {0x7E: ("sl651", sl651, sl651.HEADER),
+                                           0x01: ("sl651", sl651_ascii, sl651_ascii.HEADER),
+                                           0x68: ("szy206", szy206, 3)}
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Limits:
     max_connections: int = 20_000
     first_frame_s: float = 30.0  # a connection that sends nothing this long is closed
     idle_s: float = 300.0  # no frame this long (keep-alives come every 40 s) -> closed
-    max_frame_bytes: int = sl651.MAX_BODY + sl651.OVERHEAD
+    max_frame_bytes: int = sl651_ascii.MAX_BODY + sl651_ascii.OVERHEAD  # the longest SL 651 frame
     rate_per_s: float = 2.0  # frames per station per second, sustained...
     burst: float = 60.0  # ...after a burst of this many (a backlog of hourly reports)
     write_timeout_s: float = 10.0
@@ -83,8 +86,10 @@ class _Conn:
     def __init__(self, peer: str, writer: asyncio.StreamWriter) -> None:
         self.peer, self.writer = peer, writer
         self.protocol: str | None = None
+        self.codec: Any = None
+        self.head = 0
         self.station: Any = None
-        self.joiner = sl651.Reassembler()
+        self.joiner: sl651.Reassembler | None = None
 
 
 class Reject(Exception):
@@ -195,16 +200,18 @@ class StationReceiver(EdgeAgent):
         timeout = self.limits.first_frame_s
         try:
             first = await asyncio.wait_for(reader.readexactly(1), timeout)
-            conn.protocol = STARTS.get(first[0])
-            if conn.protocol is None:
+            if first[0] not in STARTS:
                 rest = await asyncio.wait_for(reader.read(256), 1.0)
-                self._reject(conn, None, first + rest, "bad_start", f"first byte {first[0]:02X} starts neither an "
-                             "SL 651 frame (7E 7E) nor an SZY 206 frame (68)")
+                self._reject(conn, None, first + rest, "bad_start", f"first byte {first[0]:02X} starts no SL 651 "
+                             "frame (7E 7E, or SOH 01 in ASCII) and no SZY 206 frame (68)")
                 return
+            conn.protocol, conn.codec, conn.head = STARTS[first[0]]
+            if conn.protocol == "sl651":
+                conn.joiner = sl651.Reassembler(body_decoder=conn.codec.decode_body)
             prefix = first
             while True:
                 async with asyncio.timeout(timeout):  # no task per frame, unlike wait_for
-                    raw = await self._read_frame(reader, conn.protocol, prefix)
+                    raw = await self._read_frame(reader, conn, prefix)
                 prefix, timeout = b"", self.limits.idle_s
                 if not await self._frame(conn, raw):
                     return
@@ -214,16 +221,15 @@ class StationReceiver(EdgeAgent):
             log.info("closing %s (station %s): %s for %.0f s", conn.peer, getattr(conn.station, "id", "?"),
                      "no frame" if conn.station else "nothing sent", timeout)
         except _Unframed as exc:
-            self._reject(conn, conn.station or self._claimed(conn.protocol or "", exc.raw), exc.raw,
-                         exc.error.reason, str(exc.error))
+            self._reject(conn, conn.station or self._claimed(conn, exc.raw), exc.raw, exc.error.reason,
+                         str(exc.error))
 
-    async def _read_frame(self, reader: asyncio.StreamReader, protocol: str, prefix: bytes) -> bytes:
-        codec, head = CODECS[protocol]
+    async def _read_frame(self, reader: asyncio.StreamReader, conn: _Conn, prefix: bytes) -> bytes:
         data = bytearray(prefix)
-        if len(data) < head:
-            data += await reader.readexactly(head - len(data))
+        if len(data) < conn.head:
+            data += await reader.readexactly(conn.head - len(data))
         try:
-            size = codec.frame_size(bytes(data))
+            size = conn.codec.frame_size(bytes(data))
             if size > self.limits.max_frame_bytes:
                 raise FrameError("too_long", 1, f"a frame of {size} bytes is over the receiver's bound of "
                                  f"{self.limits.max_frame_bytes}")
@@ -234,12 +240,10 @@ class StationReceiver(EdgeAgent):
 
     async def _frame(self, conn: _Conn, raw: bytes) -> bool:
         """Handle one framed frame; False closes the connection."""
-        assert conn.protocol is not None
-        codec = CODECS[conn.protocol][0]
         try:
-            frame = codec.decode(raw)
+            frame = conn.codec.decode(raw)
         except FrameError as exc:
-            self._reject(conn, conn.station or self._claimed(conn.protocol, raw), raw, exc.reason, str(exc))
+            self._reject(conn, conn.station or self._claimed(conn, raw), raw, exc.reason, str(exc))
             return True
         try:
             if conn.protocol == "sl651":
@@ -263,6 +267,7 @@ class StationReceiver(EdgeAgent):
                          f"for {station.centre}", station=station)
         self._bind(conn, station)
         self._seen_frame(station, frame.function_name)
+        assert conn.joiner is not None
         try:
             whole = conn.joiner.feed(frame)
         except FrameError as exc:
@@ -278,7 +283,7 @@ class StationReceiver(EdgeAgent):
             device_ms = station_time_ms(report.sent, zone)
             await self._store(station, sl651_values(station, report, zone), device_ms)
         now = dt.datetime.fromtimestamp(self.clock.now_ms() / 1000, self._zone(station)).replace(tzinfo=None)
-        await self._answer(conn, sl651.answer(whole, sent=now, end=self.limits.sl651_answer_end))
+        await self._answer(conn, conn.codec.answer(whole, sent=now, end=self.limits.sl651_answer_end))
 
     # ---- SZY 206 ----------------------------------------------------------------------------------
     async def _szy206(self, conn: _Conn, frame: szy206.Frame) -> bool:
@@ -392,12 +397,14 @@ class StationReceiver(EdgeAgent):
         else:
             self.unattributed[reason] += 1
 
-    def _claimed(self, protocol: str, raw: bytes) -> Any:
+    def _claimed(self, conn: _Conn, raw: bytes) -> Any:
         """The configured station whose address a rejected frame's header carries, if any."""
-        span = {"sl651": (3, 8), "szy206": (4, 9)}.get(protocol)
-        if span is None or len(raw) < span[1]:
-            return None
-        return self.stations.get((protocol, raw[span[0]:span[1]].hex().upper()))
+        if conn.codec is sl651_ascii:
+            address = raw[3:13].decode("ascii", "replace").upper() if len(raw) >= 13 else ""
+        else:
+            start = 3 if conn.codec is sl651 else 4
+            address = raw[start:start + 5].hex().upper() if len(raw) >= start + 5 else ""
+        return self.stations.get((conn.protocol or "", address))
 
     def _reject(self, conn: _Conn, station: Any, raw: bytes, reason: str, message: str, *,
                 dead_letter: bool = True) -> None:

@@ -14,6 +14,7 @@ frame is always ``length + 17`` bytes.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -130,14 +131,7 @@ def _length(frame: bytes) -> int:
 
 def decode(frame: bytes, *, max_size: int = MAX_BODY + OVERHEAD) -> Frame:
     """Decode exactly one HEX/BCD frame, checking start, length, end character and CRC."""
-    size = frame_size(frame[:HEADER])
-    if size is None or len(frame) < size:
-        need = size or HEADER
-        raise FrameError("truncated", len(frame), f"frame has {len(frame)} bytes, its header needs {need}")
-    if size > max_size:
-        raise FrameError("too_long", 11, f"frame of {size} bytes is over the bound of {max_size}")
-    if len(frame) > size:
-        raise FrameError("too_long", size, f"{len(frame) - size} bytes after the frame's CRC")
+    size = check_size(frame, frame_size(frame[:HEADER]), HEADER, max_size, 11)
     expected, got = crc16(frame[:-2]), int.from_bytes(frame[-2:])
     if expected != got:
         raise FrameError("bad_crc", size - 2, f"CRC-16/MODBUS (high byte first) over bytes 0-{size - 3} is "
@@ -145,35 +139,54 @@ def decode(frame: bytes, *, max_size: int = MAX_BODY + OVERHEAD) -> Frame:
     uplink = frame[11] >> 4 == 0
     centre_at, station_at = (2, 3) if uplink else (7, 2)
     function = frame[10]
-    if function not in FUNCTIONS:
-        raise FrameError("unknown_function", 10, f"function code {function:02X} is reserved (appendix B)")
-    start, end = frame[HEADER], frame[-3]
-    if start not in (STX, SYN):
-        raise FrameError("bad_body", HEADER, f"start of body {start:02X}: expected STX 02 or SYN 16")
-    ends = UP_ENDS if uplink else DOWN_ENDS
-    if end not in ends:
-        names = "/".join(END_NAMES[e] for e in sorted(ends))
-        raise FrameError("bad_end", size - 3, f"end character {end:02X}: an {'up' if uplink else 'down'}link frame "
-                         f"ends with {names}")
+    check_codes(function, 10, frame[HEADER], HEADER, frame[-3], size - 3, uplink)
     packet, body_at = None, HEADER + 1
-    if start == SYN:
+    if frame[HEADER] == SYN:
         packet, body_at = _packet(frame), HEADER + 4
     body = frame[body_at:size - 3]
     header = {"uplink": uplink, "centre": frame[centre_at], "station": frame[station_at:station_at + 5].hex().upper(),
-              "password": int.from_bytes(frame[8:10]), "function": function, "start": start, "end": end,
-              "body": body, "crc": got, "packet": packet}
+              "password": int.from_bytes(frame[8:10]), "function": function, "start": frame[HEADER],
+              "end": frame[-3], "body": body, "crc": got, "packet": packet}
     report = None if uplink and packet and packet[0] > 1 else decode_body(function, body, uplink, offset=body_at)
     return Frame(**header, report=report)
+
+
+def check_size(frame: bytes, size: int | None, header: int, max_size: int, length_at: int) -> int:
+    """The frame's announced ``size``, once ``frame`` is exactly that long and within ``max_size``."""
+    if size is None or len(frame) < size:
+        raise FrameError("truncated", len(frame), f"frame has {len(frame)} bytes, its header needs {size or header}")
+    if size > max_size:
+        raise FrameError("too_long", length_at, f"frame of {size} bytes is over the bound of {max_size}")
+    if len(frame) > size:
+        raise FrameError("too_long", size, f"{len(frame) - size} bytes after the frame's CRC")
+    return size
+
+
+def check_codes(function: int, function_at: int, start: int, start_at: int, end: int, end_at: int,
+                uplink: bool) -> None:
+    """Function code, start of body and end character, the same in HEX and ASCII frames."""
+    if function not in FUNCTIONS:
+        raise FrameError("unknown_function", function_at, f"function code {function:02X} is reserved (appendix B)")
+    if start not in (STX, SYN):
+        raise FrameError("bad_body", start_at, f"start of body {start:02X}: expected STX 02 or SYN 16")
+    ends = UP_ENDS if uplink else DOWN_ENDS
+    if end not in ends:
+        names = "/".join(END_NAMES[e] for e in sorted(ends))
+        raise FrameError("bad_end", end_at, f"end character {end:02X}: an {'up' if uplink else 'down'}link frame "
+                         f"ends with {names}")
+
+
+def check_packet(total: int, number: int, at: int) -> tuple[int, int]:
+    if not 1 <= number <= total:
+        raise FrameError("bad_packet", at, f"packet {number} of {total}: the number must be 1..total")
+    return total, number
 
 
 def _packet(frame: bytes) -> tuple[int, int]:
     if _length(frame) < 3:
         raise FrameError("bad_packet", HEADER + 1, "SYN needs 3 bytes of packet total and number")
     word = int.from_bytes(frame[HEADER + 1:HEADER + 4])
-    total, number = word >> 12, word & 0x0FFF
-    if not 1 <= number <= total:
-        raise FrameError("bad_packet", HEADER + 1, f"packet {number} of {total}: the number must be 1..total")
-    return total, number
+    return check_packet(word >> 12, word & 0x0FFF, HEADER + 1)
 
 
 def decode_body(function: int, body: bytes, uplink: bool = True, *, offset: int = 0) -> Report:
@@ -408,8 +421,9 @@ def answer(frame: Frame, *, sent: dt.datetime, end: int = EOT) -> bytes | None:
 class Reassembler:
     """Joins the packets of a multi-packet (M3) message, per station and function; bounded."""
 
-    def __init__(self, max_packets: int = 256) -> None:
+    def __init__(self, max_packets: int = 256, body_decoder: Callable[..., Report] | None = None) -> None:
         self.max_packets = max_packets
+        self.body_decoder = body_decoder or decode_body  # sl651_ascii.decode_body for ASCII frames
         self.pending: dict[tuple[str, int], dict[int, Frame]] = {}
 
     def feed(self, frame: Frame) -> Frame | None:
@@ -428,7 +442,7 @@ class Reassembler:
             return None
         del self.pending[key]
         body = b"".join(parts[n].body for n in range(1, total + 1))
-        report = decode_body(frame.function, body, frame.uplink, offset=HEADER + 4)
+        report = self.body_decoder(frame.function, body, frame.uplink, offset=HEADER + 4)
         first = parts[1]
         return Frame(first.uplink, first.centre, first.station, first.password, first.function, first.start,
                      frame.end, body, frame.crc, (total, total), report)

@@ -207,3 +207,24 @@ def test_edge_stations_lists_them_from_the_receivers_status(tmp_path: Path, mqtt
     entry = json.loads("{" + raw)["stations"]["ST-L11"]
     assert (entry["connected"], entry["frames"], entry["readings"], entry["error_bad_crc"]) == (1, 1, 1, 1)
     assert entry["last_function"] == "timed report" and json.loads("{" + raw)["stations"]["ST-V01"]["frames"] == 0
+
+
+def test_an_ascii_station_is_answered_in_ascii(tmp_path: Path, mqtt_url: str) -> None:
+    from edge.telemetry import sl651_ascii
+
+    hex_frame = sl651.decode(sl651_report(21, "0.620"))
+    assert hex_frame.report is not None
+    body = sl651_ascii.encode_body(hex_frame.report, 0x32)
+    frame = sl651_ascii.encode(centre=1, station=SL_STATION, password=0x1234, function=0x32, body=body)
+
+    async def body_(receiver: StationReceiver) -> None:
+        assert receiver.port is not None
+        rtu = await Station.dial(receiver.port)
+        await rtu.send(frame)
+        down = sl651_ascii.decode(await rtu.answer(16 + 29))  # serial (4) and time (12) in an ASCII frame
+        assert (down.uplink, down.station, down.report.serial) == (False, SL_STATION, 21)  # type: ignore[union-attr]
+        await rtu.send(frame[:-1] + b"X")  # a CRC that is no hex: refused, the connection stays
+        assert await rtu.nothing_within(0.3)
+
+    receiver = with_receiver(tmp_path, mqtt_url, body_)
+    assert receiver.stats["ST-L11"].readings == 1 and receiver.stats["ST-L11"].errors == {"bad_crc": 1}

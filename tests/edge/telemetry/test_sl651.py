@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from telemetry_testkit import decodes_or_rejects, mutated
 
-from edge.telemetry import sl651
+from edge.telemetry import sl651, sl651_ascii
 from edge.telemetry.errors import FrameError
 
 CAPTURED_KEEP_ALIVE = bytes.fromhex("7e7e011090330853a0002f000802009f26020209410003bde3")
@@ -145,11 +145,13 @@ def test_frame_size_bound() -> None:
     assert caught.value.reason == "too_long"
 
 
+@pytest.mark.parametrize(("decode", "start"), [(sl651.decode, b"\x7e\x7e"), (sl651_ascii.decode, b"\x01")],
+                         ids=["hex", "ascii"])
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=80))
-def test_random_bytes_never_escape_but_as_frame_error(data: bytes) -> None:
-    decodes_or_rejects(sl651.decode, data)
-    decodes_or_rejects(sl651.decode, b"\x7e\x7e" + data)
+@given(data=st.binary(max_size=90))
+def test_random_bytes_never_escape_but_as_frame_error(decode, start: bytes, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    decodes_or_rejects(decode, data)
+    decodes_or_rejects(decode, start + data)
 
 
 @settings(max_examples=300, deadline=None)
