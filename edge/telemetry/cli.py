@@ -161,10 +161,12 @@ def stations_command(args: argparse.Namespace) -> int:
         print(f"canalflow edge stations: {args.gateway} reports no stations: is it a receiver, not a Modbus agent?",
               file=sys.stderr)
         return 1
+    summary = status.health.get("_receiver", {})
     if args.json:
-        print(json.dumps({"state": status.state, "ts": status.ts, "stations": stations}, indent=2))
+        print(json.dumps({"state": status.state, "ts": status.ts, "receiver": summary, "stations": stations},
+                         indent=2))
     else:
-        print(_stations_table(status.state, stations))
+        print(_stations_table(status.state, stations, summary))
     return 0
 
 
@@ -197,7 +199,7 @@ def _retained(target: Any, topic: str, wait: float) -> Any:
     return got[-1] if got else None
 
 
-def _stations_table(state: str, stations: dict[str, dict[str, Any]]) -> str:
+def _stations_table(state: str, stations: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:
     import datetime as dt
 
     header = ["station", "protocol", "point", "connected", "peer", "frames", "readings", "last frame (UTC)",
@@ -213,7 +215,9 @@ def _stations_table(state: str, stations: dict[str, dict[str, Any]]) -> str:
                      entry.get("last_function") or "-", errors])
     cells = [header, *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [f"receiver {state}: {len(rows)} stations"]
+    lines = [f"receiver {state}: {summary.get('stations', len(rows))} stations, {summary.get('connected', '?')} "
+             f"connected, {summary.get('unattributed_errors', 0)} rejects of no known station"
+             + (f" (listing {len(rows)}, most errors first)" if summary.get("stations", 0) > len(rows) else "")]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 

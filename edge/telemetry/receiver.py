@@ -55,6 +55,7 @@ class Limits:
     burst: float = 60.0  # ...after a burst of this many (a backlog of hourly reports)
     write_timeout_s: float = 10.0
     sl651_answer_end: int = sl651.ESC  # ESC: stay online (keep-alives follow); EOT: hang up
+    status_stations: int = 1000  # stations listed in the status message, those with most errors first
 
 
 @dataclass
@@ -71,7 +72,7 @@ class StationStats:
     errors: Counter[str] = field(default_factory=Counter)
     tokens: float = -1.0  # rate bucket; -1: full on first use
     tokens_at: float = 0.0
-    seen: deque[Any] = field(default_factory=lambda: deque(maxlen=256))  # recent reports, to spot replays
+    seen: deque[Any] = field(default_factory=lambda: deque(maxlen=64))  # recent reports, to spot replays
 
     def as_status(self) -> dict[str, float | int | str | None]:
         out: dict[str, float | int | str | None] = {
@@ -173,7 +174,17 @@ class StationReceiver(EdgeAgent):
         self.ready.set()
 
     def health(self) -> dict[str, dict[str, Any]]:
-        return {station: stats.as_status() for station, stats in self.stats.items()}
+        """Per station for the status message (bounded: the most errors, then the silent, first), and a summary."""
+        ranked = sorted(self.stats.values(), key=lambda st: (-sum(st.errors.values()), st.connected, st.station))
+        out: dict[str, dict[str, Any]] = {st.station: st.as_status() for st in ranked[:self.limits.status_stations]}
+        out["_receiver"] = {"stations": len(self.stats), "listed": min(len(self.stats), self.limits.status_stations),
+                            "connected": sum(st.connected for st in self.stats.values()),
+                            "connections": len(self._conns), "refused_connections": self.refused_connections,
+                            "frames": sum(st.frames for st in self.stats.values()),
+                            "readings": sum(st.readings for st in self.stats.values()),
+                            "unattributed_errors": sum(self.unattributed.values()),
+                            **{f"unattributed_{reason}": n for reason, n in sorted(self.unattributed.items())}}
+        return out
 
     # ---- connections ----------------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

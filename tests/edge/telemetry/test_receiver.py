@@ -157,7 +157,7 @@ def test_bad_input_is_rejected_counted_and_dead_lettered(tmp_path: Path, mqtt_ur
         assert await silent.closed_by_centre(timeout=3)  # first_frame_s
         assert await partial.closed_by_centre(timeout=3)  # idle_s
 
-    limits = Limits(first_frame_s=0.5, idle_s=0.5, max_frame_bytes=200)
+    limits = Limits(first_frame_s=0.5, idle_s=0.5, max_frame_bytes=200, status_stations=2)
     receiver = with_receiver(tmp_path, mqtt_url, body, stations=STATIONS + IMPOSTOR, limits=limits)
     errors = receiver.stats["ST-L11"].errors
     assert errors["bad_crc"] == 1 and errors["address_changed"] == 1 and errors["wrong_password"] == 1
@@ -168,6 +168,9 @@ def test_bad_input_is_rejected_counted_and_dead_lettered(tmp_path: Path, mqtt_ur
     assert set(by_reason) == {"bad_crc", "address_changed", "wrong_password", "bad_start", "too_long"}
     assert bytes.fromhex(by_reason["bad_start"]["raw"]).startswith(b"GET / HTTP")
     assert by_reason["bad_crc"]["station"] == "ST-L11" and "at byte" in by_reason["bad_crc"]["message"]
+    health = receiver.health()  # the status lists 2 of the 3 stations, the one with errors first
+    assert list(health)[0] == "ST-L11" and len(health) == 3 and health["_receiver"]["stations"] == 3
+    assert health["_receiver"]["unattributed_bad_start"] == 1
 
 
 def test_connections_over_the_bound_are_refused(tmp_path: Path, mqtt_url: str) -> None:
@@ -203,7 +206,9 @@ def test_edge_stations_lists_them_from_the_receivers_status(tmp_path: Path, mqtt
     with_receiver(tmp_path, mqtt_url, body, status_interval_s=0.2)
     out = capsys.readouterr().out
     table, _, raw = out.partition("{")
-    assert "receiver online: 2 stations" in table and "ST-L11" in table and "bad_crc 1" in table
+    assert "receiver online: 2 stations, 1 connected, 0 rejects" in table and "ST-L11" in table
+    assert "bad_crc 1" in table
+    assert json.loads("{" + raw)["receiver"]["frames"] == 1
     entry = json.loads("{" + raw)["stations"]["ST-L11"]
     assert (entry["connected"], entry["frames"], entry["readings"], entry["error_bad_crc"]) == (1, 1, 1, 1)
     assert entry["last_function"] == "timed report" and json.loads("{" + raw)["stations"]["ST-V01"]["frames"] == 0
