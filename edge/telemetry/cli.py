@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 DECODE_EXAMPLE = """examples:
@@ -39,6 +40,7 @@ def register(actions: Any) -> None:
     parser.set_defaults(func=decode_command)
     _register_receive(actions)
     _register_stations(actions)
+    _register_simstations(actions)
 
 
 def _register_receive(actions: Any) -> None:
@@ -59,6 +61,7 @@ def _register_receive(actions: Any) -> None:
     parser.add_argument("--confirm", choices=("ingest", "broker"), help="as for edge run (default ingest)")
     parser.add_argument("--max-connections", type=int, default=Limits.max_connections)
     parser.add_argument("--idle-s", type=float, default=Limits.idle_s, help="close a station silent this long")
+    parser.add_argument("--clock-from", metavar="MANIFEST", help="follow the simulated clock of a fleet manifest")
     parser.add_argument("--check", action="store_true", help="validate the stations and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.set_defaults(func=receive_command)
@@ -70,7 +73,7 @@ def receive_command(args: argparse.Namespace) -> int:
     from canalflow.district import DistrictError, load_district
     from canalflow.yamlines import YamlSyntaxError
     from edge.cli import _run_until_signal, _setup_logging
-    from edge.config import ConfigError
+    from edge.config import ConfigError, clock_from_manifest
     from edge.telemetry.receiver import Limits, StationReceiver
 
     _setup_logging(args.verbose)
@@ -82,8 +85,10 @@ def receive_command(args: argparse.Namespace) -> int:
     limits = Limits(max_connections=args.max_connections, idle_s=args.idle_s)
     try:
         district = load_district(args.district)
+        clock = clock_from_manifest(args.clock_from) if args.clock_from else None
         receiver = StationReceiver(district, args.gateway, listen=(host, int(port)), limits=limits,
-                                   mqtt_url=args.mqtt, buffer_path=args.buffer, deadletter_path=args.deadletter)
+                                   mqtt_url=args.mqtt, buffer_path=args.buffer, deadletter_path=args.deadletter,
+                                   clock=clock)
     except (ConfigError, DistrictError, YamlSyntaxError) as exc:
         print(f"canalflow edge receive: {exc}", file=sys.stderr)
         return 1
@@ -220,4 +225,110 @@ def _stations_table(state: str, stations: dict[str, dict[str, Any]], summary: di
              + (f" (listing {len(rows)}, most errors first)" if summary.get("stations", 0) > len(rows) else "")]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+SIMSTATIONS_EXAMPLE = """examples:
+  # the stations of gateway RX-1 report the hydraulic truth to a receiver, on a fleet's simulated clock
+  canalflow edge simstations --district examples/demo-district.yaml --gateway RX-1 \\
+      --connect 127.0.0.1:5651 --clock-from out/fleet.json --faults bad_crc=0.05,duplicate=0.02,drop=0.01
+  # real time, reports every minute, for ten minutes
+  canalflow edge simstations --district my.yaml --gateway RX-1 --connect 127.0.0.1:5651 \\
+      --interval-s 60 --duration 600
+
+Faults (shares of reports, or seconds): bad_crc, duplicate, drop, clock_skew_s."""
+
+
+def _register_simstations(actions: Any) -> None:
+    parser = actions.add_parser("simstations", help="simulated SL 651 / SZY 206 stations that dial a receiver",
+                                description="Run the stations of a gateway as simulated RTUs reporting the "
+                                "hydraulic truth (firmware_sim) to a receiver, with faults (docs/stations.md).",
+                                epilog=SIMSTATIONS_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--district", type=Path, required=True, help="district file with a stations: section")
+    parser.add_argument("--scenario", type=Path, help="scenario YAML file (as for firmware_sim run)")
+    parser.add_argument("--gateway", required=True, help="the receiver's gateway id")
+    parser.add_argument("--connect", required=True, metavar="HOST:PORT", help="the receiver")
+    parser.add_argument("--clock-from", metavar="MANIFEST", help="follow the simulated clock of a fleet manifest")
+    parser.add_argument("--interval-s", type=float, default=300.0, help="simulated seconds between reports")
+    parser.add_argument("--keepalive-s", type=float, default=40.0, help="simulated seconds between keep-alives")
+    parser.add_argument("--faults", default="", metavar="NAME=VALUE,...", help="bad_crc, duplicate, drop "
+                        "(shares), clock_skew_s (seconds)")
+    parser.add_argument("--duration", type=float, help="stop after this many wall seconds (default: SIGTERM)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=simstations_command)
+
+
+def parse_faults(text: str) -> Any:
+    from edge.telemetry.simstation import Faults
+
+    names = {"bad_crc", "duplicate", "drop", "clock_skew_s"}
+    values: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            if name not in names:
+                raise ValueError
+            values[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--faults {item!r}: write NAME=NUMBER with NAME one of {', '.join(sorted(names))}") \
+                from None
+    return Faults(**values)
+
+
+def simstations_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from canalflow.clock import SimClock
+    from edge.config import ConfigError, clock_from_manifest
+    from firmware_sim.cli import _load
+
+    host, _, port = args.connect.rpartition(":")
+    try:
+        if not host or not port.isdigit():
+            raise ValueError(f"--connect {args.connect!r}: write HOST:PORT, e.g. 127.0.0.1:5651")
+        faults = parse_faults(args.faults)
+        clock = clock_from_manifest(args.clock_from) if args.clock_from else SimClock.real()
+    except (ValueError, ConfigError) as exc:
+        print(f"canalflow edge simstations: {exc}", file=sys.stderr)
+        return 1
+    loaded = _load(args)
+    if loaded is None:
+        return 1
+    district, scenario = loaded
+    stations = [s for s in district.spec.stations if district.points[s.point].gateway == args.gateway]
+    if not stations:
+        print(f"canalflow edge simstations: {args.district}: no station feeds a point of gateway {args.gateway}",
+              file=sys.stderr)
+        return 1
+    return asyncio.run(_simulate(district, scenario, stations, host, int(port), clock, faults, args))
+
+
+async def _simulate(district: Any, scenario: Any, stations: list[Any], host: str, port: int, clock: Any,
+                    faults: Any, args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import signal
+    from zoneinfo import ZoneInfo
+
+    from edge.telemetry.simstation import SimStation, truth_values
+    from firmware_sim.truth import Truth
+
+    truth = Truth(district, scenario, args.seed)
+    sims = [SimStation(st, truth_values(truth, st.point), host=host, port=port, clock=clock,
+                       zone=ZoneInfo(st.timezone) if st.timezone else district.tz, interval_s=args.interval_s,
+                       keepalive_s=args.keepalive_s, faults=faults, seed=args.seed + i)
+            for i, st in enumerate(stations)]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: [sim.stop() for sim in sims])
+    if args.duration:
+        loop.call_later(args.duration, lambda: [sim.stop() for sim in sims])
+    print(f"{len(sims)} stations of {args.gateway} dialling {host}:{port}", file=sys.stderr, flush=True)
+    await asyncio.gather(*(sim.run() for sim in sims))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+    for sim in sims:
+        print(f"{sim.station.id:12} {sim.station.protocol:6} sent {sim.sent:5}  delivered {sim.answered:5}  "
+              f"unsent {len(sim.queue):4}  connects {sim.connects}")
+    return 0
 

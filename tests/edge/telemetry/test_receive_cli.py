@@ -38,7 +38,7 @@ def test_a_gateway_without_stations_is_an_error(tmp_path: Path, capsys: pytest.C
     assert code == 1 and "write HOST:PORT" in err
 
 
-@pytest.mark.parametrize("action", ["receive", "stations"])
+@pytest.mark.parametrize("action", ["receive", "stations", "simstations"])
 def test_help_has_an_example(action: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["edge", action, "--help"])
@@ -77,3 +77,40 @@ def test_the_process_answers_a_station_and_stops_on_sigterm(tmp_path: Path, mqtt
         code = proc.wait(30)
         log.close()
     assert code == 0, (tmp_path / "receive.log").read_text()
+
+
+def test_simstations_process_reports_to_a_receiver(tmp_path: Path, mqtt_url: str) -> None:
+    import asyncio
+
+    from canalflow.district import load_district
+    from edge.telemetry.receiver import StationReceiver
+
+    path = stations_district(tmp_path)
+    receiver = StationReceiver(load_district(path), "RX-1", mqtt_url=mqtt_url, buffer_path=tmp_path / "rx.db")
+    receiver.config.publish.confirm = "broker"
+    exe = Path(sys.executable).with_name("canalflow")
+
+    async def scenario() -> tuple[int, str]:
+        task = asyncio.create_task(receiver.run())
+        await asyncio.wait_for(receiver.ready.wait(), 10)
+        proc = await asyncio.create_subprocess_exec(
+            str(exe), "edge", "simstations", "--district", str(path), "--gateway", "RX-1", "--connect",
+            f"127.0.0.1:{receiver.port}", "--interval-s", "1", "--faults", "duplicate=0.5", "--duration", "4",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        receiver.stop()
+        await asyncio.wait_for(task, 30)
+        return proc.returncode or 0, out.decode()
+
+    code, out = asyncio.run(scenario())
+    assert code == 0, out
+    assert "2 stations of RX-1 dialling" in out and "ST-L11" in out and "ST-V01" in out
+    for station in ("ST-L11", "ST-V01"):
+        assert receiver.stats[station].readings >= 2, (station, receiver.stats[station], out)
+    assert receiver.stats["ST-L11"].errors["replayed"] + receiver.stats["ST-V01"].errors["replayed"] >= 1
+
+
+def test_simstations_faults_are_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "edge", "simstations", "--district", str(stations_district(tmp_path)), "--gateway",
+                       "RX-1", "--connect", "127.0.0.1:1", "--faults", "lightning=0.5")
+    assert code == 1 and "NAME one of bad_crc, clock_skew_s, drop, duplicate" in err

@@ -169,7 +169,7 @@ def test_bad_input_is_rejected_counted_and_dead_lettered(tmp_path: Path, mqtt_ur
     assert bytes.fromhex(by_reason["bad_start"]["raw"]).startswith(b"GET / HTTP")
     assert by_reason["bad_crc"]["station"] == "ST-L11" and "at byte" in by_reason["bad_crc"]["message"]
     health = receiver.health()  # the status lists 2 of the 3 stations, the one with errors first
-    assert list(health)[0] == "ST-L11" and len(health) == 3 and health["_receiver"]["stations"] == 3
+    assert next(iter(health)) == "ST-L11" and len(health) == 3 and health["_receiver"]["stations"] == 3
     assert health["_receiver"]["unattributed_bad_start"] == 1
 
 
