@@ -287,12 +287,12 @@ class StationReceiver(EdgeAgent):
             return  # more packets to come; a keep-alive has no answer
         report = whole.report
         key = (whole.function, report.serial, report.sent)
-        if self._replayed(station, key):
+        if key in self.stats[station.id].seen:
             self._count(station, "replayed")  # its answer was lost: answer again, store nothing twice
         else:
             zone = self._zone(station)
             device_ms = station_time_ms(report.sent, zone)
-            await self._store(station, sl651_values(station, report, zone), device_ms)
+            await self._store(station, sl651_values(station, report, zone), device_ms, key)
         now = dt.datetime.fromtimestamp(self.clock.now_ms() / 1000, self._zone(station)).replace(tzinfo=None)
         await self._answer(conn, conn.codec.answer(whole, sent=now, end=self.limits.sl651_answer_end))
 
@@ -308,10 +308,11 @@ class StationReceiver(EdgeAgent):
             return frame.link != "logout"
         now = self.clock.now_ms()
         mapped = szy206_values(station, frame, self._zone(station), now)
-        if self._replayed(station, (frame.afn, frame.tp, frame.values)):
+        key = (frame.afn, frame.tp, frame.values)
+        if key in self.stats[station.id].seen:
             self._count(station, "replayed")
         else:
-            await self._store(station, mapped, mapped[0].ts_ms if mapped else None)
+            await self._store(station, mapped, mapped[0].ts_ms if mapped else None, key)
         return True
 
     # ---- shared steps -----------------------------------------------------------------------------
@@ -363,25 +364,21 @@ class StationReceiver(EdgeAgent):
         stats.frames += 1
         stats.last_frame_ms, stats.last_function = self.clock.now_ms(), function
 
-    def _replayed(self, station: Any, key: Any) -> bool:
-        seen = self.stats[station.id].seen
-        if key in seen:
-            return True
-        seen.append(key)
-        return False
-
     def _zone(self, station: Any) -> ZoneInfo:
         return ZoneInfo(station.timezone) if station.timezone else self.district_tz
 
-    async def _store(self, station: Any, mapped: list[Mapped], device_ms: int | None) -> None:
-        """Judge, rate and commit the readings; returns once they are in the buffer."""
+    async def _store(self, station: Any, mapped: list[Mapped], device_ms: int | None, key: Any) -> None:
+        """Judge, rate and commit the readings; returns once they are in the buffer. Only then is the
+        report ``key`` remembered: one whose storing failed is stored when the station sends it again."""
         readings = [self._reading(station, m, device_ms) for m in mapped]
         if any(Flag.clock_drift in r.flags for r in readings):
             self._count(station, "clock_skew")
         for reading in readings:
             self._on_reading(station.point, reading)
         await self._flush_pending()
-        self.stats[station.id].readings += len(readings)
+        stats = self.stats[station.id]
+        stats.readings += len(readings)
+        stats.seen.append(key)
 
     def _reading(self, station: Any, mapped: Mapped, device_ms: int | None) -> Reading:
         checker = self._checkers.get(station.id)
