@@ -37,11 +37,11 @@ class FrameError(ValueError):
 def bcd_digits(data: bytes, offset: int, what: str) -> str:
     """The decimal digits of packed BCD ``data`` (high nibble first); ``offset`` locates it in the frame."""
     text = data.hex()
-    for index, char in enumerate(text):
-        if not char.isdigit():
-            raise FrameError("bad_bcd", offset + index // 2, f"{what}: nibble {char.upper()} in {text.upper()} is "
-                             "not a decimal digit")
-    return text
+    if text.isdigit() or not text:
+        return text
+    index = next(i for i, char in enumerate(text) if not char.isdigit())
+    raise FrameError("bad_bcd", offset + index // 2, f"{what}: nibble {text[index].upper()} in {text.upper()} is "
+                     "not a decimal digit")
 
 
 def to_bcd(value: int, size: int) -> bytes:
