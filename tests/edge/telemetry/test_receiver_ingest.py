@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from telemetry_testkit import IngestRun, sl651_report, stations_district, szy206_report
 
 from canalflow.contract import M
@@ -56,3 +57,52 @@ def test_station_readings_are_stored_by_ingest_and_confirmed(make_mosquitto: Cal
     assert set(by_point) == {"L11-HEAD", "V01-IN"}
     assert by_point["V01-IN"]["flow"] == 0.2 and by_point["V01-IN"]["totaliser"] == 4200
     assert by_point["L11-HEAD"]["level"] == 0.3 and by_point["L11-HEAD"]["flow"] > 0
+
+
+def test_simulated_stations_volumes_match_the_truth(make_mosquitto: Callable[..., Mosquitto], influx: InfluxV1,
+                                                    tmp_path: Path) -> None:
+    """Two simulated hours of both stations through ingest: the stored series give the true volumes."""
+    from canalflow.clock import SimClock
+    from canalflow.volume import Series, window_volume
+    from edge.telemetry.simstation import SimStation, truth_values
+    from firmware_sim.truth import Truth
+
+    broker = make_mosquitto()
+    path = stations_district(tmp_path)
+    district = load_district(path)
+    truth = Truth(district)
+    start = truth.rounds[0][1] + 86_400_000  # a day into the first round
+    clock = SimClock.starting_at(start, speed=600.0)
+    ingest = IngestRun(tmp_path, path, broker.url, influx.url, influx.database)
+    receiver = StationReceiver(district, "RX-1", mqtt_url=broker.url, buffer_path=tmp_path / "rx.db", clock=clock)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(receiver.run())
+        try:
+            await asyncio.wait_for(receiver.ready.wait(), 10)
+            assert receiver.port is not None
+            sims = [SimStation(st, truth_values(truth, st.point), host="127.0.0.1", port=receiver.port, clock=clock,
+                               zone=district.tz, keepalive_s=3600) for st in district.stations.values()]
+            runs = [asyncio.create_task(sim.run()) for sim in sims]
+            await asyncio.sleep(2 * 3600 / 600 + 0.5)
+            for sim in sims:
+                sim.stop()
+            await asyncio.gather(*runs)
+            await until(lambda: receiver.buffer is not None and receiver.buffer.depth == 0, 30, "ingest's confirmation")
+        finally:
+            receiver.stop()
+            await asyncio.wait_for(task, 30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        ingest.stop()
+    for point, tolerance in (("V01-IN", 0.005), ("L11-HEAD", 0.02)):  # totaliser in whole m3; rated level
+        rows = influx.query(f'SELECT "flow", "totaliser", "qcode" FROM "{M.readings}" WHERE "point" = \'{point}\'',
+                            epoch="ms")
+        series = Series.from_rows(dict(zip(rows[0]["columns"], values, strict=True)) for values in rows[0]["values"])
+        assert len(series) >= 20, point
+        t0, t1 = int(series.ts_ms[0]), int(series.ts_ms[-1])
+        got = window_volume(series, t0, t1, max_gap_ms=3_600_000)
+        true = truth.volume_m3(point, t0, t1)
+        assert true > 10 and got.volume_m3 == pytest.approx(true, rel=tolerance), (point, got, true)
