@@ -915,9 +915,12 @@ def _check_station_elements(station: Station, point: Point | None, at: tuple[str
         problem = element_problem(station.protocol, ref)
         if problem:
             rep.add((*at, "elements", quantity), problem[0], problem[1])
-    for quantity in station.scale:
+    for quantity, factor in station.scale.items():
         if quantity not in station.elements:
             rep.add((*at, "scale", quantity), f"scale for {quantity!r}, which elements does not map")
+        elif not factor > 0:
+            rep.add((*at, "scale", quantity), f"scale {factor} is not positive", "a factor to the SI unit, e.g. "
+                    "0.000277778 for m3/h -> m3/s")
     mapped = set(station.elements)
     if not mapped & {"flow", "totaliser", "level"}:
         rep.add((*at, "elements"), "the station maps none of flow, totaliser, level", "say which element is "

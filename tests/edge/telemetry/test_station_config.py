@@ -46,6 +46,10 @@ def test_check_command_accepts_it(tmp_path: Path, capsys: pytest.CaptureFixture[
     ("elements: {flow: flow, totaliser: volume}", "elements: {battery: flow}", "stations[1].elements",
      "maps none of flow, totaliser, level"),
     ("protocol: szy206", "protocol: iec104", "stations[1].protocol", "Input should be 'sl651' or 'szy206'"),
+    ("timezone: Asia/Chongqing", "timezone: Asia/Chongqing, scale: {flow: 0}", "stations[1].scale.flow",
+     "scale 0.0 is not positive"),
+    ("timezone: Asia/Chongqing", "timezone: Asia/Chongqing, scale: {level: 2}", "stations[1].scale.level",
+     "which elements does not map"),
 ])
 def test_each_station_problem_names_its_field_and_line(tmp_path: Path, old: str, new: str, field: str,
                                                        message: str) -> None:
