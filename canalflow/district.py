@@ -251,6 +251,22 @@ class Tolerances(Model):
     min_coverage: float = Field(default=0.9, gt=0, le=1)  # below: window reported incomplete
 
 
+class Station(Model):
+    """A telemetry station that dials in (SL 651 or SZY 206) and feeds one metering point (docs/stations.md)."""
+
+    id: Id
+    name: str = ""
+    protocol: Literal["sl651", "szy206"]
+    address: str = Field(pattern=r"^[0-9A-Fa-f]{10}$")  # the 5 address bytes as sent, 10 hex digits
+    centre: int | None = Field(default=None, ge=1, le=255)  # SL 651 centre address
+    password: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{4}$")  # SL 651, 4 hex digits
+    point: Id
+    timezone: str | None = None  # the station clock's zone; None = the district's
+    elements: dict[str, str] = Field(min_length=1)  # wire quantity -> SL 651 identifier / SZY 206 field
+    scale: dict[str, float] = {}  # wire quantity -> factor to its SI unit (e.g. m3/h -> m3/s: 0.000277778)
+    max_clock_skew_s: float = Field(default=600.0, gt=0)  # beyond: readings are flagged, not dropped
+
+
 class DistrictFile(Model):
     version: Literal[1] = 1
     district: Info
@@ -268,6 +284,7 @@ class DistrictFile(Model):
     tariffs: tuple[Tariff, ...] = ()
     targets: Targets = Targets()
     tolerances: Tolerances = Tolerances()
+    stations: tuple[Station, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,6 +393,10 @@ class District:
     @cached_property
     def tariffs(self) -> dict[str, Tariff]:
         return {t.id: t for t in self.spec.tariffs}
+
+    @cached_property
+    def stations(self) -> dict[str, Station]:
+        return {s.id: s for s in self.spec.stations}
 
     @cached_property
     def headworks(self) -> dict[str, Headworks]:
@@ -517,7 +538,7 @@ def _structure_problems(exc: ValidationError, model: type[Model], rep: _Reporter
 
 _ITEM_MODELS: dict[str, type[Model]] = {
     "headworks": Headworks, "canals": Canal, "gateways": Gateway, "points": Point, "townships": Township,
-    "crops": Crop, "units": BillingUnit, "seasons": Season, "tariffs": Tariff,
+    "crops": Crop, "units": BillingUnit, "seasons": Season, "tariffs": Tariff, "stations": Station,
 }
 
 
@@ -642,6 +663,7 @@ def check_semantics(
     _check_points(spec, ids, profiles, rep)
     _check_units(spec, ids, rep)
     _check_seasons_and_tariffs(spec, ids, rep)
+    _check_stations(spec, ids, rep)
 
 
 def _check_timezone(spec: DistrictFile, rep: _Reporter) -> None:
@@ -719,6 +741,7 @@ def _check_cycles(spec: DistrictFile, rep: _Reporter) -> None:
 def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[str, Any], rep: _Reporter) -> None:
     canals = {c.id: c for c in spec.canals}
     addresses: dict[tuple[str, int], str] = {}
+    by_station = {s.point for s in spec.stations}  # reached through a telemetry receiver: no Modbus unit id
     for index, point in enumerate(spec.points):
         at = ("points", index)
         canal = canals.get(point.canal)
@@ -730,7 +753,7 @@ def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[s
             rep.add((*at, "gateway"), f"unknown gateway {point.gateway!r}", "declare it under gateways:")
         else:
             key = (point.gateway, point.unit_id)
-            if key in addresses:
+            if key in addresses and point.id not in by_station:
                 rep.add((*at, "unit_id"), f"unit id {point.unit_id} on gateway {point.gateway!r} is already used by point {addresses[key]!r}", "each meter on a bus needs its own unit id")
             addresses[key] = point.id
         profile = profiles.get(point.profile)
@@ -825,3 +848,71 @@ def _check_bands(tariff: Tariff, index: int, rep: _Reporter) -> None:
         previous = band.up_to or previous
     if tariff.bands[0].multiplier != 1:
         rep.add(("tariffs", index, "bands", 0, "multiplier"), "use within the first band is charged at the base price", "set multiplier: 1.0", "warning")
+
+
+def _check_stations(spec: DistrictFile, ids: dict[str, set[str]], rep: _Reporter) -> None:
+    """Telemetry stations: the point each feeds, unique addresses, protocol fields, element mapping."""
+    points = {p.id: p for p in spec.points}
+    _duplicates(enumerate(s.id for s in spec.stations), "stations", rep)
+    fed: dict[str, str] = {}
+    addresses: dict[tuple[str, str], str] = {}
+    for index, station in enumerate(spec.stations):
+        at = ("stations", index)
+        point = points.get(station.point)
+        if point is None and station.point not in ids["points"]:
+            rep.add((*at, "point"), f"unknown point {station.point!r}", "declare it under points: (its gateway is "
+                    "the receiver's, see docs/stations.md)")
+        elif station.point in fed:
+            rep.add((*at, "point"), f"point {station.point!r} is already fed by station {fed[station.point]!r}",
+                    "one station per metering point")
+        fed.setdefault(station.point, station.id)
+        key = (station.protocol, station.address.upper())
+        if key in addresses:
+            rep.add((*at, "address"), f"{station.protocol} address {station.address} is already station "
+                    f"{addresses[key]!r}'s", "every station needs its own address")
+        addresses.setdefault(key, station.id)
+        _check_station_protocol(station, at, rep)
+        _check_station_elements(station, point, at, rep)
+        if station.timezone is not None:
+            try:
+                ZoneInfo(station.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                rep.add((*at, "timezone"), f"unknown time zone {station.timezone!r}", "use an IANA name such as "
+                        "Asia/Shanghai, or leave it out for the district's")
+
+
+def _check_station_protocol(station: Station, at: tuple[str, int], rep: _Reporter) -> None:
+    if station.protocol == "sl651":
+        for name in ("centre", "password"):
+            if getattr(station, name) is None:
+                rep.add((*at, name), f"an SL 651 station needs its {name}", "the centre address (1-255) and the "
+                        "4-hex-digit password the RTU is set to")
+    elif station.centre is not None:
+        rep.add((*at, "centre"), "centre is an SL 651 field", "leave it out for an SZY 206 terminal")
+
+
+def _check_station_elements(station: Station, point: Point | None, at: tuple[str, int], rep: _Reporter) -> None:
+    from canalflow.contract import QUANTITIES
+    from edge.telemetry.stations import element_problem  # pure decoder tables: the one vocabulary
+
+    for quantity, ref in station.elements.items():
+        if quantity not in QUANTITIES:
+            rep.add((*at, "elements", quantity), f"unknown quantity {quantity!r}",
+                    f"one of {', '.join(QUANTITIES)}")
+            continue
+        problem = element_problem(station.protocol, ref)
+        if problem:
+            rep.add((*at, "elements", quantity), problem[0], problem[1])
+    for quantity, factor in station.scale.items():
+        if quantity not in station.elements:
+            rep.add((*at, "scale", quantity), f"scale for {quantity!r}, which elements does not map")
+        elif not factor > 0:
+            rep.add((*at, "scale", quantity), f"scale {factor} is not positive", "a factor to the SI unit, e.g. "
+                    "0.000277778 for m3/h -> m3/s")
+    mapped = set(station.elements)
+    if not mapped & {"flow", "totaliser", "level"}:
+        rep.add((*at, "elements"), "the station maps none of flow, totaliser, level", "say which element is "
+                "the flow, the cumulative volume (totaliser) or the level")
+    elif point is not None and not mapped & {"flow", "totaliser"} and not point.ratings:
+        rep.add((*at, "elements"), f"the station reports a level only, so point {point.id!r} needs a rating",
+                "add ratings: to the point (docs/district-file.md)")

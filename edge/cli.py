@@ -16,6 +16,7 @@ from typing import Any
 
 from edge import tools
 from edge.config import ConfigError
+from edge.telemetry import cli as telemetry_cli
 
 RUN_EXAMPLE = """examples:
   # poll gateway GW-B1 of the district, endpoints and clock from a running fleet simulator
@@ -33,6 +34,7 @@ EDGE_EXAMPLE = """examples:
   canalflow edge scan --host 192.168.1.20:502 --units 1-30
   canalflow edge probe --words 0x806B,0x4212
   canalflow edge rating parshall --throat-mm 610 --ha-m 0.35
+  canalflow edge decode --protocol sl651 7e7e011090330853a0002f000802009f26020209410003bde3
 
 Each action has its own --help with examples."""
 
@@ -74,6 +76,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=run_agent)
     tools.register(actions)
+    telemetry_cli.register(actions)
 
 
 def _setup_logging(verbose: bool) -> None:
