@@ -163,7 +163,7 @@ def _free_port() -> int:
 
 
 def run() -> list[dict[str, Any]]:
-    from canalflow.services import Mosquitto
+    from testbed.services import Mosquitto
 
     with tempfile.TemporaryDirectory(prefix="bench-stations-") as tmp_name:
         tmp = Path(tmp_name)

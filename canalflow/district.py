@@ -893,7 +893,7 @@ def _check_station_protocol(station: Station, at: tuple[str, int], rep: _Reporte
 
 def _check_station_elements(station: Station, point: Point | None, at: tuple[str, int], rep: _Reporter) -> None:
     from canalflow.contract import QUANTITIES
-    from edge.telemetry.stations import element_problem  # pure decoder tables: the one vocabulary
+    from canalflow.station_elements import element_problem
 
     for quantity, ref in station.elements.items():
         if quantity not in QUANTITIES:

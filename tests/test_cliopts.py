@@ -18,7 +18,7 @@ import pytest
 from billing.cli import resolve_window
 from canalflow.cli import build_parser, main
 from canalflow.cliopts import OptionError, Window, parse_window, window_from_args
-from canalflow.contract import Reading, ReadingBatch, reading_lines
+from canalflow.contract import M, Reading, ReadingBatch, reading_lines, source_of
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
 from dashboards.cli import parse_window as dashboards_window
@@ -133,7 +133,7 @@ def test_billing_ingest_dashboards_and_fleet_cover_the_same_instants_for_from_d_
 
     assert main(["ingest", "rollup", "--district", str(DEMO), "--from", D, "--to", D, "--intervals", "1d"]) == 0
     capsys.readouterr()
-    rows = influx.query_points('SELECT "volume_m3" FROM "volume" WHERE "interval" = \'1d\' GROUP BY "point"')
+    rows = influx.query_points(f'SELECT "volume_m3" FROM {source_of(M.volume)} WHERE "interval" = \'1d\' GROUP BY "point"')
     assert {r["time"] for r in rows} == {DAY_START}  # one local day: D, and not the day before or after
     by_point = {r["point"]: r["volume_m3"] for r in rows}
     assert set(by_point) >= set(totalised)

@@ -18,7 +18,7 @@ import pytest
 
 from billing.vee import estimate_from_balance
 from canalflow import seepage
-from canalflow.contract import Reading, ReadingBatch, reading_lines
+from canalflow.contract import M, Reading, ReadingBatch, reading_lines, source_of
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
 from canalflow.volume import VolumeResult
@@ -125,7 +125,7 @@ def test_one_reach_has_the_same_expected_loss_from_all_four_users(demo: District
     influx.write_lines(truth_lines(demo, truth))
     common = ["--district", str(DEMO), "--influx", influx.url, "--db", influx.database, "--from", FROM, "--to", TO]
     canalflow("ingest", "rollup", *common, "--intervals", "1d")
-    [balance] = influx.query_points(f'SELECT * FROM "balance" WHERE "reach" = \'{REACH}\' AND time = {T0}ms')
+    [balance] = influx.query_points(f'SELECT * FROM {source_of(M.balance)} WHERE "reach" = \'{REACH}\' AND time = {T0}ms')
     report = json.loads(canalflow("billing", "efficiency", *common, "--json"))
     [efficiency] = [r for r in report["reaches"] if r["reach"] == REACH]
 

@@ -10,30 +10,14 @@ it). Values are scaled to the wire's SI units with the station's ``scale``.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from canalflow.station_elements import SZY206_REF, element_problem
 from edge.telemetry import sl651, szy206
 
-_SL651_REF = re.compile(r"^(?:[0-9A-Fa-f]{2}|[Ff]{2}[0-9A-Fa-f]{2})$")
-_SZY206_REF = re.compile(r"^([a-z]+)(?:\.(\d+))?$")
-
-
-def element_problem(protocol: str, ref: str) -> tuple[str, str] | None:
-    """Why ``ref`` names no element of ``protocol`` (message, hint), or None when it does."""
-    if protocol == "sl651":
-        if _SL651_REF.match(ref) and int(ref, 16) not in (0xF0, 0xF1, 0x04):
-            return None
-        return (f"{ref!r} is no SL 651 element identifier", "write the identifier as hex: '39' water level, "
-                "'27' flow, '38' voltage, 'FF01' a user-defined element (docs/stations.md)")
-    match = _SZY206_REF.match(ref)
-    names = sorted({spec.name for _, specs in szy206.FUNCTIONS.values() for spec in specs})
-    if match and match.group(1) in names:
-        return None
-    return (f"{ref!r} is no SZY 206 field", f"one of {', '.join(names)}, with .N for the N-th meter (from 0)")
-
+__all__ = ["Mapped", "element_problem", "sl651_values", "szy206_values"]
 
 @dataclass(frozen=True)
 class Mapped:
@@ -64,7 +48,7 @@ def szy206_values(station: Any, frame: szy206.Frame, zone: ZoneInfo, now_ms: int
     """The mapped quantities of a C0/B0 frame, stamped with its time label (or ``now_ms`` without one)."""
     wanted = {}
     for quantity, ref in station.elements.items():
-        match = _SZY206_REF.match(ref)
+        match = SZY206_REF.match(ref)
         if match:
             wanted[(match.group(1), int(match.group(2) or 0))] = quantity
     values = {wanted[(v.name, v.index)]: float(v.value) * station.scale.get(wanted[(v.name, v.index)], 1.0)

@@ -7,7 +7,7 @@ import pytest
 from billing.ledger import open_ledger
 from billing.run import run_billing
 from billing.window import DAY_MS, BillingError, season_window
-from canalflow.contract import M, line
+from canalflow.contract import M, line, policy_of
 
 
 def test_a_manual_edit_is_never_silently_ignored_by_the_rollups_source(influx, demo, tmp_path):
@@ -15,7 +15,7 @@ def test_a_manual_edit_is_never_silently_ignored_by_the_rollups_source(influx, d
     t1 = t0 + 2 * DAY_MS
     p = demo.points["V01-IN"]
     tags = {"district": demo.id, "point": p.id, "canal": p.canal, "role": p.role.value, "interval": "1d"}
-    influx.write_lines([line(M.volume, tags, {"volume_m3": 1000.0, "coverage": 1.0, "estimated_share": 0.0}, t0 + d * DAY_MS) for d in range(2)])
+    influx.write_lines([line(M.volume, tags, {"volume_m3": 1000.0, "coverage": 1.0, "estimated_share": 0.0}, t0 + d * DAY_MS) for d in range(2)], rp=policy_of(M.volume))
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     open_ledger(url).add_edit(demo.id, "V01-IN", t0, t0 + DAY_MS, 400.0, "clerk", "meter flooded")
 

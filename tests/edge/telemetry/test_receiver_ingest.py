@@ -12,8 +12,8 @@ from telemetry_testkit import IngestRun, sl651_report, stations_district, szy206
 from canalflow.contract import M
 from canalflow.district import load_district
 from canalflow.influx import InfluxV1
-from canalflow.services import Mosquitto
 from edge.telemetry.receiver import StationReceiver
+from testbed.services import Mosquitto
 
 
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -45,7 +45,7 @@ def test_check_command_accepts_it(tmp_path: Path, capsys: pytest.CaptureFixture[
     ("timezone: Asia/Chongqing", "timezone: Mars/Olympus", "stations[1].timezone", "unknown time zone"),
     ("elements: {flow: flow, totaliser: volume}", "elements: {battery: flow}", "stations[1].elements",
      "maps none of flow, totaliser, level"),
-    ("protocol: szy206", "protocol: iec104", "stations[1].protocol", "Input should be 'sl651' or 'szy206'"),
+    ("protocol: szy206", "protocol: iec104", "stations[1].protocol", "'iec104' is not a valid protocol"),
     ("timezone: Asia/Chongqing", "timezone: Asia/Chongqing, scale: {flow: 0}", "stations[1].scale.flow",
      "scale 0.0 is not positive"),
     ("timezone: Asia/Chongqing", "timezone: Asia/Chongqing, scale: {level: 2}", "stations[1].scale.level",
