@@ -8,12 +8,16 @@ Figures, each with its method, the data coverage behind it, and its target where
   withdrawal); η > 1 is flagged as a data error, never reported as a gain.
 - **Canal η**: Σ outflows (lower canals, intakes, outfalls) / diversion into the canal.
 - **Level η**: Σ outflows / Σ inflows over the canals of one level (main, branch, lateral, farm).
-- **Canal-system η**, three ways:
+- **Canal-system η**: the official figure (``official``, :mod:`canalflow.coefficients`: delivered
+  at the intakes ÷ (diversion − outfall water declared ``return``); tail spill is a loss) is the
+  headline of the report, the KPIs and the dashboards. Diagnostics, each with its difference from
+  the official figure in words:
   ``graph`` (path-weighted): delivered / (diverted − Σ outfall / Π η along the outfall's path);
-  every delivery's water is traced up its own path, so a skip-level offtake is counted right;
+  every delivery's water is traced up its own path, so a skip-level offtake is counted right, and
+  outfall water is left out of the system altogether;
   ``level_product``: Π level η — equal to the graph figure only for series or equivalent-parallel
   layouts, shown with a warning naming the skip-level canals when there are any;
-  ``delivered_over_diverted``: the plain ratio (an outfall spill counts as loss).
+  ``delivered_over_diverted``: the plain ratio (every outfall, returns too, counts as loss).
 - **Field and whole district**: η_f weighted by delivered volume from the units'
   ``field_efficiency``; η = η_sys × η_f (``field_coefficients``) and by the head-tail method
   Σ w_k·A_k / W_gross with the crops' typical net depths (``head_tail``; meaningful over a season).
@@ -31,6 +35,7 @@ from typing import Any
 
 from billing.allocation import units_by_point
 from billing.volumes import volume_source
+from canalflow.coefficients import DEFINITION, SystemBalance, SystemPoints, system_points
 from canalflow.contract import M, line
 from canalflow.district import CanalLevel, District, Point, PointRole
 from canalflow.influx import InfluxV1
@@ -90,11 +95,17 @@ class EfficiencyReport:
     reaches: tuple[ReachBalance, ...]
     canals: dict[str, Figure]
     levels: dict[str, Figure]
-    system: dict[str, Figure]  # graph, level_product, delivered_over_diverted
+    system: dict[str, Figure]  # official (the headline), then the diagnostics graph, level_product, delivered_over_diverted
     field: Figure
     whole: dict[str, Figure]  # field_coefficients, head_tail
     warnings: tuple[str, ...] = field(default=())
     canal_volumes: dict[str, tuple[float, float]] = field(default_factory=dict)  # canal -> (in, out) m3
+    balance: SystemBalance | None = None  # the official figure's volumes
+
+    @property
+    def canal_system(self) -> Figure:
+        """The official canal-system coefficient (:mod:`canalflow.coefficients`)."""
+        return self.system["official"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +118,7 @@ class EfficiencyReport:
             "field": self.field.to_dict(),
             "whole": {k: v.to_dict() for k, v in self.whole.items()},
             "warnings": list(self.warnings),
+            "canal_system": self.canal_system.to_dict() | {"definition": DEFINITION, "balance": asdict(self.balance) if self.balance else None},
         }
 
 
@@ -234,20 +246,54 @@ def _path_product(district: District, canal_id: str, etas: Mapping[str, float | 
     return product
 
 
-def system_figures(district: District, volumes: Mapping[str, VolumeResult], flows: Mapping[str, _CanalFlow], levels: Mapping[str, Figure]) -> tuple[dict[str, Figure], list[str]]:
+def official_figure(district: District, volumes: Mapping[str, VolumeResult]) -> tuple[Figure, SystemBalance]:
+    """The official canal-system coefficient and its balance (:mod:`canalflow.coefficients`)."""
+    pts = system_points(district)
+    diverted = _diverted(pts, volumes)
+    delivered, returned, spilled = (_sum(group, volumes) for group in (pts.deliveries, pts.returns, pts.spills))
+    balance = SystemBalance(diverted.volume, delivered.volume, returned.volume, spilled.volume)
+    fig = _figure("canal_system", balance.delivered_m3, balance.gross_m3, "official", [diverted, delivered, returned],
+                  district.spec.targets.canal_system)
+    if fig.value is not None:
+        fig = Figure(fig.name, fig.value, fig.method, fig.coverage, False, fig.target, fig.flags, _balance_words(balance))
+    return fig, balance
+
+
+def _diverted(pts: SystemPoints, volumes: Mapping[str, VolumeResult]) -> _Sum:
+    diverted = _sum(pts.diversions, volumes)
+    if pts.unmetered_heads:
+        diverted.incomplete, diverted.coverage = True, 0.0
+        diverted.missing += [f"{c}:no diversion point" for c in pts.unmetered_heads]
+    return diverted
+
+
+def _balance_words(balance: SystemBalance) -> str:
+    words = [DEFINITION]
+    if balance.diverted_m3 > 0:
+        words.append(f"tail spill {balance.spilled_m3 / balance.diverted_m3:.1%} of diversion (a loss)")
+        if balance.returned_m3:
+            words.append(f"returned to the source {balance.returned_m3 / balance.diverted_m3:.1%} of diversion (deducted)")
+    return "; ".join(words)
+
+
+def _diagnostic(fig: Figure, official: Figure, why: str) -> Figure:
+    """A diagnostic figure with its difference from the official one in words."""
+    if fig.value is None or official.value is None:
+        note = "; ".join(n for n in (fig.note, f"diagnostic: {why}") if n)
+    else:
+        diff = (fig.value - official.value) * 100
+        note = "; ".join(n for n in (fig.note, f"diagnostic, {diff:+.1f} points against the official figure: {why}") if n)
+    return Figure(fig.name, fig.value, fig.method, fig.coverage, fig.incomplete, fig.target, fig.flags, note)
+
+
+def system_figures(district: District, volumes: Mapping[str, VolumeResult], flows: Mapping[str, _CanalFlow], levels: Mapping[str, Figure]) -> tuple[dict[str, Figure], list[str], SystemBalance]:
     target = district.spec.targets.canal_system
     warnings: list[str] = []
-    mains = [c for c in district.spec.canals if c.source in district.headworks]
-    diverted = _Sum()
-    for canal in mains:
-        f = flows[canal.id].inflow
-        diverted.volume += f.volume
-        diverted.coverage = min(diverted.coverage, f.coverage)
-        diverted.incomplete |= f.incomplete
-        diverted.missing += f.missing
-    intakes = [p for p in district.spec.points if p.role is PointRole.intake]
-    outfalls = [p for p in district.spec.points if p.role is PointRole.outfall]
-    delivered, returned = _sum(intakes, volumes), _sum(outfalls, volumes)
+    official, balance = official_figure(district, volumes)
+    pts = system_points(district)
+    outfalls = pts.returns + pts.spills
+    diverted = _diverted(pts, volumes)
+    delivered, returned = _sum(pts.deliveries, volumes), _sum(outfalls, volumes)
     etas = {c: f.eta for c, f in flows.items()}
     returned_gross = 0.0
     path_ok = True
@@ -280,9 +326,15 @@ def system_figures(district: District, volumes: Mapping[str, VolumeResult], flow
     flags = (("skip_level",) if skip else ()) + (("eta_above_1",) if product_value is not None and product_value > 1 else ())
     product = Figure("canal_system", product_value, "level_product", min((f.coverage for f in levels.values()), default=0.0),
                      product_incomplete, target, flags, note)
-    plain = _figure("canal_system", delivered.volume, diverted.volume, "delivered_over_diverted", [diverted, delivered], target,
-                    "outfall spill counted as loss")
-    return {"graph": graph, "level_product": product, "delivered_over_diverted": plain}, warnings
+    plain = _figure("canal_system", delivered.volume, diverted.volume, "delivered_over_diverted", [diverted, delivered], target)
+    spill = f"tail spill {balance.spill_share:.1%} of diversion" if balance.spill_share is not None else "tail spill"
+    returned_words = "outfall water declared return counts as loss here" if pts.returns else "equal to the official figure while no outfall is declared return"
+    return {
+        "official": official,
+        "graph": _diagnostic(graph, official, f"leaves outfall water (traced up its path) out of the diversion, so {spill} is not counted as a loss"),
+        "level_product": _diagnostic(product, official, "product of level efficiencies; outfall water leaves each level as an outflow, not a loss"),
+        "delivered_over_diverted": _diagnostic(plain, official, f"every outfall counted as loss; {returned_words}"),
+    }, warnings, balance
 
 
 def level_figures(district: District, flows: Mapping[str, _CanalFlow]) -> dict[str, Figure]:
@@ -358,21 +410,20 @@ def efficiency_report(
         for c, f in flows.items()
     }
     levels = level_figures(district, flows)
-    system, warnings = system_figures(district, volumes, flows, levels)
-    diverted = sum(flows[c.id].inflow.volume for c in district.spec.canals if c.source in district.headworks)
-    field_fig, whole = field_and_whole(district, volumes, system["graph"], diverted, season_kind)
+    system, warnings, balance = system_figures(district, volumes, flows, levels)
+    field_fig, whole = field_and_whole(district, volumes, system["official"], balance.gross_m3, season_kind)
     warnings += [f"reach {r.canal}/{r.reach}: loss {r.loss_m3:.0f} m3 is {r.loss_m3 / r.expected_loss_m3:.1f}x the expected seepage {r.expected_loss_m3:.0f} m3" for r in reaches if r.anomaly]
     warnings += [f"reach {r.canal}/{r.reach}: {r.out_m3:.0f} m3 out for {r.in_m3:.0f} m3 in is a data error (check the meters {', '.join(r.inflow_points + r.outflow_points)})"
                  for r in reaches if "eta_above_1" in r.flags]
     canal_volumes = {c: (f.inflow.volume, f.outflow.volume) for c, f in flows.items()}
-    return EfficiencyReport(district.id, t0_ms, t1_ms, tuple(reaches), canals, levels, system, field_fig, whole, tuple(warnings), canal_volumes)
+    return EfficiencyReport(district.id, t0_ms, t1_ms, tuple(reaches), canals, levels, system, field_fig, whole, tuple(warnings), canal_volumes, balance)
 
 
 def kpi_lines(report: EfficiencyReport, ts_ms: int | None = None) -> list[str]:
     """Line protocol for Grafana, measurement ``efficiency`` (tags as dashboards/kpis.py reads them).
 
-    scope ``system`` is the graph (path-weighted) figure; ``system_level_product`` and
-    ``system_delivered_over_diverted`` the other methods; ``canal`` (tag canal), ``level`` (tag
+    scope ``system`` is the official canal-system figure (:mod:`canalflow.coefficients`);
+    ``system_graph``, ``system_level_product`` and ``system_delivered_over_diverted`` the diagnostics; ``canal`` (tag canal), ``level`` (tag
     level), ``field`` and ``whole`` (tag method). Incomplete figures carry no ``eta`` field.
     """
     ts = ts_ms if ts_ms is not None else report.t1_ms
@@ -393,7 +444,7 @@ def kpi_lines(report: EfficiencyReport, ts_ms: int | None = None) -> list[str]:
     for level, fig in report.levels.items():
         add({"scope": "level", "level": level}, fig)
     for method, fig in report.system.items():
-        add({"scope": "system" if method == "graph" else f"system_{method}"}, fig)
+        add({"scope": "system" if method == "official" else f"system_{method}"}, fig)
     add({"scope": "field"}, report.field)
     for method, fig in report.whole.items():
         add({"scope": "whole", "method": method}, fig)

@@ -415,8 +415,26 @@ class Figure(Schema):
     meets_target: bool | None
 
 
+class SystemBalance(Schema):
+    """The volumes (m3) behind the official canal-system figure (canalflow.coefficients.SystemBalance)."""
+
+    diverted_m3: float
+    delivered_m3: float
+    returned_m3: float = Field(description="outfall water declared return: deducted from the gross diversion")
+    spilled_m3: float = Field(description="outfall water declared spill (the default): a loss of the system")
+
+
+class CanalSystem(Figure):
+    """The official canal-system coefficient (the headline), its definition and balance."""
+
+    definition: str
+    balance: SystemBalance | None
+
+
 class Efficiency(Schema):
-    """Water-use efficiency of a window: reach balances, canal and system figures (floats: estimates, not money)."""
+    """Water-use efficiency of a window: reach balances, canal and system figures (floats: estimates, not money).
+
+    ``canal_system`` is the official figure (also ``system.official``); the other ``system`` methods are diagnostics."""
 
     district: str
     window: Window
@@ -427,6 +445,7 @@ class Efficiency(Schema):
     field: Figure
     whole: dict[str, Figure]
     warnings: list[str]
+    canal_system: CanalSystem
 
 
 class ValidationIssue(Schema):

@@ -140,6 +140,8 @@ class Point(Model):
     feeds: Id | None = None  # diversion: the canal it measures into (its head is at `km` of `canal`)
     allocation: Literal["metered", "area"] = "area"  # how units sharing this intake split it
     poll: PollSpec = PollSpec()
+    # outfall: what its water is in the canal-system coefficient (canalflow.coefficients); None = spill
+    outfall_kind: Literal["spill", "return"] | None = None
 
 
 class Township(Model):
@@ -465,6 +467,10 @@ class District:
                 outflow.append(point)
         return inflow, outflow
 
+    def outfall_kind(self, point: Point) -> Literal["spill", "return"]:
+        """An outfall's water: ``spill`` (to a drain, a loss; the default) or ``return`` (to the source, not withdrawn)."""
+        return point.outfall_kind or "spill"
+
     def intake_points(self, unit_id: str) -> list[Point]:
         return [self.points[p] for p in self.units[unit_id].charging_points]
 
@@ -763,6 +769,8 @@ def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[s
             bounds = {r.from_km for r in canal.reach_list[1:]}
             if point.km not in bounds:
                 rep.add((*at, "km"), f"a section point must sit on a reach boundary of {canal.id!r} (km {sorted(bounds) or 'none'})")
+        if point.outfall_kind is not None and point.role is not PointRole.outfall:
+            rep.add((*at, "outfall_kind"), f"only an outfall declares outfall_kind; {point.id!r} is a {point.role.value} point", "remove outfall_kind or make the point role: outfall")
         _check_rating_order(point, at, rep)
     _check_diversions(spec, rep)
 

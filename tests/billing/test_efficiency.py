@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from billing_synth import network_volumes, volume_result
+from billing_synth import DEMO, network_volumes, volume_result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.efficiency import efficiency_report
+from billing.efficiency import efficiency_report, kpi_lines
+from canalflow.district import DistrictError, load_district
 
 DAY = 86_400_000
 DELIVERIES = {
@@ -17,6 +18,16 @@ DELIVERIES = {
     "WUA1-IN": 40_000, "OP1-IN": 50_000, "V08-IN": 16_000, "V09-IN": 14_000, "V10-IN": 22_000, "V11-IN": 10_000, "V12-IN": 20_000,
 }
 LEVEL_ETA = {"main": 0.95, "branch": 0.90, "lateral": 0.85}
+
+
+DEMO_TEXT = DEMO.read_text(encoding="utf-8")
+
+
+def copy_demo(tmp_path, text):
+    """The demo district file as an operator edited it (it uses the built-in profiles only)."""
+    path = tmp_path / DEMO.name
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def eta_by_level(demo):
@@ -75,6 +86,39 @@ def test_outfalls_are_returned_not_delivered(demo):
     assert rep.system["delivered_over_diverted"].value < rep.system["graph"].value
 
 
+def test_official_figure_counts_spill_as_loss_and_deducts_returns(demo, tmp_path):
+    outfalls = {"M1-TAIL": 5_000.0, "B2-TAIL": 2_000.0, "B3-TAIL": 1_000.0}
+    true = network_volumes(demo, DELIVERIES, eta_by_level(demo), outfalls)
+    delivered = sum(DELIVERIES.values())
+    rep = report_of(demo, true)
+    official = rep.canal_system
+    assert official is rep.system["official"] and official.method == "official"
+    assert official.value == pytest.approx(delivered / true["M1-HEAD"], rel=1e-12)  # every outfall spills by default
+    assert rep.balance.spilled_m3 == 8_000 and rep.balance.returned_m3 == 0
+    assert f"tail spill {8_000 / true['M1-HEAD']:.1%} of diversion" in official.note
+    assert "diagnostic" in rep.system["graph"].note and "points against the official figure" in rep.system["graph"].note
+    # the operator declares M1's tail a return to the river: its water is deducted from the gross diversion
+    text = DEMO_TEXT.replace("canal: M1, km: 30, gateway: GW-MAIN, unit_id: 4,", "canal: M1, km: 30, gateway: GW-MAIN, unit_id: 4, outfall_kind: return,")
+    assert text != DEMO_TEXT
+    returning = load_district(copy_demo(tmp_path, text))
+    rep = report_of(returning, true)
+    assert rep.canal_system.value == pytest.approx(delivered / (true["M1-HEAD"] - 5_000), rel=1e-12)
+    assert rep.balance.returned_m3 == 5_000 and rep.balance.spilled_m3 == 3_000
+    assert "returned to the source" in rep.canal_system.note
+    system_kpis = [line for line in kpi_lines(rep) if ",scope=system " in line]
+    assert len(system_kpis) == 1 and "method=\"official\"" in system_kpis[0]
+    assert f"eta={rep.canal_system.value!r}" in system_kpis[0]
+
+
+def test_outfall_kind_only_on_outfalls(tmp_path):
+    text = DEMO_TEXT.replace("canal: M1, km: 12, gateway: GW-MAIN, unit_id: 2,", "canal: M1, km: 12, gateway: GW-MAIN, unit_id: 2, outfall_kind: spill,", 1)
+    assert text != DEMO_TEXT
+    with pytest.raises(DistrictError) as err:
+        load_district(copy_demo(tmp_path, text))
+    [problem] = [p for p in err.value.problems if p.severity == "error"]
+    assert problem.field.endswith("outfall_kind") and "only an outfall" in problem.message and problem.line > 0
+
+
 def test_incomplete_data_gives_no_number(demo):
     true = network_volumes(demo, DELIVERIES, eta_by_level(demo))
     rep = report_of(demo, true, coverage={"V06-IN": 0.5})
@@ -107,10 +151,10 @@ def test_field_and_whole_district(demo):
     true = network_volumes(demo, DELIVERIES, eta_by_level(demo))
     rep = report_of(demo, true)
     assert rep.field.value == pytest.approx(0.85)  # every unit has the default field efficiency
-    assert rep.whole["field_coefficients"].value == pytest.approx(rep.system["graph"].value * 0.85)
+    assert rep.whole["field_coefficients"].value == pytest.approx(rep.canal_system.value * 0.85)
     assert rep.whole["head_tail"].method == "head_tail" and rep.whole["head_tail"].value > 0
-    assert rep.system["graph"].target == 0.70 and rep.field.target == 0.85
-    assert rep.system["graph"].meets_target is (rep.system["graph"].value >= 0.70)
+    assert rep.canal_system.target == 0.70 and rep.field.target == 0.85
+    assert rep.canal_system.meets_target is (rep.canal_system.value >= 0.70)
 
 
 @settings(max_examples=60, deadline=None)

@@ -133,3 +133,30 @@ def test_check_with_a_picked_range_and_rollups_in_the_default_policy(influx: Inf
     assert canalflow(["dashboards", "check", *common, "--from", start, "--to", NOW.isoformat()]) == 0, capsys.readouterr().err
     assert canalflow(["dashboards", "check", *common, "--from", start]) == 1
     assert "--from and --to go together" in capsys.readouterr().err
+
+
+def test_daily_efficiency_chart_spans_the_picked_range_not_years(influx: InfluxV1, demo: District) -> None:
+    """One KPI point (a demo's single window): the preview's axis is the picked range, as in Grafana."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from canalflow.contract import SCOPE_SYSTEM, M, line
+    from dashboards.build import build_dashboards
+    from dashboards.preview import draw_timeseries
+    from dashboards.querycheck import TimeRange, panel_range
+
+    influx.write_lines([line(M.efficiency, {"district": demo.id, "scope": SCOPE_SYSTEM}, {"eta": 0.66, "method": "official"}, NOW_MS - 3_600_000)])
+    board = build_dashboards(demo, "en")["overview"]
+    [panel] = [p for p in board["panels"] if p["title"] == "Canal-system efficiency, official η by day"]
+    picked = TimeRange(NOW_MS - 6 * 3_600_000, NOW_MS)
+    results = [r for r in check_dashboard(board, influx, now_ms=NOW_MS, time_range=picked) if r.panel_id == panel["id"]]
+    assert [len(s["values"]) for r in results for s in r.series] == [1]
+    fig, ax = plt.subplots()
+    try:
+        draw_timeseries(ax, panel, results, demo.tz, panel_range(panel, board, NOW_MS, picked))
+        lo, hi = ax.get_xlim()
+        assert (hi - lo) <= 1.5  # days: the picked 6 h and the day bucket holding the point, not ±2 years
+        assert mdates.num2date(hi).timestamp() * 1000 >= NOW_MS - 1
+        assert ax.get_ylim() == (0.0, 100.0)  # the panel's min/max (0–1, shown in percent)
+    finally:
+        plt.close(fig)
