@@ -33,15 +33,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from billing.allocation import units_by_point
 from billing.volumes import volume_source
 from canalflow.coefficients import DEFINITION, SystemBalance, SystemPoints, system_points
 from canalflow.contract import M, line
-from canalflow.district import CanalLevel, District, Point, PointRole
+from canalflow.district import CanalLevel, District, Point, PointRole, Reach
 from canalflow.influx import InfluxV1
 from canalflow.seepage import headworks_travel_ms as travel_ms
 from canalflow.seepage import reach_expected_seepage_m3
-from canalflow.volume import VolumeResult
+from canalflow.volume import Series, VolumeResult
 
 M2_PER_MU = 10_000 / 15
 
@@ -82,6 +84,7 @@ class ReachBalance:
     incomplete: bool
     anomaly: bool
     flags: tuple[str, ...] = ()
+    storage_m3: float | None = None  # ΔS over the window (None: no level to tell); loss = in − out − ΔS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +104,7 @@ class EfficiencyReport:
     warnings: tuple[str, ...] = field(default=())
     canal_volumes: dict[str, tuple[float, float]] = field(default_factory=dict)  # canal -> (in, out) m3
     balance: SystemBalance | None = None  # the official figure's volumes
+    storage_m3: float | None = None  # Σ ΔS of the reaches whose levels tell it
 
     @property
     def canal_system(self) -> Figure:
@@ -118,7 +122,9 @@ class EfficiencyReport:
             "field": self.field.to_dict(),
             "whole": {k: v.to_dict() for k, v in self.whole.items()},
             "warnings": list(self.warnings),
-            "canal_system": self.canal_system.to_dict() | {"definition": DEFINITION, "balance": asdict(self.balance) if self.balance else None},
+            "canal_system": self.canal_system.to_dict() | {
+                "definition": DEFINITION, "balance": asdict(self.balance) if self.balance else None, "storage_m3": self.storage_m3,
+            },
         }
 
 
@@ -155,8 +161,54 @@ def _sum(points: Iterable[Point], volumes: Mapping[str, VolumeResult]) -> _Sum:
 # Reaches and canals
 
 
-def reach_balances(district: District, volumes: Mapping[str, VolumeResult], seconds: float) -> list[ReachBalance]:
-    factor = district.spec.tolerances.loss_anomaly_factor
+Levels = Mapping[str, tuple[float, float]]  # point -> (level at the window's start, at its end), m
+
+
+def edge_levels(district: District, series: Mapping[str, Series], t0_ms: int, t1_ms: int) -> dict[str, tuple[float, float]]:
+    """Each point's measured level at the window's edges (interpolated; none without a reading within ``max_gap``)."""
+    max_gap = district.spec.tolerances.max_gap_minutes * 60_000
+    out: dict[str, tuple[float, float]] = {}
+    for point_id, s in series.items():
+        level = s.values.get("level")
+        if level is None:
+            continue
+        ok = np.isfinite(level)
+        ts, hs = s.ts_ms[ok], level[ok]
+        edges = (t0_ms, t1_ms)
+        if len(ts) and all(np.min(np.abs(ts - t)) <= max_gap for t in edges):
+            h0, h1 = (float(np.interp(t, ts, hs)) for t in edges)
+            out[point_id] = (h0, h1)
+    return out
+
+
+def reach_storage_m3(district: District, canal_id: str, reach: Reach, levels: Levels) -> float | None:
+    """ΔS of a reach over the window: from its declared volume–level relation, else canal width ×
+    reach length × the mean level change of the meters measuring this canal's water on the reach."""
+    if reach.storage is not None:
+        edge = levels.get(reach.storage.point)
+        return None if edge is None else reach.storage.volume_m3(edge[1]) - reach.storage.volume_m3(edge[0])
+    canal = district.canals[canal_id]
+    first = reach.from_km == canal.reach_list[0].from_km
+    ids = [p.id for p in district.spec.points if (district.fed_canal(p) == canal_id and first) or (
+        district.fed_canal(p) is None and p.canal == canal_id and p.role is not PointRole.intake and reach.from_km <= p.km <= reach.to_km)]
+    changes = [levels[p][1] - levels[p][0] for p in ids if p in levels]
+    if not changes:
+        return None
+    return canal.width_m * (reach.to_km - reach.from_km) * 1000.0 * sum(changes) / len(changes)
+
+
+def _storage_dominated(storage: float | None, inflow: float, share: float) -> bool:
+    return storage is not None and abs(storage) > share * max(inflow, 0.0)
+
+
+def _storage_words(storage: float, inflow: float, share: float, what: str) -> str:
+    of = f" is {abs(storage) / inflow:.0%} of the {what}" if inflow > 0 else f" with no {what}"
+    return (f"window too short for the round: storage change {storage:+,.0f} m3{of} (above {share:.0%}, "
+            "tolerances.max_storage_share): canals filling or draining; take whole rounds or days of steady flow")
+
+
+def reach_balances(district: District, volumes: Mapping[str, VolumeResult], seconds: float, levels: Levels | None = None) -> list[ReachBalance]:
+    tol = district.spec.tolerances
     out: list[ReachBalance] = []
     for ref in district.reaches:
         ins, outs = district.reach_balance_points(ref.canal, ref.reach.id)
@@ -166,17 +218,21 @@ def reach_balances(district: District, volumes: Mapping[str, VolumeResult], seco
         if not ins:
             flags.append("no_inflow_meter")
         flags += [f"missing:{p}" for p in vin.missing + vout.missing]
-        loss = vin.volume - vout.volume
+        storage = reach_storage_m3(district, ref.canal, ref.reach, levels or {})
+        loss = vin.volume - vout.volume - (storage or 0.0)
         expected = reach_expected_seepage_m3(district, ref.canal, ref.reach.id, {p.id: volumes[p.id].volume_m3 for p in outs if p.id in volumes}, seconds)
-        eta = vout.volume / vin.volume if vin.volume > 0 and not incomplete else None
-        if (eta is not None and eta > 1) or (not incomplete and vin.volume <= 0 < vout.volume):
+        dominated = _storage_dominated(storage, vin.volume, tol.max_storage_share)
+        eta = (vout.volume + (storage or 0.0)) / vin.volume if vin.volume > 0 and not incomplete and not dominated else None
+        if dominated:
+            flags.append("storage_dominated")
+        if (eta is not None and eta > 1) or (not incomplete and not dominated and vin.volume <= 0 < vout.volume):
             flags.append("eta_above_1")  # more out than in (or out with nothing in): a meter error
-        anomaly = not incomplete and expected > 0 and loss > factor * expected
+        anomaly = not incomplete and not dominated and expected > 0 and loss > tol.loss_anomaly_factor * expected
         if anomaly:
             flags.append("loss_anomaly")
         out.append(ReachBalance(
             ref.canal, ref.reach.id, tuple(p.id for p in ins), tuple(p.id for p in outs), vin.volume, vout.volume,
-            loss, expected, eta, min(vin.coverage, vout.coverage), incomplete, anomaly, tuple(flags),
+            loss, expected, eta, min(vin.coverage, vout.coverage), incomplete, anomaly, tuple(flags), storage,
         ))
     return out
 
@@ -321,7 +377,7 @@ def system_figures(district: District, volumes: Mapping[str, VolumeResult], flow
     note = ""
     if skip:
         names = ", ".join(f"{c.id} ({c.level.value} from {c.source})" for c in skip)
-        note = f"invalid for this network: skip-level offtakes {names} bypass a level, so the product under-estimates; use the graph figure"
+        note = f"invalid for this network: skip-level offtakes {names} bypass a level, so the product under-estimates"
         warnings.append(f"level product of efficiencies is not valid here: {note}")
     flags = (("skip_level",) if skip else ()) + (("eta_above_1",) if product_value is not None and product_value > 1 else ())
     product = Figure("canal_system", product_value, "level_product", min((f.coverage for f in levels.values()), default=0.0),
@@ -399,24 +455,44 @@ def _head_tail(district: District, diverted_m3: float, season_kind: str | None, 
 
 
 def efficiency_report(
-    district: District, volumes: Mapping[str, VolumeResult], t0_ms: int, t1_ms: int, *, season_kind: str | None = None
+    district: District, volumes: Mapping[str, VolumeResult], t0_ms: int, t1_ms: int, *, season_kind: str | None = None,
+    water_levels: Levels | None = None,
 ) -> EfficiencyReport:
-    """Every balance and efficiency figure of a window from the points' window volumes."""
+    """Every balance and efficiency figure of a window from the points' window volumes and, for
+    the canals' storage change, the levels at the window's edges (``water_levels``, :func:`edge_levels`)."""
     seconds = (t1_ms - t0_ms) / 1000.0
-    reaches = reach_balances(district, volumes, seconds)
+    reaches = reach_balances(district, volumes, seconds, water_levels)
     flows = _canal_flows(district, volumes)
     canals = {
-        c: _figure(f"canal:{c}", f.outflow.volume, f.inflow.volume, "volume_ratio", [f.inflow, f.outflow])
+        c: _storage_checked(_figure(f"canal:{c}", f.outflow.volume, f.inflow.volume, "volume_ratio", [f.inflow, f.outflow]),
+                            _known_sum(r.storage_m3 for r in reaches if r.canal == c), f.inflow.volume, district, "canal's inflow")
         for c, f in flows.items()
     }
     levels = level_figures(district, flows)
+    storage = _known_sum(r.storage_m3 for r in reaches)
     system, warnings, balance = system_figures(district, volumes, flows, levels)
+    system["official"] = _storage_checked(system["official"], storage, balance.diverted_m3, district, "diversion")
     field_fig, whole = field_and_whole(district, volumes, system["official"], balance.gross_m3, season_kind)
     warnings += [f"reach {r.canal}/{r.reach}: loss {r.loss_m3:.0f} m3 is {r.loss_m3 / r.expected_loss_m3:.1f}x the expected seepage {r.expected_loss_m3:.0f} m3" for r in reaches if r.anomaly]
     warnings += [f"reach {r.canal}/{r.reach}: {r.out_m3:.0f} m3 out for {r.in_m3:.0f} m3 in is a data error (check the meters {', '.join(r.inflow_points + r.outflow_points)})"
                  for r in reaches if "eta_above_1" in r.flags]
     canal_volumes = {c: (f.inflow.volume, f.outflow.volume) for c, f in flows.items()}
-    return EfficiencyReport(district.id, t0_ms, t1_ms, tuple(reaches), canals, levels, system, field_fig, whole, tuple(warnings), canal_volumes, balance)
+    warnings += [f"{name}: {fig.note}" for name, fig in (("canal system", system["official"]),) if "storage_dominated" in fig.flags]
+    return EfficiencyReport(district.id, t0_ms, t1_ms, tuple(reaches), canals, levels, system, field_fig, whole, tuple(warnings), canal_volumes, balance, storage)
+
+
+def _known_sum(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _storage_checked(fig: Figure, storage: float | None, inflow: float, district: District, what: str) -> Figure:
+    """No number for a figure whose window is dominated by the canals' storage change."""
+    share = district.spec.tolerances.max_storage_share
+    if not _storage_dominated(storage, inflow, share):
+        return fig
+    assert storage is not None
+    return Figure(fig.name, None, fig.method, fig.coverage, True, fig.target, (*fig.flags, "storage_dominated"), _storage_words(storage, inflow, share, what))
 
 
 def kpi_lines(report: EfficiencyReport, ts_ms: int | None = None) -> list[str]:
@@ -464,7 +540,9 @@ def efficiency_from_influx(
     lag = {p: travel_ms(district, p) for p in district.points} if travel_time else None
     measured = volume_source(source, district, influx).measure(list(district.points), t0_ms, t1_ms, by_month=False, lag_ms=lag)
     volumes = measured.results()
-    report = efficiency_report(district, volumes, t0_ms, t1_ms, season_kind=season_kind)
+    # shifted windows compare the same water, which accounts for the water in transit: no ΔS on top
+    water_levels = None if travel_time else edge_levels(district, measured.series, t0_ms, t1_ms)
+    report = efficiency_report(district, volumes, t0_ms, t1_ms, season_kind=season_kind, water_levels=water_levels)
     if write_kpis:
         influx.write_lines(kpi_lines(report))
     return report

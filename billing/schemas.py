@@ -429,6 +429,7 @@ class CanalSystem(Figure):
 
     definition: str
     balance: SystemBalance | None
+    storage_m3: float | None = Field(description="Σ storage change ΔS of the reaches whose levels tell it; null when none does")
 
 
 class Efficiency(Schema):

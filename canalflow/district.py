@@ -78,10 +78,25 @@ class Headworks(Model):
     capacity_m3s: float = Field(gt=0)
 
 
+class ReachStorage(Model):
+    """A reach's declared volume–level relation: water held (m3) against the level at ``point``."""
+
+    point: Id  # a metering point on the reach that reports level
+    curve: tuple[tuple[float, float], ...] = Field(min_length=2)  # (level_m, volume_m3), levels increasing
+
+    def volume_m3(self, level_m: float) -> float:
+        """Volume at ``level_m``, linear between the curve's points and along its end segments beyond them."""
+        pts = self.curve
+        i = next((k for k in range(1, len(pts) - 1) if level_m < pts[k][0]), len(pts) - 1)
+        (h0, v0), (h1, v1) = pts[i - 1], pts[i]
+        return v0 + (v1 - v0) * (level_m - h0) / (h1 - h0)
+
+
 class Reach(Model):
     id: Id
     from_km: float = Field(ge=0)
     to_km: float = Field(gt=0)
+    storage: ReachStorage | None = None  # None: ΔS ≈ canal width_m × length × mean Δlevel of the reach's level meters
 
 
 class Canal(Model):
@@ -249,6 +264,7 @@ class Tolerances(Model):
     loss_anomaly_factor: float = Field(default=2.0, gt=1)
     max_gap_minutes: float = Field(default=60.0, gt=0)  # longer gaps are not interpolated
     min_coverage: float = Field(default=0.9, gt=0, le=1)  # below: window reported incomplete
+    max_storage_share: float = Field(default=0.05, gt=0, le=1)  # |ΔS| above this share of the inflow: window too short
 
 
 class DistrictFile(Model):
@@ -661,6 +677,19 @@ def check_semantics(
     _check_points(spec, ids, profiles, rep)
     _check_units(spec, ids, rep)
     _check_seasons_and_tariffs(spec, ids, rep)
+    _check_storage(spec, rep)
+
+
+def _check_storage(spec: DistrictFile, rep: _Reporter) -> None:
+    points = {p.id: p for p in spec.points}
+    for index, canal in enumerate(spec.canals):
+        for r_index, reach in enumerate(canal.reaches):
+            if reach.storage is None:
+                continue
+            point = points.get(reach.storage.point)
+            if point is None or point.canal != canal.id or not reach.from_km <= point.km <= reach.to_km:
+                rep.add(("canals", index, "reaches", r_index, "storage", "point"), f"{reach.storage.point!r} is not a metering point on reach {reach.id!r} of {canal.id!r}",
+                        f"name a point with canal: {canal.id} and km between {reach.from_km} and {reach.to_km}")
 
 
 def _check_timezone(spec: DistrictFile, rep: _Reporter) -> None:
@@ -712,6 +741,10 @@ def _check_reaches(canal: Canal, at: tuple[str, int], rep: _Reporter) -> None:
         if reach.to_km <= reach.from_km:
             rep.add((*at, "reaches", r_index, "to_km"), "to_km must be greater than from_km")
         expected_from = reach.to_km
+        if reach.storage is not None:
+            levels = [h for h, _ in reach.storage.curve]
+            if levels != sorted(set(levels)):
+                rep.add((*at, "reaches", r_index, "storage", "curve"), "levels of a volume–level curve must increase", "list [level_m, volume_m3] pairs from the lowest level up")
     if abs(expected_from - canal.length_km) > 1e-9:
         rep.add((*at, "reaches"), f"reaches end at km {expected_from} but the canal is {canal.length_km} km long", "make the last reach end at length_km")
 

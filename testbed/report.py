@@ -72,7 +72,8 @@ def ground_truth_lines(efficiency: dict[str, Any], true_eta: float | None) -> li
     measured = _value(head_tail) if head_tail["value"] is not None else f"not measured: {head_tail['note']}"
     lines.append(f"| whole district (head-tail) | {measured} | no truth (the simulator has no typical plots) | — | {_target(head_tail)} |")
     lines.append("")
-    lines.append(f"Canal system, official definition: {official['definition']}. {official['note'].removeprefix(official['definition']).lstrip('; ')}")
+    balance = official["note"].removeprefix(official["definition"]).lstrip("; ")
+    lines.append(f"Canal system, by the official definition: {official['definition']}." + (f" Balance of the window: {balance}." if balance else ""))
     return lines
 
 

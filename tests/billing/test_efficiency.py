@@ -170,3 +170,33 @@ def test_eta_at_most_one_or_flagged(demo, main, branch, lateral, noise):
     for reach in rep.reaches:
         assert reach.eta is None or reach.eta <= 1 + 1e-12 or "eta_above_1" in reach.flags
     assert all(math.isfinite(r.loss_m3) for r in rep.reaches)
+
+
+def test_declared_volume_level_relation_gives_the_storage_change(demo, tmp_path):
+    curve = "storage: {point: M1-S12, curve: [[0, 0], [1, 30000], [2, 100000]]}"
+    text = DEMO_TEXT.replace("- {id: M1-R1, from_km: 0,  to_km: 12}", "- {id: M1-R1, from_km: 0,  to_km: 12, " + curve + "}")
+    assert text != DEMO_TEXT
+    district = load_district(copy_demo(tmp_path, text))
+    true = network_volumes(district, DELIVERIES, eta_by_level(district))
+    volumes = {p: volume_result(v) for p, v in true.items()}
+    rep = efficiency_report(district, volumes, 0, DAY, water_levels={"M1-S12": (0.5, 1.5)})
+    r1 = next(r for r in rep.reaches if r.reach == "M1-R1")
+    assert r1.storage_m3 == pytest.approx(65_000 - 15_000)  # V(1.5) − V(0.5) on the declared curve
+    assert r1.loss_m3 == pytest.approx(r1.in_m3 - r1.out_m3 - 50_000)
+    assert "storage_dominated" in r1.flags and r1.eta is None  # 50,000 m3 against a day's flow of the reach
+    # M1-S12 also bounds M1-R2, which declares no relation: water-surface width × length × Δlevel
+    r2 = next(r for r in rep.reaches if r.reach == "M1-R2")
+    assert r2.storage_m3 == pytest.approx(district.canals["M1"].width_m * 12_000 * 1.0)
+    assert rep.storage_m3 == pytest.approx(50_000 + r2.storage_m3) and "storage_dominated" in rep.canals["M1"].flags
+    small = efficiency_report(district, volumes, 0, DAY, water_levels={"M1-S12": (1.0, 1.001)})  # 70 m3 in R1: no flag
+    assert small.canal_system.value == pytest.approx(rep.system["delivered_over_diverted"].value)
+    assert next(r for r in small.reaches if r.reach == "M1-R1").eta == pytest.approx(0.95 + 70 / r1.in_m3)
+
+
+def test_storage_relation_must_name_a_point_on_the_reach(tmp_path):
+    text = DEMO_TEXT.replace("- {id: M1-R1, from_km: 0,  to_km: 12}", "- {id: M1-R1, from_km: 0,  to_km: 12, storage: {point: M1-S24, curve: [[1, 10], [0, 0]]}}")
+    with pytest.raises(DistrictError) as err:
+        load_district(copy_demo(tmp_path, text))
+    problems = {p.field: p.message for p in err.value.problems if p.severity == "error"}
+    assert "not a metering point on reach 'M1-R1'" in problems["canals[0].reaches[0].storage.point"]
+    assert "must increase" in problems["canals[0].reaches[0].storage.curve"]
