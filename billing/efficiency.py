@@ -29,7 +29,7 @@ reported incomplete, with no number.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,12 +40,11 @@ from billing.volumes import volume_source
 from canalflow.coefficients import DEFINITION, SystemBalance, SystemPoints, system_points
 from canalflow.contract import M, line
 from canalflow.district import CanalLevel, District, Point, PointRole, Reach
+from canalflow.field import M2_PER_MU, PlotIrrigation, PlotResult, aggregate, measure_plot
 from canalflow.influx import InfluxV1
 from canalflow.seepage import headworks_travel_ms as travel_ms
 from canalflow.seepage import reach_expected_seepage_m3
 from canalflow.volume import Series, VolumeResult
-
-M2_PER_MU = 10_000 / 15
 
 
 @dataclass(frozen=True)
@@ -105,6 +104,8 @@ class EfficiencyReport:
     canal_volumes: dict[str, tuple[float, float]] = field(default_factory=dict)  # canal -> (in, out) m3
     balance: SystemBalance | None = None  # the official figure's volumes
     storage_m3: float | None = None  # Σ ΔS of the reaches whose levels tell it
+    field_units: dict[str, Figure] = field(default_factory=dict)  # η_f per billing unit (from typical plots)
+    plots: tuple[PlotResult, ...] = ()
 
     @property
     def canal_system(self) -> Figure:
@@ -120,6 +121,8 @@ class EfficiencyReport:
             "levels": {k: v.to_dict() for k, v in self.levels.items()},
             "system": {k: v.to_dict() for k, v in self.system.items()},
             "field": self.field.to_dict(),
+            "field_units": {k: v.to_dict() for k, v in self.field_units.items()},
+            "plots": [asdict(p) for p in self.plots],
             "whole": {k: v.to_dict() for k, v in self.whole.items()},
             "warnings": list(self.warnings),
             "canal_system": self.canal_system.to_dict() | {
@@ -406,10 +409,26 @@ def level_figures(district: District, flows: Mapping[str, _CanalFlow]) -> dict[s
     return out
 
 
-def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], system: Figure, diverted_m3: float, season_kind: str | None) -> tuple[Figure, dict[str, Figure]]:
+def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], system: Figure, diverted_m3: float, season_kind: str | None,
+                    plots: Sequence[PlotIrrigation] | None = None) -> tuple[Figure, dict[str, Figure], dict[str, Figure], list[PlotResult]]:
+    """The field coefficient (from typical plots, else the configured fallback), per unit, and the whole district."""
     targets = district.spec.targets
-    weighted = 0.0
-    total = 0.0
+    results = measure_plots(district, plots or [])
+    if district.spec.plots:
+        field_fig, unit_figs = plots_field_figures(district, results)
+    else:
+        field_fig, unit_figs = _configured_field(district, volumes), {}
+    whole_target = targets.canal_system * targets.field
+    coeff_value = system.value * field_fig.value if system.value is not None and field_fig.value is not None else None
+    coeff = Figure("whole", coeff_value, "field_coefficients", min(system.coverage, field_fig.coverage),
+                   coeff_value is None, whole_target, note="" if coeff_value is not None else "incomplete: canal-system or field figure missing")
+    head_tail = _head_tail(district, diverted_m3, season_kind, system, whole_target, results)
+    return field_fig, {"field_coefficients": coeff, "head_tail": head_tail}, unit_figs, results
+
+
+def _configured_field(district: District, volumes: Mapping[str, VolumeResult]) -> Figure:
+    """The labelled fallback: the units' configured ``field_efficiency``, weighted by delivered volume."""
+    weighted = total = 0.0
     parts: list[_Sum] = []
     sharing = units_by_point(district)
     for point in (p for p in district.spec.points if p.role is PointRole.intake):
@@ -420,34 +439,76 @@ def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], sys
         eff = sum(float(u.area_mu) * u.field_efficiency for u in units) / area if area > 0 else 1.0
         weighted += s.volume * eff
         total += s.volume
-    field_fig = _figure("field", weighted, total, "units_field_efficiency", parts, targets.field)
-    whole_target = targets.canal_system * targets.field
-    coeff_value = system.value * field_fig.value if system.value is not None and field_fig.value is not None else None
-    coeff = Figure("whole", coeff_value, "field_coefficients", min(system.coverage, field_fig.coverage),
-                   coeff_value is None, whole_target, note="" if coeff_value is not None else "incomplete: canal-system or field figure missing")
-    head_tail = _head_tail(district, diverted_m3, season_kind, system, whole_target)
-    return field_fig, {"field_coefficients": coeff, "head_tail": head_tail}
+    fig = _figure("field", weighted, total, "units_field_efficiency", parts, district.spec.targets.field)
+    note = "fallback, not a measurement: the units' configured field_efficiency (no typical plots in the district file)"
+    return Figure(fig.name, fig.value, fig.method, fig.coverage, fig.incomplete, fig.target, fig.flags, "; ".join(n for n in (fig.note, note) if n))
 
 
-def _head_tail(district: District, diverted_m3: float, season_kind: str | None, system: Figure, target: float) -> Figure:
+def measure_plots(district: District, plots: Sequence[PlotIrrigation]) -> list[PlotResult]:
+    """Each typical plot's η_f from its irrigations' readings (:func:`canalflow.field.measure_plot`)."""
+    by_plot: dict[str, list[PlotIrrigation]] = {p.id: [] for p in district.spec.plots}
+    for irrigation in plots:
+        by_plot.setdefault(irrigation.plot, []).append(irrigation)
+    return [measure_plot(district.plots[p], district.crops[district.plots[p].crop].kc, sorted(irr, key=lambda i: i.day))
+            for p, irr in by_plot.items() if p in district.plots]
+
+
+def plots_field_figures(district: District, results: Sequence[PlotResult]) -> tuple[Figure, dict[str, Figure]]:
+    """District and unit η_f from the plots, by crop area; incomplete while any plot lacks readings."""
+    target = district.spec.targets.field
+    missing = [r for r in results if r.eta is None]
+    if missing:
+        note = "incomplete: " + "; ".join(f"plot {r.plot}: {r.note.removeprefix('incomplete: ')}" for r in missing)
+        return Figure("field", None, "typical_plots", 0.0, True, target, tuple(f"missing:{r.plot}" for r in missing), note), {}
+    agg = aggregate(district, {r.plot: r.eta for r in results if r.eta is not None})
+    shown = ", ".join(f"{r.plot} ({district.plots[r.plot].crop}) {r.eta:.3f}" for r in results)
+    note = f"plots {shown}; crops measured {', '.join(agg.crops_measured)} ({agg.measured_share:.0%} of the irrigated area)"
+    if agg.crops_fallback:
+        note += f"; fallback configured field_efficiency for {', '.join(agg.crops_fallback)}"
+    flags = ("fallback",) if agg.crops_fallback else ()
+    fig = Figure("field", agg.value, "typical_plots", agg.measured_share, agg.value is None, target, flags, note)
+    units = {u: Figure(f"field:{u}", eta, "typical_plots", agg.measured_share, False, target, flags) for u, eta in agg.unit_eta.items()}
+    return fig, units
+
+
+def _head_tail(district: District, diverted_m3: float, season_kind: str | None, system: Figure, target: float,
+               plots: Sequence[PlotResult] = ()) -> Figure:
+    """Σ_k w_k·A_k / W_gross: w_k the crop's net depth from its plots' stored water over the season
+    (area-weighted), else its configured ``net_depth_mm`` (a labelled fallback)."""
     if season_kind is None:
         return Figure("whole", None, "head_tail", system.coverage, True, target, note="needs a whole-season window (--season): net depths are per season")
+    missing_plots = [r.plot for r in plots if r.eta is None]
+    if missing_plots:
+        return Figure("whole", None, "head_tail", system.coverage, True, target, note=f"incomplete: plots {', '.join(missing_plots)} lack readings")
+    measured = _plot_net_depths(district, plots)
     net = 0.0
-    missing = []
+    missing, typed = set(), set()
     for unit in district.spec.units:
         for crop_area in unit.crops:
-            depth = district.crops[crop_area.crop].net_depth_mm.get(season_kind)
+            depth = measured.get(crop_area.crop)
             if depth is None:
-                missing.append(crop_area.crop)
-                continue
-            net += depth / 1000.0 * float(crop_area.area_mu) * M2_PER_MU
+                depth = district.crops[crop_area.crop].net_depth_mm.get(season_kind)
+                (missing if depth is None else typed).add(crop_area.crop)
+            net += (depth or 0.0) / 1000.0 * float(crop_area.area_mu) * M2_PER_MU
     incomplete = system.incomplete or diverted_m3 <= 0
-    note = "season net depths against the season's diversion"
+    note = "season net depths against the season's gross diversion"
+    if measured:
+        note += f"; net depths measured on plots for {', '.join(sorted(measured))}"
+    if typed:
+        note += f"; configured net_depth_mm (fallback) for {', '.join(sorted(typed))}"
     if missing:
-        note += f"; no {season_kind} net depth for {', '.join(sorted(set(missing)))} (counted as 0)"
+        note += f"; no {season_kind} net depth for {', '.join(sorted(missing))} (counted as 0)"
     value = None if incomplete else net / diverted_m3
     return Figure("whole", value, "head_tail", system.coverage, incomplete, target,
                   ("eta_above_1",) if value is not None and value > 1 else (), note)
+
+
+def _plot_net_depths(district: District, plots: Sequence[PlotResult]) -> dict[str, float]:
+    by_crop: dict[str, list[tuple[float, float]]] = {}
+    for r in plots:
+        plot = district.plots[r.plot]
+        by_crop.setdefault(plot.crop, []).append((float(plot.area_mu), r.stored_mm))
+    return {c: sum(a * d for a, d in v) / sum(a for a, _ in v) for c, v in by_crop.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,10 +517,11 @@ def _head_tail(district: District, diverted_m3: float, season_kind: str | None, 
 
 def efficiency_report(
     district: District, volumes: Mapping[str, VolumeResult], t0_ms: int, t1_ms: int, *, season_kind: str | None = None,
-    water_levels: Levels | None = None,
+    water_levels: Levels | None = None, plots: Sequence[PlotIrrigation] | None = None,
 ) -> EfficiencyReport:
     """Every balance and efficiency figure of a window from the points' window volumes and, for
-    the canals' storage change, the levels at the window's edges (``water_levels``, :func:`edge_levels`)."""
+    the canals' storage change, the levels at the window's edges (``water_levels``, :func:`edge_levels`);
+    ``plots``: the typical plots' irrigations (those on the window's local days count)."""
     seconds = (t1_ms - t0_ms) / 1000.0
     reaches = reach_balances(district, volumes, seconds, water_levels)
     flows = _canal_flows(district, volumes)
@@ -472,13 +534,16 @@ def efficiency_report(
     storage = _known_sum(r.storage_m3 for r in reaches)
     system, warnings, balance = system_figures(district, volumes, flows, levels)
     system["official"] = _storage_checked(system["official"], storage, balance.diverted_m3, district, "diversion")
-    field_fig, whole = field_and_whole(district, volumes, system["official"], balance.gross_m3, season_kind)
+    first, last = district.local_date(t0_ms), district.local_date(t1_ms - 1)
+    in_window = [p for p in plots or [] if first <= p.day <= last]
+    field_fig, whole, field_units, plot_results = field_and_whole(district, volumes, system["official"], balance.gross_m3, season_kind, in_window)
     warnings += [f"reach {r.canal}/{r.reach}: loss {r.loss_m3:.0f} m3 is {r.loss_m3 / r.expected_loss_m3:.1f}x the expected seepage {r.expected_loss_m3:.0f} m3" for r in reaches if r.anomaly]
     warnings += [f"reach {r.canal}/{r.reach}: {r.out_m3:.0f} m3 out for {r.in_m3:.0f} m3 in is a data error (check the meters {', '.join(r.inflow_points + r.outflow_points)})"
                  for r in reaches if "eta_above_1" in r.flags]
     canal_volumes = {c: (f.inflow.volume, f.outflow.volume) for c, f in flows.items()}
     warnings += [f"{name}: {fig.note}" for name, fig in (("canal system", system["official"]),) if "storage_dominated" in fig.flags]
-    return EfficiencyReport(district.id, t0_ms, t1_ms, tuple(reaches), canals, levels, system, field_fig, whole, tuple(warnings), canal_volumes, balance, storage)
+    return EfficiencyReport(district.id, t0_ms, t1_ms, tuple(reaches), canals, levels, system, field_fig, whole, tuple(warnings), canal_volumes, balance, storage,
+                            field_units, tuple(plot_results))
 
 
 def _known_sum(values: Iterable[float | None]) -> float | None:

@@ -424,6 +424,17 @@ class SystemBalance(Schema):
     spilled_m3: float = Field(description="outfall water declared spill (the default): a loss of the system")
 
 
+class PlotFigure(Schema):
+    """A typical plot's measured field coefficient over the window's irrigations (canalflow.field.PlotResult)."""
+
+    plot: str
+    irrigations: int
+    applied_mm: float
+    stored_mm: float
+    eta: float | None = Field(description="stored ÷ applied; null when a soil-moisture reading is missing")
+    note: str
+
+
 class CanalSystem(Figure):
     """The official canal-system coefficient (the headline), its definition and balance."""
 
@@ -443,7 +454,9 @@ class Efficiency(Schema):
     canals: dict[str, Figure]
     levels: dict[str, Figure]
     system: dict[str, Figure]
-    field: Figure
+    field: Figure = Field(description="method typical_plots (measured) or units_field_efficiency (the configured fallback, labelled in note)")
+    field_units: dict[str, Figure] = Field(description="η_f per billing unit, from the typical plots by crop area (empty without plots)")
+    plots: list[PlotFigure]
     whole: dict[str, Figure]
     warnings: list[str]
     canal_system: CanalSystem

@@ -177,12 +177,28 @@ class Crop(Model):
     crop_class: Literal["grain", "cash", "aquaculture", "other"]
     quotas: tuple[QuotaRule, ...] = ()
     net_depth_mm: dict[str, float] = {}  # typical-field net irrigation depth per season kind
+    kc: float = Field(default=1.0, gt=0, le=2)  # crop coefficient: crop ET = kc × reference ET (typical plots)
 
 
 class CropArea(Model):
     crop: Id
     area_mu: Decimal = Field(gt=0)
     method: str = "flood"
+
+
+class Plot(Model):
+    """A typical plot (典型田块) whose soil moisture measures the field coefficient (canalflow.field)."""
+
+    id: Id
+    unit: Id  # the billing unit the plot lies in
+    crop: Id
+    area_mu: Decimal = Field(gt=0)
+    wetting_depth_m: float = Field(gt=0, le=3)  # planned wetting depth H
+    field_capacity: float = Field(gt=0, lt=1)  # volumetric, m3/m3
+    wilting_point: float = Field(gt=0, lt=1)
+    station: Id | None = None  # its soil-moisture station (墒情站); None: the plot cannot be measured
+    rain_gauge: Id | None = None
+    depths_cm: tuple[int, ...] = (10, 20, 40, 60, 80, 100)  # the station's sensor depths
 
 
 class UnitKind(StrEnum):
@@ -280,6 +296,7 @@ class DistrictFile(Model):
     townships: tuple[Township, ...] = ()
     crops: tuple[Crop, ...] = Field(min_length=1)
     units: tuple[BillingUnit, ...] = Field(min_length=1)
+    plots: tuple[Plot, ...] = ()
     seasons: tuple[Season, ...] = ()
     tariffs: tuple[Tariff, ...] = ()
     targets: Targets = Targets()
@@ -382,6 +399,10 @@ class District:
     @cached_property
     def crops(self) -> dict[str, Crop]:
         return {c.id: c for c in self.spec.crops}
+
+    @cached_property
+    def plots(self) -> dict[str, Plot]:
+        return {p.id: p for p in self.spec.plots}
 
     @cached_property
     def townships(self) -> dict[str, Township]:
@@ -678,6 +699,26 @@ def check_semantics(
     _check_units(spec, ids, rep)
     _check_seasons_and_tariffs(spec, ids, rep)
     _check_storage(spec, rep)
+    _check_plots(spec, rep)
+
+
+def _check_plots(spec: DistrictFile, rep: _Reporter) -> None:
+    units = {u.id: u for u in spec.units}
+    seen: set[str] = set()
+    for index, plot in enumerate(spec.plots):
+        at = ("plots", index)
+        if plot.id in seen:
+            rep.add((*at, "id"), f"duplicate id {plot.id!r}", "ids must be unique in a section")
+        seen.add(plot.id)
+        unit = units.get(plot.unit)
+        if unit is None:
+            rep.add((*at, "unit"), f"unknown billing unit {plot.unit!r}", f"known units: {sorted(units)}")
+        elif plot.crop not in {c.crop for c in unit.crops}:
+            rep.add((*at, "crop"), f"unit {plot.unit!r} grows no {plot.crop!r}", f"its crops: {sorted(c.crop for c in unit.crops)}")
+        if plot.wilting_point >= plot.field_capacity:
+            rep.add((*at, "wilting_point"), f"wilting point {plot.wilting_point} is not below field capacity {plot.field_capacity}")
+        if not any(d <= plot.wetting_depth_m * 100 for d in plot.depths_cm):
+            rep.add((*at, "depths_cm"), f"no sensor depth within the wetting depth of {plot.wetting_depth_m} m", "list the station's depths in cm")
 
 
 def _check_storage(spec: DistrictFile, rep: _Reporter) -> None:
