@@ -413,8 +413,12 @@ def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], sys
                     plots: Sequence[PlotIrrigation] | None = None) -> tuple[Figure, dict[str, Figure], dict[str, Figure], list[PlotResult]]:
     """The field coefficient (from typical plots, else the configured fallback), per unit, and the whole district."""
     targets = district.spec.targets
-    results = measure_plots(district, plots or [])
-    if district.spec.plots:
+    results = measure_plots(district, plots) if plots is not None else []
+    if district.spec.plots and plots is None:
+        field_fig, unit_figs = Figure("field", None, "typical_plots", 0.0, True, targets.field, note=(
+            "incomplete: the district has typical plots but no plot readings were given "
+            "(soil-moisture and rain-gauge readings are not read from InfluxDB yet)")), {}
+    elif district.spec.plots:
         field_fig, unit_figs = plots_field_figures(district, results)
     else:
         field_fig, unit_figs = _configured_field(district, volumes), {}
@@ -478,6 +482,8 @@ def _head_tail(district: District, diverted_m3: float, season_kind: str | None, 
     if season_kind is None:
         return Figure("whole", None, "head_tail", system.coverage, True, target, note="needs a whole-season window (--season): net depths are per season")
     missing_plots = [r.plot for r in plots if r.eta is None]
+    if district.spec.plots and not plots:
+        return Figure("whole", None, "head_tail", system.coverage, True, target, note="incomplete: no readings of the typical plots")
     if missing_plots:
         return Figure("whole", None, "head_tail", system.coverage, True, target, note=f"incomplete: plots {', '.join(missing_plots)} lack readings")
     measured = _plot_net_depths(district, plots)
@@ -535,7 +541,7 @@ def efficiency_report(
     system, warnings, balance = system_figures(district, volumes, flows, levels)
     system["official"] = _storage_checked(system["official"], storage, balance.diverted_m3, district, "diversion")
     first, last = district.local_date(t0_ms), district.local_date(t1_ms - 1)
-    in_window = [p for p in plots or [] if first <= p.day <= last]
+    in_window = None if plots is None else [p for p in plots if first <= p.day <= last]
     field_fig, whole, field_units, plot_results = field_and_whole(district, volumes, system["official"], balance.gross_m3, season_kind, in_window)
     warnings += [f"reach {r.canal}/{r.reach}: loss {r.loss_m3:.0f} m3 is {r.loss_m3 / r.expected_loss_m3:.1f}x the expected seepage {r.expected_loss_m3:.0f} m3" for r in reaches if r.anomaly]
     warnings += [f"reach {r.canal}/{r.reach}: {r.out_m3:.0f} m3 out for {r.in_m3:.0f} m3 in is a data error (check the meters {', '.join(r.inflow_points + r.outflow_points)})"

@@ -145,3 +145,11 @@ def test_district_check_names_a_wrong_plot(tmp_path):
     problems = {p.field: p.message for p in err.value.problems if p.severity == "error"}
     assert "unit 'V03' grows no 'cotton'" in problems["plots[0].crop"]
     assert "unknown billing unit 'V99'" in problems["plots[1].unit"]
+
+
+def test_declared_plots_without_readings_give_no_figure_not_the_constant(tmp_path):
+    district = district_with(tmp_path)
+    report, _ = season_report(district, scenario(tmp_path, district), None)
+    assert report.field.value is None and report.field.method == "typical_plots"
+    assert "no plot readings were given" in report.field.note
+    assert report.whole["head_tail"].value is None
