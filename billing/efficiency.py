@@ -38,7 +38,7 @@ import numpy as np
 from billing.allocation import units_by_point
 from billing.volumes import volume_source
 from canalflow.coefficients import DEFINITION, SystemBalance, SystemPoints, system_points
-from canalflow.contract import M, line
+from canalflow.contract import SCOPE_FIELD_UNIT, M, line
 from canalflow.district import CanalLevel, District, Point, PointRole, Reach
 from canalflow.field import M2_PER_MU, PlotIrrigation, PlotResult, aggregate, measure_plot
 from canalflow.influx import InfluxV1
@@ -571,7 +571,7 @@ def kpi_lines(report: EfficiencyReport, ts_ms: int | None = None) -> list[str]:
 
     scope ``system`` is the official canal-system figure (:mod:`canalflow.coefficients`);
     ``system_graph``, ``system_level_product`` and ``system_delivered_over_diverted`` the diagnostics; ``canal`` (tag canal), ``level`` (tag
-    level), ``field`` and ``whole`` (tag method). Incomplete figures carry no ``eta`` field.
+    level), ``field``, ``field_unit`` (tag unit) and ``whole`` (tag method). Incomplete figures carry no ``eta`` field.
     """
     ts = ts_ms if ts_ms is not None else report.t1_ms
     lines = []
@@ -593,6 +593,8 @@ def kpi_lines(report: EfficiencyReport, ts_ms: int | None = None) -> list[str]:
     for method, fig in report.system.items():
         add({"scope": "system" if method == "official" else f"system_{method}"}, fig)
     add({"scope": "field"}, report.field)
+    for unit, fig in report.field_units.items():
+        add({"scope": SCOPE_FIELD_UNIT, "unit": unit}, fig)
     for method, fig in report.whole.items():
         add({"scope": "whole", "method": method}, fig)
     return lines

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from billing_synth import DEMO
 
-from billing.efficiency import efficiency_report
+from billing.efficiency import efficiency_report, kpi_lines
 from canalflow.district import District, DistrictError, load_district
 from canalflow.field import aggregate
 from canalflow.volume import VolumeResult
@@ -81,6 +81,10 @@ def test_field_coefficient_per_plot_and_district_within_2_percent_of_truth(tmp_p
     assert "fallback" in field.flags and "fallback configured field_efficiency for fish, maize, vegetables" in field.note
     assert "P-V03-WHEAT (wheat)" in field.note and field.target == 0.85
     assert report.whole["field_coefficients"].value == pytest.approx(report.canal_system.value * field.value)
+    unit_kpis = [ln for ln in kpi_lines(report) if ",scope=field_unit," in ln]
+    assert len(unit_kpis) == len(district.spec.units)
+    [v02] = [ln for ln in unit_kpis if ",unit=V02 " in ln]
+    assert float(v02.split("eta=")[1].split(",")[0]) == pytest.approx(truth.unit_eta["V02"], rel=0.02)
 
 
 def test_a_plot_irrigated_above_field_capacity_has_a_low_coefficient(tmp_path):

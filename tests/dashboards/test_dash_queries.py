@@ -75,6 +75,19 @@ def test_alert_rules_fire_on_exactly_the_planted_faults(built: Path, filled: Inf
     assert [(f["canal"], f["reach"]) for f in evaluations["cf-demo-loss"].firing] == [ANOMALOUS_REACH]
     assert [f["district"] for f in evaluations["cf-demo-eta"].firing] == ["demo"]
     assert [f["gateway"] for f in evaluations["cf-demo-buffer"].firing] == [OFFLINE_GATEWAY]
+    assert evaluations["cf-demo-field"].firing == []  # the planted field coefficient meets its target
+
+
+def test_field_coefficient_alert_fires_below_its_target(built: Path, filled: InfluxV1, demo: District) -> None:
+    from canalflow.contract import SCOPE_FIELD, M, line
+
+    document = yaml.safe_load((built / "provisioning" / "alerting" / "canalflow-demo.yaml").read_text())
+    [rule] = [r for r in alert_rules(document) if r["uid"] == "cf-demo-field"]
+    # the configured constant (a district without plots) is not a measurement: no alert however low
+    filled.write_lines([line(M.efficiency, {"district": demo.id, "scope": SCOPE_FIELD}, {"eta": 0.10, "method": "units_field_efficiency"}, NOW_MS - 7_200_000)])
+    assert evaluate_rule(rule, filled, now_ms=NOW_MS).firing == []
+    filled.write_lines([line(M.efficiency, {"district": demo.id, "scope": SCOPE_FIELD}, {"eta": 0.70, "method": "typical_plots"}, NOW_MS - 3_600_000)])
+    assert [f["district"] for f in evaluate_rule(rule, filled, now_ms=NOW_MS).firing] == ["demo"]
 
 
 def test_a_wrong_field_name_is_reported_not_passed(built: Path, filled: InfluxV1) -> None:
