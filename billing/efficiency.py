@@ -539,7 +539,7 @@ def efficiency_report(
     levels = level_figures(district, flows)
     storage = _known_sum(r.storage_m3 for r in reaches)
     system, warnings, balance = system_figures(district, volumes, flows, levels)
-    system["official"] = _storage_checked(system["official"], storage, balance.diverted_m3, district, "diversion")
+    system["official"] = _data_error_checked(_storage_checked(system["official"], storage, balance.diverted_m3, district, "diversion"), balance, reaches)
     first, last = district.local_date(t0_ms), district.local_date(t1_ms - 1)
     in_window = None if plots is None else [p for p in plots if first <= p.day <= last]
     field_fig, whole, field_units, plot_results = field_and_whole(district, volumes, system["official"], balance.gross_m3, season_kind, in_window)
@@ -550,6 +550,16 @@ def efficiency_report(
     warnings += [f"{name}: {fig.note}" for name, fig in (("canal system", system["official"]),) if "storage_dominated" in fig.flags]
     return EfficiencyReport(district.id, t0_ms, t1_ms, tuple(reaches), canals, levels, system, field_fig, whole, tuple(warnings), canal_volumes, balance, storage,
                             field_units, tuple(plot_results))
+
+
+def _data_error_checked(fig: Figure, balance: SystemBalance, reaches: Sequence[ReachBalance]) -> Figure:
+    """The headline is never above 1: more delivered than diverted is a meter error, not a gain."""
+    if fig.value is None or fig.value <= 1:
+        return fig
+    suspects = sorted({p for r in reaches if "eta_above_1" in r.flags for p in r.inflow_points + r.outflow_points})
+    where = f"; check the meters of the reaches with more out than in: {', '.join(suspects)}" if suspects else ""
+    note = f"data error: {balance.delivered_m3:,.0f} m3 delivered against a gross diversion of {balance.gross_m3:,.0f} m3{where}"
+    return Figure(fig.name, None, fig.method, fig.coverage, True, fig.target, fig.flags, note)
 
 
 def _known_sum(values: Iterable[float | None]) -> float | None:

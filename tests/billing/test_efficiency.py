@@ -200,3 +200,13 @@ def test_storage_relation_must_name_a_point_on_the_reach(tmp_path):
     problems = {p.field: p.message for p in err.value.problems if p.severity == "error"}
     assert "not a metering point on reach 'M1-R1'" in problems["canals[0].reaches[0].storage.point"]
     assert "must increase" in problems["canals[0].reaches[0].storage.curve"]
+
+
+def test_official_figure_above_one_is_a_data_error_not_a_number(demo):
+    true = network_volumes(demo, DELIVERIES, eta_by_level(demo))
+    true["V03-IN"] = 5e7  # a totaliser reset read as a huge volume
+    rep = report_of(demo, true)
+    official = rep.canal_system
+    assert official.value is None and official.incomplete and "eta_above_1" in official.flags
+    assert official.note.startswith("data error:") and "V03-IN" in official.note
+    assert rep.system["delivered_over_diverted"].value > 1  # the diagnostic keeps its (flagged) number
