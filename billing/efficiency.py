@@ -547,7 +547,8 @@ def efficiency_report(
     warnings += [f"reach {r.canal}/{r.reach}: {r.out_m3:.0f} m3 out for {r.in_m3:.0f} m3 in is a data error (check the meters {', '.join(r.inflow_points + r.outflow_points)})"
                  for r in reaches if "eta_above_1" in r.flags]
     canal_volumes = {c: (f.inflow.volume, f.outflow.volume) for c, f in flows.items()}
-    warnings += [f"{name}: {fig.note}" for name, fig in (("canal system", system["official"]),) if "storage_dominated" in fig.flags]
+    if "storage_dominated" in system["official"].flags:
+        warnings.append(f"canal system: {system['official'].note}")
     return EfficiencyReport(district.id, t0_ms, t1_ms, tuple(reaches), canals, levels, system, field_fig, whole, tuple(warnings), canal_volumes, balance, storage,
                             field_units, tuple(plot_results))
 
