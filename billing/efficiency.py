@@ -345,10 +345,13 @@ def _diagnostic(fig: Figure, official: Figure, why: str) -> Figure:
     return Figure(fig.name, fig.value, fig.method, fig.coverage, fig.incomplete, fig.target, fig.flags, note)
 
 
-def system_figures(district: District, volumes: Mapping[str, VolumeResult], flows: Mapping[str, _CanalFlow], levels: Mapping[str, Figure]) -> tuple[dict[str, Figure], list[str], SystemBalance]:
+def system_figures(district: District, volumes: Mapping[str, VolumeResult], flows: Mapping[str, _CanalFlow], levels: Mapping[str, Figure],
+                   reaches: Sequence[ReachBalance] = ()) -> tuple[dict[str, Figure], list[str], SystemBalance]:
     target = district.spec.targets.canal_system
     warnings: list[str] = []
     official, balance = official_figure(district, volumes)
+    storage = _known_sum(r.storage_m3 for r in reaches)
+    official = _data_error_checked(_storage_checked(official, storage, balance.diverted_m3, district, "diversion"), balance, reaches)
     pts = system_points(district)
     outfalls = pts.returns + pts.spills
     diverted = _diverted(pts, volumes)
@@ -538,8 +541,7 @@ def efficiency_report(
     }
     levels = level_figures(district, flows)
     storage = _known_sum(r.storage_m3 for r in reaches)
-    system, warnings, balance = system_figures(district, volumes, flows, levels)
-    system["official"] = _data_error_checked(_storage_checked(system["official"], storage, balance.diverted_m3, district, "diversion"), balance, reaches)
+    system, warnings, balance = system_figures(district, volumes, flows, levels, reaches)
     first, last = district.local_date(t0_ms), district.local_date(t1_ms - 1)
     in_window = None if plots is None else [p for p in plots if first <= p.day <= last]
     field_fig, whole, field_units, plot_results = field_and_whole(district, volumes, system["official"], balance.gross_m3, season_kind, in_window)
