@@ -67,10 +67,10 @@ def ground_truth_lines(efficiency: dict[str, Any], true_eta: float | None) -> li
     lines.append(f"| canal system | {_value(official)} | {truth} | {diff} | {_target(official)} |")
     field = efficiency["field"]
     lines.append(f"| field | not measured: {field['method']} is the configured field_efficiency ({_value(field)}), no typical plots in the district file "
-                 f"| no truth (the simulator has no root-zone balance) | — | {_target(field)} |")
+                 f"| no truth: the demo district has no typical plots for the simulator's root zone | — | {_target(field)} |")
     head_tail = efficiency["whole"]["head_tail"]
     measured = _value(head_tail) if head_tail["value"] is not None else f"not measured: {head_tail['note']}"
-    lines.append(f"| whole district (head-tail) | {measured} | no truth (the simulator has no typical plots) | — | {_target(head_tail)} |")
+    lines.append(f"| whole district (head-tail) | {measured} | no truth: no typical plots in the district file | — | {_target(head_tail)} |")
     lines.append("")
     balance = official["note"].removeprefix(official["definition"]).lstrip("; ")
     lines.append(f"Canal system, by the official definition: {official['definition']}." + (f" Balance of the window: {balance}." if balance else ""))
