@@ -415,8 +415,38 @@ class Figure(Schema):
     meets_target: bool | None
 
 
+class SystemBalance(Schema):
+    """The volumes (m3) behind the official canal-system figure (canalflow.coefficients.SystemBalance)."""
+
+    diverted_m3: float
+    delivered_m3: float
+    returned_m3: float = Field(description="outfall water declared return: deducted from the gross diversion")
+    spilled_m3: float = Field(description="outfall water declared spill (the default): a loss of the system")
+
+
+class PlotFigure(Schema):
+    """A typical plot's measured field coefficient over the window's irrigations (canalflow.field.PlotResult)."""
+
+    plot: str
+    irrigations: int
+    applied_mm: float
+    stored_mm: float
+    eta: float | None = Field(description="stored ÷ applied; null when a soil-moisture reading is missing")
+    note: str
+
+
+class CanalSystem(Figure):
+    """The official canal-system coefficient (the headline), its definition and balance."""
+
+    definition: str
+    balance: SystemBalance | None
+    storage_m3: float | None = Field(description="Σ storage change ΔS of the reaches whose levels tell it; null when none does")
+
+
 class Efficiency(Schema):
-    """Water-use efficiency of a window: reach balances, canal and system figures (floats: estimates, not money)."""
+    """Water-use efficiency of a window: reach balances, canal and system figures (floats: estimates, not money).
+
+    ``canal_system`` is the official figure (also ``system.official``); the other ``system`` methods are diagnostics."""
 
     district: str
     window: Window
@@ -424,9 +454,12 @@ class Efficiency(Schema):
     canals: dict[str, Figure]
     levels: dict[str, Figure]
     system: dict[str, Figure]
-    field: Figure
+    field: Figure = Field(description="method typical_plots (measured) or units_field_efficiency (the configured fallback, labelled in note)")
+    field_units: dict[str, Figure] = Field(description="η_f per billing unit, from the typical plots by crop area (empty without plots)")
+    plots: list[PlotFigure]
     whole: dict[str, Figure]
     warnings: list[str]
+    canal_system: CanalSystem
 
 
 class ValidationIssue(Schema):

@@ -325,15 +325,17 @@ GATEWAY_STATUS_FIELDS = ("state", "buffer_depth", "buffer_dropped", "unconfirmed
 STATE_ONLINE = "online"
 STATE_OFFLINE = "offline"
 
-# M.efficiency: one row per computation window. Tag scope: "system" the canal system on the graph
-# (path-weighted), "system_level_product" and "system_delivered_over_diverted" the other methods,
-# "canal" one canal (tag canal), "level" one canal level (tag level), "field", "whole" (tag method).
-EFFICIENCY_TAGS = ("district", "scope", "canal", "level", "method")
+# M.efficiency: one row per computation window. Tag scope: "system" the official canal-system figure
+# (canalflow.coefficients), "system_graph", "system_level_product" and "system_delivered_over_diverted"
+# the diagnostics, "canal" one canal (tag canal), "level" one canal level (tag level), "field",
+# "field_unit" one billing unit's field coefficient (tag unit), "whole" (tag method).
+EFFICIENCY_TAGS = ("district", "scope", "canal", "level", "method", "unit")
 EFFICIENCY_FIELDS = ("eta", "in_m3", "out_m3", "coverage", "incomplete", "method")
 SCOPE_SYSTEM = "system"
 SCOPE_CANAL = "canal"
 SCOPE_LEVEL = "level"
 SCOPE_FIELD = "field"
+SCOPE_FIELD_UNIT = "field_unit"
 SCOPE_WHOLE = "whole"
 
 # M.billing: one row per billing unit and billing run, money in yuan (floats for display only;

@@ -80,10 +80,25 @@ class Headworks(Model):
     capacity_m3s: float = Field(gt=0)
 
 
+class ReachStorage(Model):
+    """A reach's declared volume–level relation: water held (m3) against the level at ``point``."""
+
+    point: Id  # a metering point on the reach that reports level
+    curve: tuple[tuple[float, float], ...] = Field(min_length=2)  # (level_m, volume_m3), levels increasing
+
+    def volume_m3(self, level_m: float) -> float:
+        """Volume at ``level_m``, linear between the curve's points and along its end segments beyond them."""
+        pts = self.curve
+        i = next((k for k in range(1, len(pts) - 1) if level_m < pts[k][0]), len(pts) - 1)
+        (h0, v0), (h1, v1) = pts[i - 1], pts[i]
+        return v0 + (v1 - v0) * (level_m - h0) / (h1 - h0)
+
+
 class Reach(Model):
     id: Id
     from_km: float = Field(ge=0)
     to_km: float = Field(gt=0)
+    storage: ReachStorage | None = None  # None: ΔS ≈ canal width_m × length × mean Δlevel of the reach's level meters
 
 
 class Canal(Model):
@@ -142,6 +157,8 @@ class Point(Model):
     feeds: Id | None = None  # diversion: the canal it measures into (its head is at `km` of `canal`)
     allocation: Literal["metered", "area"] = "area"  # how units sharing this intake split it
     poll: PollSpec = PollSpec()
+    # outfall: what its water is in the canal-system coefficient (canalflow.coefficients); None = spill
+    outfall_kind: Literal["spill", "return"] | None = None
 
 
 class Township(Model):
@@ -162,12 +179,28 @@ class Crop(Model):
     crop_class: Literal["grain", "cash", "aquaculture", "other"]
     quotas: tuple[QuotaRule, ...] = ()
     net_depth_mm: dict[str, float] = {}  # typical-field net irrigation depth per season kind
+    kc: float = Field(default=1.0, gt=0, le=2)  # crop coefficient: crop ET = kc × reference ET (typical plots)
 
 
 class CropArea(Model):
     crop: Id
     area_mu: Decimal = Field(gt=0)
     method: str = "flood"
+
+
+class Plot(Model):
+    """A typical plot (典型田块) whose soil moisture measures the field coefficient (canalflow.field)."""
+
+    id: Id
+    unit: Id  # the billing unit the plot lies in
+    crop: Id
+    area_mu: Decimal = Field(gt=0)
+    wetting_depth_m: float = Field(gt=0, le=3)  # planned wetting depth H
+    field_capacity: float = Field(gt=0, lt=1)  # volumetric, m3/m3
+    wilting_point: float = Field(gt=0, lt=1)
+    station: Id | None = None  # its soil-moisture station (墒情站); None: the plot cannot be measured
+    rain_gauge: Id | None = None
+    depths_cm: tuple[int, ...] = (10, 20, 40, 60, 80, 100)  # the station's sensor depths
 
 
 class UnitKind(StrEnum):
@@ -249,6 +282,7 @@ class Tolerances(Model):
     loss_anomaly_factor: float = Field(default=2.0, gt=1)
     max_gap_minutes: float = Field(default=60.0, gt=0)  # longer gaps are not interpolated
     min_coverage: float = Field(default=0.9, gt=0, le=1)  # below: window reported incomplete
+    max_storage_share: float = Field(default=0.05, gt=0, le=1)  # |ΔS| above this share of the inflow: window too short
 
 
 class Station(Model):
@@ -280,6 +314,7 @@ class DistrictFile(Model):
     townships: tuple[Township, ...] = ()
     crops: tuple[Crop, ...] = Field(min_length=1)
     units: tuple[BillingUnit, ...] = Field(min_length=1)
+    plots: tuple[Plot, ...] = ()
     seasons: tuple[Season, ...] = ()
     tariffs: tuple[Tariff, ...] = ()
     targets: Targets = Targets()
@@ -381,6 +416,10 @@ class District:
     @cached_property
     def crops(self) -> dict[str, Crop]:
         return {c.id: c for c in self.spec.crops}
+
+    @cached_property
+    def plots(self) -> dict[str, Plot]:
+        return {p.id: p for p in self.spec.plots}
 
     @cached_property
     def townships(self) -> dict[str, Township]:
@@ -485,6 +524,10 @@ class District:
             if on_this_canal and self.reach_at(canal_id, km).id == reach_id:
                 outflow.append(point)
         return inflow, outflow
+
+    def outfall_kind(self, point: Point) -> Literal["spill", "return"]:
+        """An outfall's water: ``spill`` (to a drain, a loss; the default) or ``return`` (to the source, not withdrawn)."""
+        return point.outfall_kind or "spill"
 
     def intake_points(self, unit_id: str) -> list[Point]:
         return [self.points[p] for p in self.units[unit_id].charging_points]
@@ -664,6 +707,39 @@ def check_semantics(
     _check_units(spec, ids, rep)
     _check_seasons_and_tariffs(spec, ids, rep)
     _check_stations(spec, ids, rep)
+    _check_storage(spec, rep)
+    _check_plots(spec, rep)
+
+
+def _check_plots(spec: DistrictFile, rep: _Reporter) -> None:
+    units = {u.id: u for u in spec.units}
+    seen: set[str] = set()
+    for index, plot in enumerate(spec.plots):
+        at = ("plots", index)
+        if plot.id in seen:
+            rep.add((*at, "id"), f"duplicate id {plot.id!r}", "ids must be unique in a section")
+        seen.add(plot.id)
+        unit = units.get(plot.unit)
+        if unit is None:
+            rep.add((*at, "unit"), f"unknown billing unit {plot.unit!r}", f"known units: {sorted(units)}")
+        elif plot.crop not in {c.crop for c in unit.crops}:
+            rep.add((*at, "crop"), f"unit {plot.unit!r} grows no {plot.crop!r}", f"its crops: {sorted(c.crop for c in unit.crops)}")
+        if plot.wilting_point >= plot.field_capacity:
+            rep.add((*at, "wilting_point"), f"wilting point {plot.wilting_point} is not below field capacity {plot.field_capacity}")
+        if not any(d <= plot.wetting_depth_m * 100 for d in plot.depths_cm):
+            rep.add((*at, "depths_cm"), f"no sensor depth within the wetting depth of {plot.wetting_depth_m} m", "list the station's depths in cm")
+
+
+def _check_storage(spec: DistrictFile, rep: _Reporter) -> None:
+    points = {p.id: p for p in spec.points}
+    for index, canal in enumerate(spec.canals):
+        for r_index, reach in enumerate(canal.reaches):
+            if reach.storage is None:
+                continue
+            point = points.get(reach.storage.point)
+            if point is None or point.canal != canal.id or not reach.from_km <= point.km <= reach.to_km:
+                rep.add(("canals", index, "reaches", r_index, "storage", "point"), f"{reach.storage.point!r} is not a metering point on reach {reach.id!r} of {canal.id!r}",
+                        f"name a point with canal: {canal.id} and km between {reach.from_km} and {reach.to_km}")
 
 
 def _check_timezone(spec: DistrictFile, rep: _Reporter) -> None:
@@ -715,6 +791,10 @@ def _check_reaches(canal: Canal, at: tuple[str, int], rep: _Reporter) -> None:
         if reach.to_km <= reach.from_km:
             rep.add((*at, "reaches", r_index, "to_km"), "to_km must be greater than from_km")
         expected_from = reach.to_km
+        if reach.storage is not None:
+            levels = [h for h, _ in reach.storage.curve]
+            if levels != sorted(set(levels)):
+                rep.add((*at, "reaches", r_index, "storage", "curve"), "levels of a volume–level curve must increase", "list [level_m, volume_m3] pairs from the lowest level up")
     if abs(expected_from - canal.length_km) > 1e-9:
         rep.add((*at, "reaches"), f"reaches end at km {expected_from} but the canal is {canal.length_km} km long", "make the last reach end at length_km")
 
@@ -773,6 +853,8 @@ def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[s
             bounds = {r.from_km for r in canal.reach_list[1:]}
             if point.km not in bounds:
                 rep.add((*at, "km"), f"a section point must sit on a reach boundary of {canal.id!r} (km {sorted(bounds) or 'none'})")
+        if point.outfall_kind is not None and point.role is not PointRole.outfall:
+            rep.add((*at, "outfall_kind"), f"only an outfall declares outfall_kind; {point.id!r} is a {point.role.value} point", "remove outfall_kind or make the point role: outfall")
         _check_rating_order(point, at, rep)
     _check_diversions(spec, rep)
 

@@ -6,7 +6,8 @@ loss anomaly factor):
 
 - a metering point silent for more than ``silent_minutes``;
 - a reach whose loss exceeds ``loss_anomaly_factor`` × its expected seepage;
-- canal-system η below its target, averaged over ``eta_window``;
+- canal-system η (the official figure) below its target, averaged over ``eta_window``;
+- the field coefficient (measured on typical plots) below its target, averaged over ``eta_window``;
 - a gateway's store-and-forward buffer growing by more than ``buffer_growth_rows`` in ``buffer_window``.
 """
 
@@ -162,6 +163,16 @@ def build_alert_rules(district: District, locale: str | None = None, settings: A
                 [of_district(district.id), f"{ident('scope')} = {literal(contract.SCOPE_SYSTEM)}", TIME_FILTER], group_by=("district",),
             ), seconds(settings.eta_window)),
             "last", "lt", target, settings, "{{ $labels.district }}: canal-system η {{ $values.B }} below " + str(target),
+        ),
+        _rule(
+            f"{prefix}-field", t("alert.field_low", target=district.spec.targets.field, window=settings.eta_window),
+            _influx("A", select(
+                [(f"mean({ident('eta')})", "eta")], M.efficiency,
+                # measured figures only: the configured fallback (method units_field_efficiency) is no reason to alert
+                [of_district(district.id), f"{ident('scope')} = {literal(contract.SCOPE_FIELD)}", f"{ident('method')} = {literal('typical_plots')}", TIME_FILTER],
+                group_by=("district",),
+            ), seconds(settings.eta_window)),
+            "last", "lt", district.spec.targets.field, settings, "{{ $labels.district }}: field coefficient {{ $values.B }} below " + str(district.spec.targets.field),
         ),
         _rule(
             f"{prefix}-buffer", t("alert.buffer_growing", rows=settings.buffer_growth_rows, window=settings.buffer_window),

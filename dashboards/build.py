@@ -58,6 +58,7 @@ class Thresholds:
     """Policy numbers the dashboards colour against, all taken from the district file."""
 
     eta_system: float
+    eta_field: float
     loss_factor: float
     quota_bands: tuple[float, ...]  # use/quota fractions where the tariff's bands change
 
@@ -68,6 +69,7 @@ class Thresholds:
             bands += [float(b.up_to) for b in tariff.bands if b.up_to is not None]
         return cls(
             eta_system=district.spec.targets.canal_system,
+            eta_field=district.spec.targets.field,
             loss_factor=district.spec.tolerances.loss_anomaly_factor,
             quota_bands=tuple(sorted(set(bands))) or (1.0,),
         )
@@ -344,6 +346,15 @@ def overview(board: Board, today: dt.date) -> None:
         M.balance, [district_filter(), f"{ident('anomaly')} = true", TIME_FILTER], tail="ORDER BY time DESC LIMIT 100",
     )
     board.add(table_panel().title(t("overview.anomalies")).with_target(q("A", anomalies, as_table=True)).unit(UNIT_M3), 12, 8)
+    field_units = select(
+        [(f"last({ident('eta')})", "eta")], M.efficiency,
+        [district_filter(), f"{ident('scope')} = {literal(contract.SCOPE_FIELD_UNIT)}", TIME_FILTER], group_by=("unit",),
+    )
+    board.add(
+        bargauge.Panel().title(t("overview.eta_field_units", target=f"{limits.eta_field:.2f}")).with_target(q("A", field_units))
+        .unit("percentunit").min(0).max(1).thresholds(steps("red", (limits.eta_field, "green"))).orientation(common.VizOrientation.HORIZONTAL),
+        12, 8,
+    )
 
 
 def balance_where() -> list[str]:

@@ -27,7 +27,15 @@ from canalflow.influx import InfluxV1
 from dashboards.alerts import build_alert_rules
 from dashboards.build import build_dashboards
 from dashboards.layout import schematic_places
-from dashboards.querycheck import AlertEvaluation, QueryResult, TimeRange, alert_rules, check_dashboard, evaluate_rule
+from dashboards.querycheck import (
+    AlertEvaluation,
+    QueryResult,
+    TimeRange,
+    alert_rules,
+    check_dashboard,
+    evaluate_rule,
+    panel_range,
+)
 
 CJK_FONTS = (
     Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
@@ -110,9 +118,15 @@ def draw_stat(ax: Axes, panel: Mapping[str, Any], results: list[QueryResult], tz
     ax.set_yticks([])
 
 
-def draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: list[QueryResult], tz: ZoneInfo) -> None:
+def draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: list[QueryResult], tz: ZoneInfo, rng: TimeRange | None = None) -> None:
+    """Lines on the panel's time range as Grafana draws them (matplotlib alone would spread a single
+    point over ±2 years), with the panel's min/max on the value axis."""
     series = [s for r in results for s in r.series][:MAX_SERIES]
     scale = _scale(panel)
+    _time_axis(ax, series, tz, rng)
+    defaults = (panel.get("fieldConfig") or {}).get("defaults") or {}
+    if defaults.get("min") is not None and defaults.get("max") is not None:
+        ax.set_ylim(defaults["min"] * scale, defaults["max"] * scale)
     for item in series:
         for index, column in enumerate(item["columns"][1:], start=1):
             points = [(t, row[index] * scale) for t, row in zip(_times(item["values"], tz), item["values"], strict=True) if row[index] is not None]
@@ -128,6 +142,14 @@ def draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: list[QueryResul
     ax.set_ylabel(_unit(panel), fontsize=8)
     if series:
         ax.legend(fontsize=6, ncol=4, loc="upper left", framealpha=0.6)
+
+
+def _time_axis(ax: Axes, series: Sequence[Mapping[str, Any]], tz: ZoneInfo, rng: TimeRange | None) -> None:
+    if rng is None:
+        return
+    stamps = [row[0] for item in series for row in item["values"]]
+    lo, hi = min([rng.from_ms, *stamps]), max([rng.to_ms, *stamps])  # a daily bucket may start before the range
+    ax.set_xlim(dt.datetime.fromtimestamp(lo / 1000, tz), dt.datetime.fromtimestamp(hi / 1000, tz))
 
 
 def draw_bars(ax: Axes, panel: Mapping[str, Any], results: list[QueryResult], tz: ZoneInfo) -> None:
@@ -234,8 +256,10 @@ def draw_alerts(ax: Axes, evaluations: Sequence[AlertEvaluation]) -> None:
 
 
 def render_dashboard(
-    board: Mapping[str, Any], results: list[QueryResult], district: District, evaluations: Sequence[AlertEvaluation], out: Path
+    board: Mapping[str, Any], results: list[QueryResult], district: District, evaluations: Sequence[AlertEvaluation], out: Path,
+    *, now_ms: int | None = None, time_range: TimeRange | None = None,
 ) -> Path:
+    """One PNG of a dashboard; ``now_ms`` (and the picked ``time_range``) give time series their axis."""
     tz = ZoneInfo(board.get("timezone") or "UTC")
     panels = board.get("panels", [])
     rows = max((p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels), default=1)
@@ -256,7 +280,7 @@ def render_dashboard(
         if kind == "stat":
             draw_stat(ax, panel, mine, tz)
         elif kind == "timeseries":
-            draw_timeseries(ax, panel, mine, tz)
+            draw_timeseries(ax, panel, mine, tz, None if now_ms is None else panel_range(panel, board, now_ms, time_range))
         elif kind in ("bargauge", "barchart"):
             draw_bars(ax, panel, mine, tz)
         elif kind == "table":
@@ -294,7 +318,7 @@ def render_previews(
     paths = []
     for board in build_dashboards(district, locale).values():
         results = check_dashboard(board, db, now_ms=now_ms, overrides=overrides, time_range=time_range)
-        paths.append(render_dashboard(board, results, district, evaluations, out))
+        paths.append(render_dashboard(board, results, district, evaluations, out, now_ms=now_ms, time_range=time_range))
         if progress is not None:
             ok = sum(r.ok for r in results)
             print(f"preview {paths[-1]}: {ok} of {len(results)} queries with data", file=progress)

@@ -45,6 +45,19 @@ class Hydraulics(_Model):
     velocity_exponent: float = Field(default=0.4, ge=0, le=1)  # v = v_design * (Q/Q_ref)^exp
 
 
+class RainDay(_Model):
+    day: dt.date
+    mm: float = Field(ge=0)
+
+
+class Weather(_Model):
+    """Weather over the typical plots (firmware_sim.rootzone): reference ET and the days it rains."""
+
+    et0_mm_per_day: float = Field(default=3.0, ge=0)  # reference evapotranspiration, every day
+    rain: tuple[RainDay, ...] = ()
+    initial_share: float = Field(default=0.4, ge=0, le=1)  # plots' water at a season's start, share of FC − WP above WP
+
+
 class _Window(_Model):
     start: dt.datetime
     end: dt.datetime
@@ -132,6 +145,7 @@ class ScenarioFile(_Model):
     name: str = ""
     description: str = ""
     hydraulics: Hydraulics = Hydraulics()
+    weather: Weather = Weather()
     events: tuple[Event, ...] = ()
     faults: tuple[Fault, ...] = ()
 
@@ -159,6 +173,10 @@ class Scenario:
     @property
     def hydraulics(self) -> Hydraulics:
         return self.spec.hydraulics
+
+    @property
+    def weather(self) -> Weather:
+        return self.spec.weather
 
     def faults_of(self, point_id: str) -> list[Fault]:
         return [f for f in self.spec.faults if f.point == point_id]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from canalflow import ratings
+from canalflow.coefficients import SystemBalance, system_balance
 from canalflow.district import District, Point
 from firmware_sim import hydraulics
 from firmware_sim.scenario import Scenario
@@ -66,6 +67,10 @@ class Truth:
     def volume_m3(self, point_id: str, t0_ms: int, t1_ms: int) -> float:
         """Exact true volume through a point over ``[t0, t1]``."""
         return self.flow_fn(point_id).integral(t0_ms, t1_ms)
+
+    def system_balance(self, t0_ms: int, t1_ms: int) -> SystemBalance:
+        """The true canal-system balance; its ``eta`` is the official coefficient by the same definition as billing's."""
+        return system_balance(self.district, lambda point_id: self.volume_m3(point_id, t0_ms, t1_ms))
 
     def reach_loss_m3(self, canal_id: str, reach_id: str, t0_ms: int, t1_ms: int) -> float:
         """True loss of a reach over ``[t0, t1]``: seepage plus unmetered withdrawals and breaches."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from canalflow.district import District, PointRole
+from canalflow.district import District
 from firmware_sim.truth import Truth
 
 
@@ -30,14 +30,6 @@ def unit_true_m3(district: District, truth: Truth, unit_id: str, t0: int, t1: in
         share = district.units[unit_id].area_mu / sum(u.area_mu for u in sharing)
         total += truth.volume_m3(point_id, t0, t1) * float(share)
     return total
-
-
-def true_system_eta(district: District, truth: Truth, t0: int, t1: int) -> float | None:
-    """Delivered to billing units (intakes) over diverted at the headworks, from ground truth."""
-    heads = [p for p in district.spec.points if p.role is PointRole.diversion and district.canals[district.fed_canal(p)].source in district.headworks]
-    diverted = sum(truth.volume_m3(p.id, t0, t1) for p in heads)
-    delivered = sum(truth.volume_m3(p.id, t0, t1) for p in district.spec.points if p.role is PointRole.intake)
-    return delivered / diverted if diverted > 0 else None
 
 
 def bills_table(district: District, bills_dir: Path, truth: Truth, t0: int, t1: int) -> tuple[list[str], Decimal]:
@@ -58,17 +50,41 @@ def bills_table(district: District, bills_dir: Path, truth: Truth, t0: int, t1: 
     return rows, grand
 
 
-def efficiency_lines(efficiency: dict[str, Any], true_eta: float | None) -> list[str]:
-    lines = ["| figure | value | method | target | coverage |", "| --- | ---: | --- | ---: | ---: |"]
+def _value(fig: dict[str, Any]) -> str:
+    return "incomplete" if fig["value"] is None else f"{fig['value']:.3f}"
+
+
+def _target(fig: dict[str, Any]) -> str:
+    return "" if fig.get("target") is None else f"{fig['target']:.2f}"
+
+
+def ground_truth_lines(efficiency: dict[str, Any], true_eta: float | None) -> list[str]:
+    """The official figures beside the simulator's truth (by the same definition, canalflow.coefficients)."""
+    lines = ["| figure | measured | truth | difference | target |", "| --- | ---: | ---: | ---: | ---: |"]
+    official = efficiency["canal_system"]
+    diff = f"{official['value'] / true_eta - 1:+.2%}" if official["value"] is not None and true_eta is not None else "—"
+    truth = "no truth (no diversion)" if true_eta is None else f"{true_eta:.3f}"
+    lines.append(f"| canal system | {_value(official)} | {truth} | {diff} | {_target(official)} |")
+    field = efficiency["field"]
+    lines.append(f"| field | not measured: {field['method']} is the configured field_efficiency ({_value(field)}), no typical plots in the district file "
+                 f"| no truth: the demo district has no typical plots for the simulator's root zone | — | {_target(field)} |")
+    head_tail = efficiency["whole"]["head_tail"]
+    measured = _value(head_tail) if head_tail["value"] is not None else f"not measured: {head_tail['note']}"
+    lines.append(f"| whole district (head-tail) | {measured} | no truth: no typical plots in the district file | — | {_target(head_tail)} |")
+    lines.append("")
+    balance = official["note"].removeprefix(official["definition"]).lstrip("; ")
+    lines.append(f"Canal system, by the official definition: {official['definition']}." + (f" Balance of the window: {balance}." if balance else ""))
+    return lines
+
+
+def efficiency_lines(efficiency: dict[str, Any]) -> list[str]:
+    lines = ["| figure | value | method | target | coverage | note |", "| --- | ---: | --- | ---: | ---: | --- |"]
     for name, fig in efficiency.get("system", {}).items():
-        value = "incomplete" if fig["value"] is None else f"{fig['value']:.3f}"
-        target = "" if fig.get("target") is None else f"{fig['target']:.2f}"
-        lines.append(f"| canal system ({name}) | {value} | {fig['method']} | {target} | {fig['coverage']:.0%} |")
-    if true_eta is not None:
-        lines.append(f"| canal system, simulator ground truth | {true_eta:.3f} | delivered_over_diverted (truth) | | |")
+        label = "canal system (official)" if name == "official" else f"canal system, diagnostic ({name})"
+        note = fig["note"] if name != "official" else "the headline figure"
+        lines.append(f"| {label} | {_value(fig)} | {fig['method']} | {_target(fig)} | {fig['coverage']:.0%} | {note} |")
     for level, fig in efficiency.get("levels", {}).items():
-        value = "incomplete" if fig["value"] is None else f"{fig['value']:.3f}"
-        lines.append(f"| {level} canals | {value} | {fig['method']} | | {fig['coverage']:.0%} |")
+        lines.append(f"| {level} canals | {_value(fig)} | {fig['method']} | | {fig['coverage']:.0%} | |")
     anomalies = [r for r in efficiency.get("reaches", []) if r.get("anomaly")]
     lines.append("")
     lines.append("Reaches whose loss exceeds the expected seepage by the anomaly factor: "
@@ -94,9 +110,13 @@ def demo_report(district: District, out: Path, window: tuple[int, int], efficien
         "",
         f"Sum of all bills: {grand:,.2f} 元. A negative total is a water-saving reward larger than the charges.",
         "",
-        "## Canal-system efficiency",
+        "## Efficiency against ground truth",
         "",
-        *efficiency_lines(efficiency, true_system_eta(district, truth, t0, t1)),
+        *ground_truth_lines(efficiency, truth.system_balance(t0, t1).eta),
+        "",
+        "## Canal-system efficiency: official figure and diagnostics",
+        "",
+        *efficiency_lines(efficiency),
         "",
         "## Files",
         "",

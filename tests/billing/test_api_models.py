@@ -299,6 +299,9 @@ def test_real_answers_and_bill_files_match_the_document(billed: tuple[Any, Path]
     assert api("GET", "/units/V01/water-use", 200)["items"][0]["bill_id"] == bill
     efficiency = api("GET", "/efficiency", 200, params={"from": "2026-03-11T00:00:00+08:00", "to": "2026-03-12T00:00:00+08:00"})
     assert efficiency["reaches"]
+    official = efficiency["canal_system"]  # the headline: the same figure as system.official, with its definition
+    assert official["method"] == "official" and official["value"] == efficiency["system"]["official"]["value"]
+    assert "GB/T 50363" in official["definition"] and official["balance"]["diverted_m3"] > 0
     later = api("POST", "/runs", 201, "clerk", json=day2)
     assert later["ledger"] == "created" and any(ln["kind"] == "adjustment" for b in api("GET", f"/runs/{later['run_id']}/bills?limit=500", 200)["items"] for ln in b["lines"])
     routes = {(method, path) for method, path, _ in operations(doc)}

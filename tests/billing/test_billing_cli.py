@@ -54,7 +54,8 @@ def test_efficiency_json_and_kpis(day_of_water, demo):
     rows = influx.query_points(f'SELECT eta FROM {source_of(M.efficiency)} WHERE scope = \'level\' GROUP BY "level"')
     assert {r["level"]: r["eta"] for r in rows} == pytest.approx(ETA, rel=1e-6)
     system = influx.query_points(f'SELECT last(eta) AS eta FROM {source_of(M.efficiency)} WHERE scope = \'system\'')
-    assert system[0]["eta"] == pytest.approx(report["system"]["graph"]["value"])
+    assert system[0]["eta"] == pytest.approx(report["canal_system"]["value"])  # the official figure is the headline KPI
+    assert report["canal_system"]["value"] == pytest.approx(report["system"]["official"]["value"])
 
 
 def test_efficiency_text_report(day_of_water):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from billing_synth import network_volumes, volume_result
+from billing_synth import DEMO, network_volumes, volume_result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.efficiency import efficiency_report
+from billing.efficiency import efficiency_report, kpi_lines
+from canalflow.district import DistrictError, load_district
 
 DAY = 86_400_000
 DELIVERIES = {
@@ -17,6 +18,16 @@ DELIVERIES = {
     "WUA1-IN": 40_000, "OP1-IN": 50_000, "V08-IN": 16_000, "V09-IN": 14_000, "V10-IN": 22_000, "V11-IN": 10_000, "V12-IN": 20_000,
 }
 LEVEL_ETA = {"main": 0.95, "branch": 0.90, "lateral": 0.85}
+
+
+DEMO_TEXT = DEMO.read_text(encoding="utf-8")
+
+
+def copy_demo(tmp_path, text):
+    """The demo district file as an operator edited it (it uses the built-in profiles only)."""
+    path = tmp_path / DEMO.name
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def eta_by_level(demo):
@@ -75,6 +86,39 @@ def test_outfalls_are_returned_not_delivered(demo):
     assert rep.system["delivered_over_diverted"].value < rep.system["graph"].value
 
 
+def test_official_figure_counts_spill_as_loss_and_deducts_returns(demo, tmp_path):
+    outfalls = {"M1-TAIL": 5_000.0, "B2-TAIL": 2_000.0, "B3-TAIL": 1_000.0}
+    true = network_volumes(demo, DELIVERIES, eta_by_level(demo), outfalls)
+    delivered = sum(DELIVERIES.values())
+    rep = report_of(demo, true)
+    official = rep.canal_system
+    assert official is rep.system["official"] and official.method == "official"
+    assert official.value == pytest.approx(delivered / true["M1-HEAD"], rel=1e-12)  # every outfall spills by default
+    assert rep.balance.spilled_m3 == 8_000 and rep.balance.returned_m3 == 0
+    assert f"tail spill {8_000 / true['M1-HEAD']:.1%} of diversion" in official.note
+    assert "diagnostic" in rep.system["graph"].note and "points against the official figure" in rep.system["graph"].note
+    # the operator declares M1's tail a return to the river: its water is deducted from the gross diversion
+    text = DEMO_TEXT.replace("canal: M1, km: 30, gateway: GW-MAIN, unit_id: 4,", "canal: M1, km: 30, gateway: GW-MAIN, unit_id: 4, outfall_kind: return,")
+    assert text != DEMO_TEXT
+    returning = load_district(copy_demo(tmp_path, text))
+    rep = report_of(returning, true)
+    assert rep.canal_system.value == pytest.approx(delivered / (true["M1-HEAD"] - 5_000), rel=1e-12)
+    assert rep.balance.returned_m3 == 5_000 and rep.balance.spilled_m3 == 3_000
+    assert "returned to the source" in rep.canal_system.note
+    system_kpis = [line for line in kpi_lines(rep) if ",scope=system " in line]
+    assert len(system_kpis) == 1 and "method=\"official\"" in system_kpis[0]
+    assert f"eta={rep.canal_system.value!r}" in system_kpis[0]
+
+
+def test_outfall_kind_only_on_outfalls(tmp_path):
+    text = DEMO_TEXT.replace("canal: M1, km: 12, gateway: GW-MAIN, unit_id: 2,", "canal: M1, km: 12, gateway: GW-MAIN, unit_id: 2, outfall_kind: spill,", 1)
+    assert text != DEMO_TEXT
+    with pytest.raises(DistrictError) as err:
+        load_district(copy_demo(tmp_path, text))
+    [problem] = [p for p in err.value.problems if p.severity == "error"]
+    assert problem.field.endswith("outfall_kind") and "only an outfall" in problem.message and problem.line > 0
+
+
 def test_incomplete_data_gives_no_number(demo):
     true = network_volumes(demo, DELIVERIES, eta_by_level(demo))
     rep = report_of(demo, true, coverage={"V06-IN": 0.5})
@@ -107,10 +151,10 @@ def test_field_and_whole_district(demo):
     true = network_volumes(demo, DELIVERIES, eta_by_level(demo))
     rep = report_of(demo, true)
     assert rep.field.value == pytest.approx(0.85)  # every unit has the default field efficiency
-    assert rep.whole["field_coefficients"].value == pytest.approx(rep.system["graph"].value * 0.85)
+    assert rep.whole["field_coefficients"].value == pytest.approx(rep.canal_system.value * 0.85)
     assert rep.whole["head_tail"].method == "head_tail" and rep.whole["head_tail"].value > 0
-    assert rep.system["graph"].target == 0.70 and rep.field.target == 0.85
-    assert rep.system["graph"].meets_target is (rep.system["graph"].value >= 0.70)
+    assert rep.canal_system.target == 0.70 and rep.field.target == 0.85
+    assert rep.canal_system.meets_target is (rep.canal_system.value >= 0.70)
 
 
 @settings(max_examples=60, deadline=None)
@@ -126,3 +170,43 @@ def test_eta_at_most_one_or_flagged(demo, main, branch, lateral, noise):
     for reach in rep.reaches:
         assert reach.eta is None or reach.eta <= 1 + 1e-12 or "eta_above_1" in reach.flags
     assert all(math.isfinite(r.loss_m3) for r in rep.reaches)
+
+
+def test_declared_volume_level_relation_gives_the_storage_change(demo, tmp_path):
+    curve = "storage: {point: M1-S12, curve: [[0, 0], [1, 30000], [2, 100000]]}"
+    text = DEMO_TEXT.replace("- {id: M1-R1, from_km: 0,  to_km: 12}", "- {id: M1-R1, from_km: 0,  to_km: 12, " + curve + "}")
+    assert text != DEMO_TEXT
+    district = load_district(copy_demo(tmp_path, text))
+    true = network_volumes(district, DELIVERIES, eta_by_level(district))
+    volumes = {p: volume_result(v) for p, v in true.items()}
+    rep = efficiency_report(district, volumes, 0, DAY, water_levels={"M1-S12": (0.5, 1.5)})
+    r1 = next(r for r in rep.reaches if r.reach == "M1-R1")
+    assert r1.storage_m3 == pytest.approx(65_000 - 15_000)  # V(1.5) − V(0.5) on the declared curve
+    assert r1.loss_m3 == pytest.approx(r1.in_m3 - r1.out_m3 - 50_000)
+    assert "storage_dominated" in r1.flags and r1.eta is None  # 50,000 m3 against a day's flow of the reach
+    # M1-S12 also bounds M1-R2, which declares no relation: water-surface width × length × Δlevel
+    r2 = next(r for r in rep.reaches if r.reach == "M1-R2")
+    assert r2.storage_m3 == pytest.approx(district.canals["M1"].width_m * 12_000 * 1.0)
+    assert rep.storage_m3 == pytest.approx(50_000 + r2.storage_m3) and "storage_dominated" in rep.canals["M1"].flags
+    small = efficiency_report(district, volumes, 0, DAY, water_levels={"M1-S12": (1.0, 1.001)})  # 70 m3 in R1: no flag
+    assert small.canal_system.value == pytest.approx(rep.system["delivered_over_diverted"].value)
+    assert next(r for r in small.reaches if r.reach == "M1-R1").eta == pytest.approx(0.95 + 70 / r1.in_m3)
+
+
+def test_storage_relation_must_name_a_point_on_the_reach(tmp_path):
+    text = DEMO_TEXT.replace("- {id: M1-R1, from_km: 0,  to_km: 12}", "- {id: M1-R1, from_km: 0,  to_km: 12, storage: {point: M1-S24, curve: [[1, 10], [0, 0]]}}")
+    with pytest.raises(DistrictError) as err:
+        load_district(copy_demo(tmp_path, text))
+    problems = {p.field: p.message for p in err.value.problems if p.severity == "error"}
+    assert "not a metering point on reach 'M1-R1'" in problems["canals[0].reaches[0].storage.point"]
+    assert "must increase" in problems["canals[0].reaches[0].storage.curve"]
+
+
+def test_official_figure_above_one_is_a_data_error_not_a_number(demo):
+    true = network_volumes(demo, DELIVERIES, eta_by_level(demo))
+    true["V03-IN"] = 5e7  # a totaliser reset read as a huge volume
+    rep = report_of(demo, true)
+    official = rep.canal_system
+    assert official.value is None and official.incomplete and "eta_above_1" in official.flags
+    assert official.note.startswith("data error:") and "V03-IN" in official.note
+    assert rep.system["delivered_over_diverted"].value > 1  # the diagnostic keeps its (flagged) number

@@ -24,6 +24,7 @@ SILENT_POINT = "V12-IN"
 ANOMALOUS_REACH = ("M1", "M1-R2")
 OFFLINE_GATEWAY = "GW-B3"
 SYSTEM_ETA = 0.66
+FIELD_ETA = 0.87  # above the field target: the field alert must stay quiet
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ def efficiency_rows(district: District, now_ms: int, days: int = 3) -> list[str]
     for day in range(days):
         ts = now_ms - now_ms % DAY - (day + 1) * DAY
         lines.append(line(M.efficiency, {"district": district.id, "scope": contract.SCOPE_SYSTEM}, {"eta": SYSTEM_ETA, "in_m3": 3.4e6, "out_m3": 3.4e6 * SYSTEM_ETA}, ts))
+        lines.append(line(M.efficiency, {"district": district.id, "scope": contract.SCOPE_FIELD}, {"eta": FIELD_ETA, "method": "typical_plots"}, ts))
+        for unit in district.spec.units:
+            tags = {"district": district.id, "scope": contract.SCOPE_FIELD_UNIT, "unit": unit.id}
+            lines.append(line(M.efficiency, tags, {"eta": FIELD_ETA + 0.02, "method": "typical_plots"}, ts))
         for canal in district.spec.canals:
             tags = {"district": district.id, "scope": contract.SCOPE_CANAL, "canal": canal.id, "level": canal.level.value}
             lines.append(line(M.efficiency, tags, {"eta": 0.93 if canal.level.value == "main" else 0.88, "in_m3": 1e5, "out_m3": 9e4}, ts))

@@ -118,7 +118,7 @@ def test_build_writes_provisioning_that_grafana_reads(tmp_path: Path) -> None:
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/var/lib/grafana/dashboards")
     alerts = yaml.safe_load((tmp_path / "provisioning/alerting/canalflow-demo.yaml").read_text())
     rules = alerts["groups"][0]["rules"]
-    assert alerts["apiVersion"] == 1 and len(rules) == 4
+    assert alerts["apiVersion"] == 1 and len(rules) == 5
     for rule in rules:
         assert rule["condition"] == "C" and {d["refId"] for d in rule["data"]} == {"A", "B", "C"}
         assert "folderUID" not in rule and rule["data"][0]["datasourceUid"] == DATASOURCE_UID

@@ -72,6 +72,19 @@ def test_alert_rules_fire_on_exactly_the_planted_faults(built: Path, filled: Inf
     assert [(f["canal"], f["reach"]) for f in evaluations["cf-demo-loss"].firing] == [ANOMALOUS_REACH]
     assert [f["district"] for f in evaluations["cf-demo-eta"].firing] == ["demo"]
     assert [f["gateway"] for f in evaluations["cf-demo-buffer"].firing] == [OFFLINE_GATEWAY]
+    assert evaluations["cf-demo-field"].firing == []  # the planted field coefficient meets its target
+
+
+def test_field_coefficient_alert_fires_below_its_target(built: Path, filled: InfluxV1, demo: District) -> None:
+    from canalflow.contract import SCOPE_FIELD, M, line, policy_of
+
+    document = yaml.safe_load((built / "provisioning" / "alerting" / "canalflow-demo.yaml").read_text())
+    [rule] = [r for r in alert_rules(document) if r["uid"] == "cf-demo-field"]
+    # the configured constant (a district without plots) is not a measurement: no alert however low
+    filled.write_lines([line(M.efficiency, {"district": demo.id, "scope": SCOPE_FIELD}, {"eta": 0.10, "method": "units_field_efficiency"}, NOW_MS - 7_200_000)], rp=policy_of(M.efficiency))
+    assert evaluate_rule(rule, filled, now_ms=NOW_MS).firing == []
+    filled.write_lines([line(M.efficiency, {"district": demo.id, "scope": SCOPE_FIELD}, {"eta": 0.70, "method": "typical_plots"}, NOW_MS - 3_600_000)], rp=policy_of(M.efficiency))
+    assert [f["district"] for f in evaluate_rule(rule, filled, now_ms=NOW_MS).firing] == ["demo"]
 
 
 def test_a_wrong_field_name_is_reported_not_passed(built: Path, filled: InfluxV1) -> None:
@@ -130,3 +143,30 @@ def test_check_with_a_picked_range(filled: InfluxV1, demo: District, capsys: pyt
     assert canalflow(["dashboards", "check", *common, "--from", start, "--to", NOW.isoformat()]) == 0, capsys.readouterr().err
     assert canalflow(["dashboards", "check", *common, "--from", start]) == 1
     assert "--from and --to go together" in capsys.readouterr().err
+
+
+def test_daily_efficiency_chart_spans_the_picked_range_not_years(influx: InfluxV1, demo: District) -> None:
+    """One KPI point (a demo's single window): the preview's axis is the picked range, as in Grafana."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from canalflow.contract import SCOPE_SYSTEM, M, line, policy_of
+    from dashboards.build import build_dashboards
+    from dashboards.preview import draw_timeseries
+    from dashboards.querycheck import TimeRange, panel_range
+
+    influx.write_lines([line(M.efficiency, {"district": demo.id, "scope": SCOPE_SYSTEM}, {"eta": 0.66, "method": "official"}, NOW_MS - 3_600_000)], rp=policy_of(M.efficiency))
+    board = build_dashboards(demo, "en")["overview"]
+    [panel] = [p for p in board["panels"] if p["title"] == "Canal-system efficiency, official η by day"]
+    picked = TimeRange(NOW_MS - 6 * 3_600_000, NOW_MS)
+    results = [r for r in check_dashboard(board, influx, now_ms=NOW_MS, time_range=picked) if r.panel_id == panel["id"]]
+    assert [len(s["values"]) for r in results for s in r.series] == [1]
+    fig, ax = plt.subplots()
+    try:
+        draw_timeseries(ax, panel, results, demo.tz, panel_range(panel, board, NOW_MS, picked))
+        lo, hi = ax.get_xlim()
+        assert (hi - lo) <= 1.5  # days: the picked 6 h and the day bucket holding the point, not ±2 years
+        assert mdates.num2date(hi).timestamp() * 1000 >= NOW_MS - 1
+        assert ax.get_ylim() == (0.0, 100.0)  # the panel's min/max (0–1, shown in percent)
+    finally:
+        plt.close(fig)

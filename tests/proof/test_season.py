@@ -168,3 +168,24 @@ def test_expected_seepage_of_a_reach_with_offtakes_follows_the_soil_law(tmp_path
         outflows = {p.id: truth.volume_m3(p.id, t0, t1) for p in outs}
         expected = reach_expected_seepage_m3(district, canal, reach.id, outflows, (t1 - t0) / 1000)
         assert 0.8 <= expected / true_seepage <= 1.25, (canal, reach.id, round(expected), round(true_seepage))
+
+
+def test_official_canal_system_figure_refuses_the_totaliser_reset(season):
+    """The headline figure through the whole pipeline, from raw volumes: V03-IN's totaliser reset reads as
+    a huge delivery, so the figure is a data error naming the meter, not a number above 1 (nor a guess).
+    Within 1 % of the truth on clean data: tests/billing/test_against_truth.py."""
+    from proof_kit import run_canalflow
+
+    from firmware_sim.truth import Truth
+
+    pipeline = season.pipeline
+    t0, t1 = season.window
+    common = ["--district", str(pipeline.district.path), "--influx", pipeline.influxd.url, "--db", pipeline.database,
+              "--from", iso_utc(t0), "--to", iso_utc(t1)]
+    report = json.loads(run_canalflow("billing", "efficiency", *common, "--json"))
+    official = report["canal_system"]
+    truth = Truth(pipeline.district, load_scenario(season.plan.scenario_path, pipeline.district)).system_balance(t0, t1)
+    assert official["method"] == "official" and official["value"] is None and official["incomplete"]
+    assert official["note"].startswith("data error:") and "V03-IN" in official["note"]
+    assert official["balance"]["delivered_m3"] > truth.delivered_m3 * 10  # the reset, read raw
+    assert official["balance"]["diverted_m3"] == pytest.approx(truth.diverted_m3, rel=0.01)  # the head meter is right
