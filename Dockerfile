@@ -20,6 +20,7 @@ COPY ingest ./ingest
 COPY billing ./billing
 COPY dashboards ./dashboards
 COPY firmware_sim ./firmware_sim
+COPY web ./web
 # Not testbed/ (test servers, the demo, load generators): the product runs without it (docs/design.md).
 # psycopg: the PostgreSQL driver of the billing ledger (SQLAlchemy URL postgresql+psycopg://).
 RUN pip install --no-cache-dir . "psycopg[binary]>=3.1,<4"
