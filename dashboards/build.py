@@ -346,6 +346,8 @@ def overview(board: Board, today: dt.date) -> None:
         M.balance, [district_filter(), f"{ident('anomaly')} = true", TIME_FILTER], tail="ORDER BY time DESC LIMIT 100",
     )
     board.add(table_panel().title(t("overview.anomalies")).with_target(q("A", anomalies, as_table=True)).unit(UNIT_M3), 12, 8)
+    if not board.district.spec.plots:
+        return  # η_f per unit is measured on typical plots: no plots, no panel (never an empty one)
     field_units = select(
         [(f"last({ident('eta')})", "eta")], M.efficiency,
         [district_filter(), f"{ident('scope')} = {literal(contract.SCOPE_FIELD_UNIT)}", TIME_FILTER], group_by=("unit",),
