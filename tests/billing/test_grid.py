@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from grid_layouts import write_grid
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from billing.bills import build_run
 from billing.volumes import PointVolume, charging_points
@@ -189,3 +191,109 @@ def test_an_entity_billed_nowhere_or_twice_is_refused(tmp_path: Path):
     assert any("has its own meter and a share of 'G1'" in m for _, m in found)
     found = refusals(tmp_path, ("below: G2-IN, gateway: GW-B1, unit_id: 25", "gateway: GW-B1, unit_id: 25"))
     assert any("point 'G2-C1' is not a sub-meter of 'G2' (it is not a sub-meter)" in m for _, m in found)
+
+
+# --- policy data: cost-price subsidy, season budgets, buy-back, two-part price -----------------
+
+COST_SUBSIDY = 'subsidy: {cost: {backbone: "0.150", terminal: "0.050"}, classes: [grain, cash], budget: {yuan: "2000.00"%s}}'
+
+
+def policy_run(tmp_path: Path, *replacements: tuple[str, str]):
+    district = load_district(write_grid(tmp_path, *replacements))
+    return run_of(district, G1, default=0.0)  # only the grid villages take water
+
+
+def test_subsidy_from_the_cost_price_and_a_budget_shared_pro_rata(tmp_path: Path):
+    # grain (0.150 - 0.080) + (0.050 - 0.030) = 0.090/m3, cash (0.150 - 0.110) + (0.050 - 0.040) = 0.050/m3
+    # claims: G1-B2 25,000 cash m3 -> 1250.00, G2-C1 20,000 grain m3 -> 1800.00 (G1-B1, G2-C2 over quota: none)
+    # 2000.00 of 3050.00: 200000 fen split 1250:1800 -> 81967.2 / 118032.8 -> 819.67 / 1180.33
+    run = policy_run(tmp_path, ('subsidy: {grain_per_m3: "0.020"}', COST_SUBSIDY % ""))
+    b2, c1 = run.bill_of("G1-B2"), run.bill_of("G2-C1")
+    subsidy = [line for line in c1.lines if line.kind == "subsidy"]
+    assert [(x.component, x.rate, x.amount) for x in subsidy] == [("subsidy", D("-0.090"), D("-1800.00")), ("budget", 0, D("619.67"))]
+    assert "20000.000 m3 x (0.150 cost - 0.080 price, backbone) + (0.050 cost - 0.030 price, terminal) = 0.090/m3" in subsidy[0].note
+    assert [x.amount for x in b2.lines if x.kind == "subsidy"] == [D("-1250.00"), D("430.33")]
+    assert (b2.total, c1.total) == (D("2888.78"), D("819.67"))
+    paid = -sum((x.amount for b in run.bills for x in b.lines if x.kind == "subsidy"), D(0))
+    assert paid == D("2000.00")
+    assert "subsidy claims 3050.00 exceed the season budget 2000.00: paid pro rata 65.5738%" in c1.notes
+    assert not any(x.kind == "subsidy" for x in run.bill_of("G1-B1").lines)  # over quota: none
+
+
+def test_a_budget_that_runs_out_by_priority(tmp_path: Path):
+    # grain first: 1800.00 in full, 200.00 left for cash of 1250.00 claimed
+    run = policy_run(tmp_path, ('subsidy: {grain_per_m3: "0.020"}', COST_SUBSIDY % ", rule: priority, priority: [grain, cash]"))
+    b2, c1 = run.bill_of("G1-B2"), run.bill_of("G2-C1")
+    assert [x.amount for x in c1.lines if x.kind == "subsidy"] == [D("-1800.00")]
+    assert [x.amount for x in b2.lines if x.kind == "subsidy"] == [D("-1250.00"), D("1050.00")]
+    assert "paid 200.00 of 1250.00" in b2.lines[-1].note
+    assert (b2.total, c1.total) == (D("3508.45"), D("200.00"))
+    assert "subsidy claims 3050.00 exceed the season budget 2000.00: paid by priority grain > cash" in b2.notes
+
+
+def test_buy_back_of_saved_quota_and_a_fixed_charge_per_mu(tmp_path: Path):
+    run = policy_run(tmp_path, ('reward:  {grain_per_m3: "0.050", other_per_m3: "0.030"}', 'reward: {buy_back_per_m3: "0.200"}\n    fixed_per_mu: "2.00"'))
+    c1, b1, b2, village = run.bill_of("G2-C1"), run.bill_of("G1-B1"), run.bill_of("G1-B2"), run.bill_of("G1")
+    assert [(x.component, x.volume_m3, x.amount) for x in c1.lines if x.kind == "reward"] == [("buy_back", D(4000), D("-800.00"))]
+    assert [x.amount for x in b2.lines if x.kind == "reward"] == [D("-2200.00")]  # 11,000 m3 saved x 0.200
+    assert [(x.amount, x.note) for x in b1.lines if x.kind == "fixed"] == [(D("600.00"), "two-part price: 2.00/mu x 300 mu")]
+    assert [x.amount for x in village.lines] == []  # its land is its blocks': no second fixed charge
+    assert c1.total == D("1600.00") + D("600.00") - D("400.00") - D("800.00") + D("400.00")
+
+
+def test_a_flat_rate_and_a_cost_price_together_are_refused(tmp_path: Path):
+    path = write_grid(tmp_path, ('subsidy: {grain_per_m3: "0.020"}', 'subsidy: {grain_per_m3: "0.020", cost: {backbone: "0.150"}}'))
+    _, problems = check_district(path)
+    assert any("both a flat rate (grain_per_m3) and a cost price" in p.message for p in problems if p.severity == "error")
+
+
+# --- property: over random hierarchies and volumes, billed = metered at every charging meter -----
+
+CROPS = ("wheat", "cotton", "vegetables")
+
+
+@st.composite
+def hierarchies(draw):
+    """A village (intake R-IN) with 1-4 blocks, metered or sharing by area or quota; households below some."""
+    loss = draw(st.sampled_from(["metered", "area", "quota", "parent"]))
+    n = draw(st.integers(1, 4))
+    metered = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    share = draw(st.sampled_from(["area", "quota"]))
+    points = ["  - {id: R-IN, role: intake, canal: L12, km: 2.8, gateway: GW-B1, unit_id: 30, profile: em-pipe}"]
+    units = [f"  - {{id: R, name: R, kind: village, township: T1, charging_points: [R-IN], loss: {loss}}}"]
+    volumes: dict[str, float] = {}
+    for i in range(n):
+        block = f"R-B{i}"
+        households = draw(st.integers(0, 3))
+        crops = "" if households else f", crops: [{{crop: {draw(st.sampled_from(CROPS))}, area_mu: {draw(st.integers(1, 900))}}}]"
+        if metered[i]:
+            points.append(f"  - {{id: {block}, role: intake, canal: L12, km: 2.8, below: R-IN, gateway: GW-B1, unit_id: {31 + i}, profile: em-pipe}}")
+            units.append(f"  - {{id: {block}, name: {block}, kind: block, township: T1, parent: R, charging_points: [{block}]{crops}}}")
+            volumes[block] = draw(st.floats(0, 80_000, allow_nan=False))
+        else:
+            units.append(f"  - {{id: {block}, name: {block}, kind: block, township: T1, parent: R, share: {share}{crops}}}")
+        for h in range(households):
+            area = draw(st.integers(1, 300))
+            units.append(f"  - {{id: {block}-H{h}, name: H{h}, kind: household, township: T1, parent: {block}, share: area, crops: [{{crop: {draw(st.sampled_from(CROPS))}, area_mu: {area}}}]}}")
+    volumes["R-IN"] = sum(volumes.values()) + draw(st.floats(0, 50_000, allow_nan=False)) + 1  # + the loss
+    return "\n".join(points) + "\n", "\n".join(units) + "\n", volumes
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layout=hierarchies())
+def test_billed_equals_metered_at_every_charging_meter(tmp_path: Path, layout):
+    points, units, volumes = layout
+    district = load_district(write_grid(tmp_path, points=points, units=units))
+    run = run_of(district, volumes, default=0.0)
+    tree = [b for b in run.bills if district.root_of(b.unit_id).id == "R"]
+    intake = D(round(volumes["R-IN"]))
+    assert sum((b.volume_m3 for b in tree), D(0)) == intake
+    for bill in tree:
+        if district.units[bill.unit_id].charging_points and bill.parent:  # a sub-metered block uses what its meter measured
+            assert bill.own_m3 == D(round(volumes[bill.unit_id]))
+        assert bill.total == sum((line.amount for line in bill.lines), D(0))
+        assert bill.volume_m3 == bill.own_m3 + sum((x.volume_m3 for x in bill.losses), D(0))
+        statements = [s for s in run.statements if s.parent_id == bill.unit_id]
+        if statements:
+            assert sum((s.total for s in statements), D(0)) == bill.total
+            assert sum((s.volume_m3 for s in statements), D(0)) == bill.volume_m3
