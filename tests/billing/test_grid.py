@@ -297,3 +297,20 @@ def test_billed_equals_metered_at_every_charging_meter(tmp_path: Path, layout):
         if statements:
             assert sum((s.total for s in statements), D(0)) == bill.total
             assert sum((s.volume_m3 for s in statements), D(0)) == bill.volume_m3
+
+
+def test_statements_are_listed_per_village_as_csv_xlsx_and_one_pdf(grid, tmp_path: Path):
+    from billing.exports import write_outputs, write_pdfs
+
+    run = run_of(grid, G1)
+    written = write_outputs(run, tmp_path)
+    rows = (tmp_path / "statements" / "G1.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0].startswith("village,household_id,household,parent,bill_id,method,weight,volume_m3,loss_m3")
+    assert sum(D(r.split(",")[13]) for r in rows[1:]) == run.bill_of("G1-B1").total  # amount_yuan column
+    assert tmp_path / "statements.xlsx" in written
+    pdfs = write_pdfs(grid, run, tmp_path, workers=1)
+    assert tmp_path / "statements" / "G1.pdf" in pdfs and (tmp_path / "statements" / "G1.pdf").read_bytes().startswith(b"%PDF")
+    assert [p.name for p in pdfs if p.parent.name == "statements"] == ["G1.pdf"]  # one list per village
+    import json
+    village = json.loads((tmp_path / "bills" / "G1.json").read_text(encoding="utf-8"))
+    assert [e["unit"] for e in village["entities"]] == ["G1-B1", "G1-B2"]
