@@ -178,7 +178,7 @@ def canal_outflow_points(district: District, canal_id: str) -> list[Point]:
         if fed is not None:
             if district.canals[fed].source == canal_id:
                 pts.append(p)
-        elif p.role in (PointRole.intake, PointRole.outfall) and p.canal == canal_id:
+        elif p.role in (PointRole.intake, PointRole.outfall) and p.canal == canal_id and p.below is None:
             pts.append(p)
     return pts
 
@@ -246,7 +246,7 @@ def system_figures(district: District, volumes: Mapping[str, VolumeResult], flow
         diverted.coverage = min(diverted.coverage, f.coverage)
         diverted.incomplete |= f.incomplete
         diverted.missing += f.missing
-    intakes = [p for p in district.spec.points if p.role is PointRole.intake]
+    intakes = district.canal_intakes
     outfalls = [p for p in district.spec.points if p.role is PointRole.outfall]
     delivered, returned = _sum(intakes, volumes), _sum(outfalls, volumes)
     etas = {c: f.eta for c, f in flows.items()}
@@ -305,7 +305,7 @@ def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], sys
     total = 0.0
     parts: list[_Sum] = []
     sharing = units_by_point(district)
-    for point in (p for p in district.spec.points if p.role is PointRole.intake):
+    for point in district.canal_intakes:
         s = _sum([point], volumes)
         parts.append(s)
         units = sharing.get(point.id, [])

@@ -538,6 +538,11 @@ class District:
                 outflow.append(point)
         return inflow, outflow
 
+    @cached_property
+    def canal_intakes(self) -> list[Point]:
+        """Intakes taking water from a canal; sub-meters (``below:``) measure water an intake already took."""
+        return [p for p in self.spec.points if p.role is PointRole.intake and p.below is None]
+
     def intake_points(self, unit_id: str) -> list[Point]:
         return [self.points[p] for p in self.units[unit_id].charging_points]
 

@@ -36,7 +36,7 @@ def true_system_eta(district: District, truth: Truth, t0: int, t1: int) -> float
     """Delivered to billing units (intakes) over diverted at the headworks, from ground truth."""
     heads = [p for p in district.spec.points if p.role is PointRole.diversion and district.canals[district.fed_canal(p)].source in district.headworks]
     diverted = sum(truth.volume_m3(p.id, t0, t1) for p in heads)
-    delivered = sum(truth.volume_m3(p.id, t0, t1) for p in district.spec.points if p.role is PointRole.intake)
+    delivered = sum(truth.volume_m3(p.id, t0, t1) for p in district.canal_intakes)
     return delivered / diverted if diverted > 0 else None
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
 
 POINTS = """\
-  - {id: G1-IN, name: 王家村进水口, role: intake, canal: L12, km: 2.8, gateway: GW-B1, unit_id: 21, profile: em-pipe}
-  - {id: G1-B1, name: 王家村一组分水表, role: intake, canal: L12, km: 2.8, below: G1-IN, gateway: GW-B1, unit_id: 22, profile: em-pipe}
-  - {id: G1-B2, name: 王家村二组分水表, role: intake, canal: L12, km: 2.8, below: G1-IN, gateway: GW-B1, unit_id: 23, profile: em-pipe}
-  - {id: G2-IN, name: 马家村进水口, role: intake, canal: L12, km: 2.5, gateway: GW-B1, unit_id: 24, profile: em-pipe}
-  - {id: G2-C1, name: 马家村粮田分水表, role: intake, canal: L12, km: 2.5, below: G2-IN, gateway: GW-B1, unit_id: 25, profile: em-pipe}
-  - {id: G2-C2, name: 马家村菜田分水表, role: intake, canal: L12, km: 2.5, below: G2-IN, gateway: GW-B1, unit_id: 26, profile: em-pipe}
+  - {id: G1-IN, name: 王家村进水口, role: intake, canal: L12, km: 2.8, gateway: GW-B1, unit_id: 41, profile: em-pipe}
+  - {id: G1-B1, name: 王家村一组分水表, role: intake, canal: L12, km: 2.8, below: G1-IN, gateway: GW-B1, unit_id: 42, profile: em-pipe}
+  - {id: G1-B2, name: 王家村二组分水表, role: intake, canal: L12, km: 2.8, below: G1-IN, gateway: GW-B1, unit_id: 43, profile: em-pipe}
+  - {id: G2-IN, name: 马家村进水口, role: intake, canal: L12, km: 2.5, gateway: GW-B1, unit_id: 44, profile: em-pipe}
+  - {id: G2-C1, name: 马家村粮田分水表, role: intake, canal: L12, km: 2.5, below: G2-IN, gateway: GW-B1, unit_id: 45, profile: em-pipe}
+  - {id: G2-C2, name: 马家村菜田分水表, role: intake, canal: L12, km: 2.5, below: G2-IN, gateway: GW-B1, unit_id: 46, profile: em-pipe}
 """
 
 UNITS = """\

@@ -159,7 +159,7 @@ def test_a_block_charged_at_the_intake_and_at_its_sub_meter_is_refused(tmp_path:
   - {id: G1-B2, name: 二组, kind: block, township: T1, charging_points: [G1-IN, G1-B2], crops: [{crop: cotton, area_mu: 400}]}
   - {id: G2, name: 马家村, kind: village, township: T1, charging_points: [G2-IN], crops: [{crop: wheat, area_mu: 10}]}
 """
-    found = refusals(tmp_path, ("unit_id: 21, profile: em-pipe}", "unit_id: 21, profile: em-pipe, allocation: metered}"), units=units)
+    found = refusals(tmp_path, ("unit_id: 41, profile: em-pipe}", "unit_id: 41, profile: em-pipe, allocation: metered}"), units=units)
     line = line_with(tmp_path, "id: G1-B1, name: 一组")
     assert (line, "sub-meter 'G1-B1' is also a charging point of 'G1-B1', which is charged at 'G1-IN': its water would be billed twice") in found
     assert (line, "point 'G1-B1' is a sub-meter below 'G1-IN': its water is billed there already") in found
@@ -180,7 +180,7 @@ def test_a_point_charged_by_two_entities_without_a_declared_split_is_refused(tmp
 def test_cycles_are_refused(tmp_path: Path):
     found = refusals(tmp_path, ("charging_points: [G1-IN], loss: metered", "charging_points: [G1-IN], parent: G1-B1, loss: metered"))
     assert any("cycle of parents: G1 -> G1-B1 -> G1" in m for _, m in found)
-    found = refusals(tmp_path, ("unit_id: 21, profile: em-pipe}", "unit_id: 21, profile: em-pipe, below: G1-B1}"))
+    found = refusals(tmp_path, ("unit_id: 41, profile: em-pipe}", "unit_id: 41, profile: em-pipe, below: G1-B1}"))
     assert (line_with(tmp_path, "id: G1-IN,"), "cycle of sub-meters: G1-IN -> G1-B1 -> G1-IN") in found
 
 
@@ -189,7 +189,7 @@ def test_an_entity_billed_nowhere_or_twice_is_refused(tmp_path: Path):
     assert (line_with(tmp_path, "id: G1-B1-H1,"), "entity 'G1-B1-H1' below 'G1-B1' has no meter and no share: its water would be billed nowhere") in found
     found = refusals(tmp_path, ("parent: G1, charging_points: [G1-B2]", "parent: G1, share: area, charging_points: [G1-B2]"))
     assert any("has its own meter and a share of 'G1'" in m for _, m in found)
-    found = refusals(tmp_path, ("below: G2-IN, gateway: GW-B1, unit_id: 25", "gateway: GW-B1, unit_id: 25"))
+    found = refusals(tmp_path, ("below: G2-IN, gateway: GW-B1, unit_id: 45", "gateway: GW-B1, unit_id: 45"))
     assert any("point 'G2-C1' is not a sub-meter of 'G2' (it is not a sub-meter)" in m for _, m in found)
 
 
@@ -259,7 +259,7 @@ def hierarchies(draw):
     n = draw(st.integers(1, 4))
     metered = draw(st.lists(st.booleans(), min_size=n, max_size=n))
     share = draw(st.sampled_from(["area", "quota"]))
-    points = ["  - {id: R-IN, role: intake, canal: L12, km: 2.8, gateway: GW-B1, unit_id: 30, profile: em-pipe}"]
+    points = ["  - {id: R-IN, role: intake, canal: L12, km: 2.8, gateway: GW-B1, unit_id: 50, profile: em-pipe}"]
     units = [f"  - {{id: R, name: R, kind: village, township: T1, charging_points: [R-IN], loss: {loss}}}"]
     volumes: dict[str, float] = {}
     for i in range(n):
@@ -267,7 +267,7 @@ def hierarchies(draw):
         households = draw(st.integers(0, 3))
         crops = "" if households else f", crops: [{{crop: {draw(st.sampled_from(CROPS))}, area_mu: {draw(st.integers(1, 900))}}}]"
         if metered[i]:
-            points.append(f"  - {{id: {block}, role: intake, canal: L12, km: 2.8, below: R-IN, gateway: GW-B1, unit_id: {31 + i}, profile: em-pipe}}")
+            points.append(f"  - {{id: {block}, role: intake, canal: L12, km: 2.8, below: R-IN, gateway: GW-B1, unit_id: {51 + i}, profile: em-pipe}}")
             units.append(f"  - {{id: {block}, name: {block}, kind: block, township: T1, parent: R, charging_points: [{block}]{crops}}}")
             volumes[block] = draw(st.floats(0, 80_000, allow_nan=False))
         else:
