@@ -314,3 +314,15 @@ def test_statements_are_listed_per_village_as_csv_xlsx_and_one_pdf(grid, tmp_pat
     import json
     village = json.loads((tmp_path / "bills" / "G1.json").read_text(encoding="utf-8"))
     assert [e["unit"] for e in village["entities"]] == ["G1-B1", "G1-B2"]
+
+
+def test_the_simulator_runs_sub_meters_inside_their_intake(grid):
+    from firmware_sim.truth import Truth
+
+    truth = Truth(grid)
+    intake = truth.volume_m3("G1-IN", T0, T1)
+    below = truth.volume_m3("G1-B1", T0, T1) + truth.volume_m3("G1-B2", T0, T1)
+    assert intake > 0 and below == pytest.approx(0.94 * intake, rel=1e-9)  # the default sub_meter_loss_fraction
+    assert "G1-B1" not in {p.id for p in grid.canal_intakes}
+    ins, outs = grid.reach_balance_points("L12", grid.reach_at("L12", 2.8).id)
+    assert "G1-IN" in {p.id for p in outs} and not {"G1-B1", "G1-B2"} & {p.id for p in ins + outs}
