@@ -13,19 +13,42 @@ units, edits, quota share), so the same inputs give the same bills byte for byte
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from billing import schemas
-from billing.allocation import M3, Allocation, UnitVolumes, allocate
-from billing.tariff import Charge, Line, apply_tariff, to_fen
+from billing.allocation import (
+    M3,
+    Allocation,
+    ConservationError,
+    EntityVolume,
+    LossShare,
+    UnitVolumes,
+    allocate,
+    conservation,
+    weight_of,
+)
+from billing.tariff import (
+    FEN,
+    VOLUME_QUANTUM,
+    Charge,
+    Claim,
+    Line,
+    apply_tariff,
+    fixed_lines,
+    loss_lines,
+    ration,
+    split_exactly,
+    to_fen,
+)
 from billing.vee import VeeOutcome
 from billing.volumes import PointVolume
-from billing.window import quota_share, tariff_of
+from billing.window import BillingError, quota_share, tariff_of
 from canalflow.district import District, Season, Tariff
 
 
@@ -50,6 +73,10 @@ class Bill:
     blocked_reason: str = ""
     monthly_m3: tuple[tuple[str, float], ...] = ()  # the unit's use by month, for the chart
     charge: Charge | None = field(default=None, compare=False, repr=False)
+    parent: str | None = None  # the entity it sits below in the metering hierarchy
+    own_m3: Decimal | None = None  # its own use (volume_m3 less its loss lines)
+    losses: tuple[LossShare, ...] = ()
+    entities: tuple[schemas.EntitySummary, ...] = ()  # the entities below it, as this bill lists them
 
     @property
     def blocked(self) -> bool:
@@ -79,6 +106,10 @@ class Bill:
             allocations=[schemas.Allocation(point=a.point_id, volume_m3=a.volume_m3, method=a.method, weight=a.weight) for a in self.allocations],
             sources=[schemas.PointSummary.model_validate(s) for s in self.sources],
             notes=list(self.notes),
+            parent=self.parent,
+            own_m3=self.own_m3,
+            losses=[schemas.LossShare(below=x.below, points=list(x.points), method=x.method, weight=x.weight, volume_m3=x.volume_m3) for x in self.losses],
+            entities=list(self.entities),
             monthly_m3={label: round(v, 1) for label, v in self.monthly_m3},
         )
 
@@ -88,6 +119,26 @@ class Bill:
     def to_json(self) -> str:
         """The bill file's text (``out/bills/<unit>.json``), which is also the ledger's stored document."""
         return schemas.document_json(self.document())
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A household's statement: its share (by area or quota) of every line of its parent's bill."""
+
+    unit_id: str
+    unit_name: str
+    parent_id: str
+    bill_id: str
+    root_id: str  # the unit charged at the canal: statements are listed per village
+    method: str
+    weight: Decimal
+    volume_m3: Decimal
+    loss_m3: Decimal
+    lines: tuple[Line, ...]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -110,6 +161,7 @@ class BillingRun:
     unpaid_units: tuple[str, ...] = ()  # units refused the precise subsidy for unpaid fees
     quota_share: Decimal = Decimal(1)
     ledger_status: str = ""  # created | unchanged, when recorded
+    statements: tuple[Statement, ...] = ()  # households' shares of their parents' bills
 
     def bill_of(self, unit_id: str) -> Bill:
         for bill in self.bills:
@@ -174,7 +226,14 @@ def build_run(
     tariff = tariff_of(district, season)
     adjustments = list(adjustments)
     unpaid = set(unpaid_units)
-    volumes = allocate(district, {p: pv.result.volume_m3 for p, pv in point_volumes.items()}, quantum)
+    measured = {p: pv.result.volume_m3 for p, pv in point_volumes.items()}
+    try:
+        volumes = allocate(district, measured, quantum, season.kind)
+    except ConservationError as exc:
+        raise BillingError(f"district {district.id}: {exc}") from exc
+    unbalanced = conservation(district, volumes, measured, quantum)
+    if unbalanced:
+        raise BillingError("billed volumes do not add up to the charging meters, no bills made:\n  " + "\n  ".join(unbalanced))
     inputs = {
         "district_sha256": district.sha256,
         "season": season.id,
@@ -189,15 +248,17 @@ def build_run(
     share = quota_share(district, season, t0_ms, t1_ms)
     inputs["quota_share"] = str(share)
     run_id = run_id_of(inputs)
-    bills = tuple(
+    bills = _within_budgets(tariff, tuple(
         _bill(district, run_id, unit_id, season, tariff, volumes, point_volumes, t0_ms, t1_ms,
               [a for a in adjustments if a.unit_id == unit_id], unit_id in unpaid, share)
-        for unit_id in sorted(district.units)
-    )
+        for unit_id in sorted(volumes.entities)
+    ))
+    bills = _with_entities(district, bills, volumes)
+    statements = household_statements(district, bills, season.kind)
     return BillingRun(
         run_id, district.id, district.sha256, season.id, tariff.id, tariff.version, t0_ms, t1_ms, as_of_ms,
         dict(point_volumes), bills, dict(volumes.by_unit), volumes.notes, tuple(a.id for a in adjustments), vee or VeeOutcome(),
-        tuple(sorted(unpaid)), share,
+        tuple(sorted(unpaid)), share, statements=statements,
     )
 
 
@@ -207,12 +268,18 @@ def _bill(
     share: Decimal = Decimal(1),
 ) -> Bill:
     unit = district.units[unit_id]
-    volume = volumes.by_unit[unit_id]
-    sources = tuple(point_volumes[p].summary() for p in unit.charging_points if p in point_volumes)
+    entity = volumes.entities[unit_id]
+    volume = entity.billed_m3
+    behind = _points_up(district, unit_id)
+    sources = tuple(point_volumes[p].summary() for p in behind if p in point_volumes)
     incomplete = [s for s in sources if s["incomplete"]]
-    missing = [p for p in unit.charging_points if p not in point_volumes]
-    charge = apply_tariff(district, unit_id, volume, season.kind, tariff, unpaid_fees=unpaid, quota_share=share)
+    missing = [p for p in behind if p not in point_volumes]
+    charge = apply_tariff(district, unit_id, entity.own_m3, season.kind, tariff, unpaid_fees=unpaid, quota_share=share)
     lines = list(charge.lines)
+    for loss in entity.losses:
+        lines += loss_lines(district, unit_id, loss.volume_m3, season.kind, tariff, _loss_note(loss))
+    if entity.source != "passed down":  # an entity whose land is its blocks' pays no fixed charge of its own
+        lines += fixed_lines(unit, tariff, share)
     lines += [Line("adjustment", "", "adjustment", None, Decimal(0), Decimal(0), to_fen(a.amount), f"#{a.id} corrects {a.corrects_bill_id}: {a.reason}") for a in adjustments]
     reason = ""
     if missing or incomplete:
@@ -226,7 +293,89 @@ def _bill(
         volume_m3=volume, quota_m3=charge.quota_m3, lines=tuple(lines), allocations=tuple(volumes.of(unit_id)),
         sources=sources, notes=charge.notes + ((f"quota for this window: {share:.2%} of the season quota (its share of the season's irrigation rounds)",) if share != 1 else ()),
         blocked_reason=reason, monthly_m3=_unit_monthly(volumes.of(unit_id), point_volumes), charge=charge,
+        parent=unit.parent, own_m3=entity.own_m3, losses=entity.losses,
     )
+
+
+def _within_budgets(tariff: Tariff, bills: tuple[Bill, ...]) -> tuple[Bill, ...]:
+    """Season budgets for subsidies and rewards: claims beyond a budget are cut by its rule, on each bill, said so."""
+    for kind, budget in (("subsidy", tariff.subsidy.budget), ("reward", tariff.reward.budget)):
+        if budget is None:
+            continue
+        claims = [Claim(b.unit_id, i, line) for b in bills if not b.blocked for i, line in enumerate(b.lines) if line.kind == kind]
+        cuts, note = ration(claims, budget, kind)
+        by_unit: dict[str, list[Line]] = {}
+        for claim, cut in cuts:
+            by_unit.setdefault(claim.unit_id, []).append(cut)
+        bills = tuple(dataclasses.replace(b, lines=b.lines + tuple(by_unit[b.unit_id]), notes=(*b.notes, note)) if b.unit_id in by_unit else b for b in bills)
+    return bills
+
+
+def _points_up(district: District, unit_id: str) -> list[str]:
+    """The charging points a bill depends on: its entity's and those of every entity above it."""
+    points: list[str] = []
+    unit = district.units[unit_id]
+    while True:
+        points += [p for p in unit.charging_points if p not in points]
+        if unit.parent is None:
+            return points
+        unit = district.units[unit.parent]
+
+
+def _loss_note(loss: LossShare) -> str:
+    where = "+".join(loss.points) or loss.below
+    if loss.method == "parent":
+        return f"loss below {where}, borne by {loss.below}"
+    return f"share of the loss below {where} ({loss.below}) by {loss.method}, weight {loss.weight}"
+
+
+def _with_entities(district: District, bills: tuple[Bill, ...], volumes: UnitVolumes) -> tuple[Bill, ...]:
+    """Each bill lists the entities directly below it: a village's bill its blocks, with what each is billed."""
+    by_unit = {b.unit_id: b for b in bills}
+    out = []
+    for bill in bills:
+        listed = []
+        for sub in district.below_of(bill.unit_id):
+            sub_bill, entity = by_unit.get(sub.id), volumes.entities.get(sub.id)
+            if sub_bill is None or entity is None:
+                continue  # households: their statements split this bill
+            listed.append(_summary(sub_bill, entity))
+        out.append(dataclasses.replace(bill, entities=tuple(listed)) if listed else bill)
+    return tuple(out)
+
+
+def _summary(bill: Bill, entity: EntityVolume) -> schemas.EntitySummary:
+    return schemas.EntitySummary(unit=bill.unit_id, name=bill.unit_name, kind=bill.unit_kind, source=entity.source,
+                                 inflow_m3=entity.inflow_m3, loss_m3=entity.loss_m3, billed_m3=entity.billed_m3, total=bill.total)
+
+
+def household_statements(district: District, bills: Sequence[Bill], season_kind: str) -> tuple[Statement, ...]:
+    """Statements of the households below each bill: every line split by their weights, to the fen and litre.
+
+    Each line's parts add up to the line, so a bill's statements add up to the bill.
+    """
+    out: list[Statement] = []
+    for bill in bills:
+        households = [u for u in district.below_of(bill.unit_id) if not district.is_charged(u.id)]
+        if not households:
+            continue
+        method = households[0].share or "area"
+        weights = [weight_of(district, h, method, season_kind) for h in households]
+        split = [_split_line(line, weights) for line in bill.lines]
+        volumes = split_exactly(bill.volume_m3.quantize(VOLUME_QUANTUM), weights)
+        losses = split_exactly(sum((x.volume_m3 for x in bill.losses), Decimal(0)).quantize(VOLUME_QUANTUM), weights)
+        root = district.root_of(bill.unit_id).id
+        for i, household in enumerate(households):
+            out.append(Statement(household.id, household.name, bill.unit_id, bill.bill_id, root, method, weights[i],
+                                 volumes[i], losses[i], tuple(parts[i] for parts in split)))
+    return tuple(out)
+
+
+def _split_line(line: Line, weights: Sequence[Decimal]) -> list[Line]:
+    sign = Decimal(-1) if line.amount < 0 else Decimal(1)
+    amounts = split_exactly(abs(line.amount), weights, FEN)
+    volumes = split_exactly(line.volume_m3.quantize(VOLUME_QUANTUM), weights)
+    return [dataclasses.replace(line, volume_m3=v, amount=sign * a) for v, a in zip(volumes, amounts, strict=True)]
 
 
 def _unit_monthly(allocations: Iterable[Allocation], point_volumes: Mapping[str, PointVolume]) -> tuple[tuple[str, float], ...]:

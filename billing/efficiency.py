@@ -251,7 +251,7 @@ def canal_outflow_points(district: District, canal_id: str) -> list[Point]:
         if fed is not None:
             if district.canals[fed].source == canal_id:
                 pts.append(p)
-        elif p.role in (PointRole.intake, PointRole.outfall) and p.canal == canal_id:
+        elif p.role in (PointRole.intake, PointRole.outfall) and p.canal == canal_id and p.below is None:
             pts.append(p)
     return pts
 
@@ -441,7 +441,7 @@ def _configured_field(district: District, volumes: Mapping[str, VolumeResult]) -
     weighted = total = 0.0
     parts: list[_Sum] = []
     sharing = units_by_point(district)
-    for point in (p for p in district.spec.points if p.role is PointRole.intake):
+    for point in district.canal_intakes:
         s = _sum([point], volumes)
         parts.append(s)
         units = sharing.get(point.id, [])

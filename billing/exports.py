@@ -1,7 +1,10 @@
 """A run's files: run.json, one JSON per bill, CSV tables, an XLSX workbook, PDF bills.
 
     write_outputs(run, Path("out"))            # run.json, bills/<unit>.json, bills.csv, bill_lines.csv, townships.csv, bills.xlsx
-    write_pdfs(district, run, Path("out"))     # out/pdf/<unit>.pdf
+    write_pdfs(district, run, Path("out"))     # out/pdf/<unit>.pdf, out/statements/<village>.pdf
+
+Household statements (CSV per village, statements.xlsx, a PDF list per village) are written by
+:mod:`billing.statements`.
 
 The bill files contain nothing but the run's inputs and results, so the same run gives the same
 files byte for byte. Money is written as exact decimal strings in JSON and CSV; the workbook has
@@ -18,6 +21,7 @@ from typing import Any
 from billing.bills import BillingRun
 from billing.pdf import render_bills_parallel
 from billing.schemas import document_json
+from billing.statements import write_statement_pdfs, write_statement_tables
 from canalflow.district import District
 
 BILL_COLUMNS = ("bill_id", "unit_id", "unit_name", "kind", "township", "season", "volume_m3", "quota_m3", "total_yuan", "blocked", "blocked_reason")
@@ -41,12 +45,13 @@ def write_outputs(run: BillingRun, out_dir: Path) -> list[Path]:
     written += [manifest, _write_bills_csv(run, out_dir / "bills.csv"), _write_lines_csv(run, out_dir / "bill_lines.csv"),
                 _write_townships_csv(run, out_dir / "townships.csv")]
     written.append(write_xlsx(run, out_dir / "bills.xlsx"))
-    return written
+    return written + write_statement_tables(run, out_dir)
 
 
 def write_pdfs(district: District, run: BillingRun, out_dir: Path, *, locale: str | None = None, workers: int = 2) -> list[Path]:
     """One PDF per bill in ``out_dir/pdf`` (Chinese by default for a zh district; ``locale="en"`` for English)."""
-    return render_bills_parallel(district, run.bills, out_dir / "pdf", workers=workers, locale=locale, run=run)
+    bills = render_bills_parallel(district, run.bills, out_dir / "pdf", workers=workers, locale=locale, run=run)
+    return bills + write_statement_pdfs(district, run, out_dir, locale=locale)
 
 
 def _write_bills_csv(run: BillingRun, path: Path) -> Path:

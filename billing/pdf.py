@@ -52,6 +52,12 @@ CLASSES = {"zh": {"grain": "粮食作物", "cash": "经济作物", "aquaculture"
 ITEMS = {"zh": {"backbone": "骨干工程水价", "terminal": "末级渠系水价", "village_fee": "村级费用", "subsidy": "精准补贴", "reward": "节水奖励", "adjustment": "调整"},
          "en": {"backbone": "backbone works", "terminal": "terminal canals", "village_fee": "village fee", "subsidy": "precise subsidy", "reward": "water-saving reward", "adjustment": "adjustment"}}
 
+# grid charging (billing.allocation, billing.tariff): entity kinds and the lines they add
+TEXT["zh"] |= {"block": "地块/用水小组", "household": "农户", "entities": "下属用水单元", "source": "水量来源", "loss": "分摊损失 (m³)", "billed": "计费水量 (m³)", "loss_line": "（分摊损失）"}
+TEXT["en"] |= {"block": "block", "household": "household", "entities": "Entities below", "source": "Volume from", "loss": "Loss share (m³)", "billed": "Billed (m³)", "loss_line": " (loss share)"}
+ITEMS["zh"] |= {"fixed": "固定水费（按亩）", "buy_back": "节水回购", "budget": "预算不足扣减"}
+ITEMS["en"] |= {"fixed": "fixed charge per mu", "buy_back": "saved-quota buy-back", "budget": "cut by the season budget"}
+
 
 # The engine writes notes in English (JSON, CSV, logs); a Chinese bill shows them in Chinese.
 NOTES_ZH: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -144,6 +150,8 @@ def render_bill(bill: Mapping[str, Any], context: Mapping[str, Any], path: Path)
         story.append(Paragraph(t["blocked"] + bill["blocked_reason"], style))
     else:
         story.append(_lines_table(bill, context, font, locale))
+    if bill.get("entities"):
+        story += [Spacer(1, 3 * mm), _entities_table(bill["entities"], font, t)]
     story.append(Spacer(1, 4 * mm))
     story.append(Paragraph(t["chart"], style))
     story.append(use_chart(bill.get("monthly_m3", {}), quota, font, t["cumulative"]))
@@ -173,10 +181,19 @@ def _lines_table(bill: Mapping[str, Any], context: Mapping[str, Any], font: str,
     for item in bill["lines"]:
         band = bands[item["band"]] if item["band"] is not None and item["band"] < len(bands) else ""
         rows.append([item["id"].rsplit("-", 1)[-1], CLASSES[locale].get(item["crop_class"], item["crop_class"]),
-                     ITEMS[locale].get(item["component"], item["component"]), band,
+                     ITEMS[locale].get(item["component"], item["component"]) + (t["loss_line"] if item["kind"] == "loss" else ""), band,
                      f"{float(item['volume_m3']):,.3f}", f"{Decimal(item['rate']):.4f}", item["amount"]])
     rows.append(["", "", "", "", "", t["total"], bill["total"]])
     return _table(rows, font, widths=[12 * mm, 22 * mm, 30 * mm, 42 * mm, 28 * mm, 24 * mm, 22 * mm], total_row=True)
+
+
+def _entities_table(entities: Sequence[Mapping[str, Any]], font: str, t: Mapping[str, str]) -> Any:
+    """A village bill's blocks: what each measured, its loss share, what it is billed."""
+    from reportlab.lib.units import mm
+
+    rows = [[t["entities"], t["source"], t["volume"], t["loss"], t["billed"], t["amount"]]]
+    rows += [[f"{e['name']} ({e['unit']})", e["source"], f"{float(e['inflow_m3']):,.0f}", f"{float(e['loss_m3']):,.0f}", f"{float(e['billed_m3']):,.0f}", e["total"]] for e in entities]
+    return _table(rows, font, widths=[50 * mm, 24 * mm, 28 * mm, 28 * mm, 28 * mm, 22 * mm])
 
 
 def _table(rows: list[list[Any]], font: str, *, widths: Sequence[float], header_row: bool = True, total_row: bool = False) -> Any:

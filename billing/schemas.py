@@ -141,9 +141,9 @@ class BillLine(Schema):
         "volume_m3": "8571", "rate": "0.0875", "amount": "749.96", "note": ""}]})
 
     id: str = Field(description="<run id prefix>-<unit>-L<n>, as printed on the bill")
-    kind: Literal["charge", "subsidy", "reward", "adjustment"]
+    kind: Literal["charge", "loss", "fixed", "subsidy", "reward", "adjustment"]
     crop_class: str
-    component: str = Field(description="backbone | terminal | village_fee | subsidy | reward | adjustment")
+    component: str = Field(description="backbone | terminal | village_fee | fixed | subsidy | reward | buy_back | budget (a cut by the season budget) | adjustment")
     band: int | None = Field(description="index of the tariff band (above quota) of a charge; null otherwise")
     volume_m3: DecimalText
     rate: DecimalText = Field(description="yuan per m3 after the band multiplier, negative for credits: an exact decimal string, never a float")
@@ -158,6 +158,29 @@ class Allocation(Schema):
     volume_m3: DecimalText
     method: str = Field(description="sole | area | metered")
     weight: DecimalText
+
+
+class LossShare(Schema):
+    """A bill's share of the loss below a meter of the metering hierarchy (or the loss its unit bears)."""
+
+    below: str = Field(description="the entity whose meter the loss is below")
+    points: list[str] = Field(description="that entity's charging points")
+    method: str = Field(description="metered | area | quota | parent (borne by the entity itself)")
+    weight: DecimalText
+    volume_m3: DecimalText
+
+
+class EntitySummary(Schema):
+    """An entity below the billed unit (a block on its village's bill, a household on its block's)."""
+
+    unit: str
+    name: str
+    kind: str
+    source: str = Field(description="meter | share:area | share:quota | passed down | statement")
+    inflow_m3: DecimalText = Field(description="measured at its sub-meter, or its share of the parent's")
+    loss_m3: DecimalText
+    billed_m3: DecimalText
+    total: Money
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +204,10 @@ class BillDocument(Schema):
     allocations: list[Allocation]
     sources: list[PointSummary]
     notes: list[str]
+    parent: str | None = Field(default=None, description="the entity this one sits below in the metering hierarchy")
+    own_m3: DecimalText | None = Field(default=None, description="the entity's own use, billed through its tariff (volume_m3 less its loss lines)")
+    losses: list[LossShare] = Field(default=[], description="its loss lines' shares, each with its method")
+    entities: list[EntitySummary] = Field(default=[], description="the entities below it and what each is billed")
     monthly_m3: dict[str, float] = Field(description="the unit's use by local month YYYY-MM, for the chart")
 
 

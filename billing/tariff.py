@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
-from canalflow.district import Band, BillingUnit, Crop, District, Tariff, best_quota_rule
+from canalflow.district import Band, BillingUnit, Budget, Crop, District, Tariff, best_quota_rule
 
 FEN = Decimal("0.01")
 ZERO = Decimal(0)
@@ -36,7 +36,7 @@ def to_fen(amount: Decimal) -> Decimal:
 class Line:
     """One bill line. ``amount`` is rounded to the fen; credits are negative."""
 
-    kind: str  # charge | subsidy | reward | adjustment
+    kind: str  # charge | loss | fixed | subsidy | reward | adjustment
     crop_class: str
     component: str  # backbone | terminal | village_fee | subsidy | reward | adjustment
     band: int | None  # index into tariff.bands for charges
@@ -158,15 +158,8 @@ def apply_tariff(
         raise ValueError(f"unit {unit_id}: negative volume {volume_m3} m3 cannot be billed; check its intake meter")
     if not 0 <= quota_share <= 1:
         raise ValueError(f"quota share {quota_share} must be between 0 and 1")
-    unit = district.units[unit_id]
-    per_class = class_quotas(unit, district.crops, season_kind)
-    if quota_share != 1:
-        per_class = {c: (area, (quota * quota_share).quantize(VOLUME_QUANTUM)) for c, (area, quota) in per_class.items()}
-    classes = list(per_class)
-    quota_total = sum((q for _, q in per_class.values()), ZERO)
-    weights = [per_class[c][1] for c in classes] if quota_total > 0 else [per_class[c][0] for c in classes]
-    volumes = split_exactly(volume_m3.quantize(VOLUME_QUANTUM), weights)
-    shares = tuple(ClassShare(c, per_class[c][0], per_class[c][1], v) for c, v in zip(classes, volumes, strict=True))
+    shares = class_shares(district, unit_id, volume_m3, season_kind, quota_share)
+    quota_total = sum((s.quota_m3 for s in shares), ZERO)
     notes: list[str] = []
     lines = [line for share in shares for line in _charge_lines(share, tariff)]
     over = volume_m3 > quota_total
@@ -180,6 +173,33 @@ def apply_tariff(
         lines += _subsidy_lines(shares, tariff, unpaid_fees, notes)
         lines += _reward_lines(shares, quota_total - volume_m3, tariff)
     return Charge(unit_id, tariff.id, tariff.version, volume_m3, quota_total, shares, tuple(lines), tuple(notes))
+
+
+def class_shares(district: District, unit_id: str, volume_m3: Decimal, season_kind: str, quota_share: Decimal = Decimal(1)) -> tuple[ClassShare, ...]:
+    """A unit's volume shared among its crop classes by quota (by area without any quota), exactly."""
+    per_class = class_quotas(district.units[unit_id], district.crops, season_kind)
+    if quota_share != 1:
+        per_class = {c: (area, (quota * quota_share).quantize(VOLUME_QUANTUM)) for c, (area, quota) in per_class.items()}
+    classes = list(per_class)
+    quota_total = sum((q for _, q in per_class.values()), ZERO)
+    weights = [per_class[c][1] for c in classes] if quota_total > 0 else [per_class[c][0] for c in classes]
+    volumes = split_exactly(volume_m3.quantize(VOLUME_QUANTUM), weights)
+    return tuple(ClassShare(c, per_class[c][0], per_class[c][1], v) for c, v in zip(classes, volumes, strict=True))
+
+
+def loss_lines(district: District, unit_id: str, volume_m3: Decimal, season_kind: str, tariff: Tariff, note: str) -> list[Line]:
+    """A loss share's own lines: its volume by crop class, at the base price (first band), no credits.
+
+    The loss below a meter is water the entity is billed for but did not use: it neither counts
+    against the entity's quota nor earns or loses subsidy and reward.
+    """
+    if volume_m3 == 0:
+        return []
+    lines: list[Line] = []
+    for share in class_shares(district, unit_id, volume_m3, season_kind):
+        for line in _charge_lines(ClassShare(share.crop_class, share.area_mu, share.volume_m3, share.volume_m3), tariff):
+            lines.append(Line("loss", line.crop_class, line.component, None, line.volume_m3, line.rate, line.amount, note))
+    return lines
 
 
 def _charge_lines(share: ClassShare, tariff: Tariff) -> list[Line]:
@@ -199,28 +219,100 @@ def _charge_lines(share: ClassShare, tariff: Tariff) -> list[Line]:
     return lines
 
 
+def subsidy_rate(tariff: Tariff, crop_class: str) -> tuple[Decimal, str]:
+    """The precise subsidy per m3 for a crop class, and its formula (zero for classes not eligible).
+
+    With a cost price: Σ over its components of (cost − executed price), each at least 0;
+    otherwise the flat rate.
+    """
+    subsidy = tariff.subsidy
+    if crop_class not in subsidy.classes:
+        return ZERO, ""
+    if not subsidy.cost:
+        return subsidy.grain_per_m3, f"flat {subsidy.grain_per_m3}/m3"
+    prices = tariff.prices[crop_class]  # type: ignore[index]
+    gaps = [(c, cost, getattr(prices, c)) for c, cost in subsidy.cost.items()]
+    rate = sum((max(ZERO, cost - price) for _, cost, price in gaps), ZERO)
+    return rate, " + ".join(f"({cost} cost - {price} price, {c})" for c, cost, price in gaps) + f" = {rate}/m3"
+
+
 def _subsidy_lines(shares: Sequence[ClassShare], tariff: Tariff, unpaid_fees: bool, notes: list[str]) -> list[Line]:
-    rate = tariff.subsidy.grain_per_m3
-    grain = [s for s in shares if s.crop_class == "grain" and s.volume_m3 > 0]
-    if rate == 0 or not grain:
+    eligible = [(s, *subsidy_rate(tariff, s.crop_class)) for s in shares if s.volume_m3 > 0]
+    eligible = [(s, rate, formula) for s, rate, formula in eligible if rate > 0]
+    if not eligible:
         return []
     if unpaid_fees:
         notes.append("unpaid fees from an earlier bill: precise subsidy refused")
         return []
-    return [
-        Line("subsidy", s.crop_class, "subsidy", None, min(s.volume_m3, s.quota_m3), -rate, -to_fen(min(s.volume_m3, s.quota_m3) * rate), "grain within quota")
-        for s in grain
-    ]
+    lines = []
+    for share, rate, formula in eligible:
+        volume = min(share.volume_m3, share.quota_m3)
+        lines.append(Line("subsidy", share.crop_class, "subsidy", None, volume, -rate, -to_fen(volume * rate), f"{share.crop_class} within quota: {volume} m3 x {formula}"))
+    return lines
 
 
 def _reward_lines(shares: Sequence[ClassShare], saved_m3: Decimal, tariff: Tariff) -> list[Line]:
     if saved_m3 <= 0:
         return []
     saved = split_exactly(saved_m3.quantize(VOLUME_QUANTUM, rounding=ROUND_FLOOR), [s.quota_m3 for s in shares])
+    reward = tariff.reward
     lines: list[Line] = []
     for share, volume in zip(shares, saved, strict=True):
-        rate = tariff.reward.grain_per_m3 if share.crop_class == "grain" else tariff.reward.other_per_m3
+        if reward.buy_back_per_m3 is not None:
+            rate, component, what = reward.buy_back_per_m3, "buy_back", "saved quota bought back"
+        else:
+            rate = reward.grain_per_m3 if share.crop_class == "grain" else reward.other_per_m3
+            component, what = "reward", "water saved below quota"
         if rate == 0 or volume == 0:
             continue
-        lines.append(Line("reward", share.crop_class, "reward", None, volume, -rate, -to_fen(volume * rate), "water saved below quota"))
+        lines.append(Line("reward", share.crop_class, component, None, volume, -rate, -to_fen(volume * rate), f"{what}: {volume} m3 x {rate}/m3"))
     return lines
+
+
+def fixed_lines(unit: BillingUnit, tariff: Tariff, share: Decimal = Decimal(1)) -> list[Line]:
+    """The fixed part of a two-part price: ``fixed_per_mu`` × the unit's irrigated area (× the window's quota share)."""
+    if tariff.fixed_per_mu == 0 or unit.area_mu == 0:
+        return []
+    amount = to_fen(tariff.fixed_per_mu * unit.area_mu * share)
+    part = f" x {share:.4%} of the season" if share != 1 else ""
+    return [Line("fixed", "", "fixed", None, ZERO, ZERO, amount, f"two-part price: {tariff.fixed_per_mu}/mu x {unit.area_mu} mu{part}")]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A credit line claimed from a season budget, and whose bill it is on."""
+
+    unit_id: str
+    index: int  # the line's position on its bill
+    line: Line
+
+
+def ration(claims: Sequence[Claim], budget: Budget, what: str) -> tuple[list[tuple[Claim, Line]], str]:
+    """When credits claimed exceed their season budget: the cut line for each claim, and the note saying why.
+
+    ``pro_rata``: every claim paid budget/claims (the paid amounts split to the fen, adding up to the
+    budget exactly). ``priority``: classes in the declared order are paid in full while the budget
+    lasts; the class where it runs out is paid pro rata; the rest get nothing. Within budget: no cuts.
+    """
+    claimed = sum((-c.line.amount for c in claims), ZERO)
+    if claimed <= budget.yuan:
+        return [], ""
+    order = list(budget.priority) if budget.rule == "priority" else []
+    rank = {c: i for i, c in enumerate(order)}
+    groups: dict[int, list[Claim]] = {}
+    for claim in claims:
+        groups.setdefault(rank.get(claim.line.crop_class, len(order)), []).append(claim)
+    left = budget.yuan.quantize(FEN, rounding=ROUND_FLOOR)
+    cuts: list[tuple[Claim, Line]] = []
+    for key in sorted(groups):
+        group = groups[key]
+        asked = sum((-c.line.amount for c in group), ZERO)
+        paid = split_exactly(min(left, asked), [-c.line.amount for c in group], FEN) if asked else [ZERO] * len(group)
+        left -= sum(paid, ZERO)
+        for claim, pay in zip(group, paid, strict=True):
+            cut = -claim.line.amount - pay
+            if cut:
+                cuts.append((claim, Line(claim.line.kind, claim.line.crop_class, "budget", None, ZERO, ZERO, cut,
+                                         f"{what} budget {budget.yuan} < claims {claimed}: {budget.rule.replace('_', ' ')}, paid {pay} of {-claim.line.amount}")))
+    rule = f"pro rata {budget.yuan / claimed:.4%}" if budget.rule == "pro_rata" else "by priority " + " > ".join(order or ["file order"])
+    return cuts, f"{what} claims {claimed} exceed the season budget {budget.yuan}: paid {rule}"

@@ -48,7 +48,7 @@ def system_points(district: District) -> SystemPoints:
     outfalls = [p for p in district.spec.points if p.role is PointRole.outfall]
     return SystemPoints(
         tuple(p for p in heads.values() if p is not None),
-        tuple(p for p in district.spec.points if p.role is PointRole.intake),
+        tuple(district.canal_intakes),  # sub-meters measure water an intake already took
         tuple(p for p in outfalls if district.outfall_kind(p) == "return"),
         tuple(p for p in outfalls if district.outfall_kind(p) == "spill"),
         tuple(c for c, p in heads.items() if p is None),

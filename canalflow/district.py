@@ -155,7 +155,8 @@ class Point(Model):
     profile: str
     ratings: tuple[Rating, ...] = ()  # models and formulas live in canalflow.ratings  # versioned by valid_from; needed for level-only meters
     feeds: Id | None = None  # diversion: the canal it measures into (its head is at `km` of `canal`)
-    allocation: Literal["metered", "area"] = "area"  # how units sharing this intake split it
+    allocation: Literal["metered", "area"] | None = None  # how units sharing this intake split it (required when shared)
+    below: Id | None = None  # a sub-meter on the delivery another point measures (an intake inside a village)
     poll: PollSpec = PollSpec()
     # outfall: what its water is in the canal-system coefficient (canalflow.coefficients); None = spill
     outfall_kind: Literal["spill", "return"] | None = None
@@ -207,6 +208,12 @@ class UnitKind(StrEnum):
     village = "village"
     association = "association"  # water-user association (农民用水协会)
     operator = "operator"  # large land-lease operator
+    block = "block"  # a block or water-user group inside a unit (地块, 用水小组)
+    household = "household"  # a farm household (农户): gets a statement, a share of its parent's bill
+
+
+ShareMethod = Literal["area", "quota"]
+LossMethod = Literal["metered", "area", "quota", "parent"]
 
 
 class BillingUnit(Model):
@@ -216,8 +223,11 @@ class BillingUnit(Model):
     township: Id
     zone: str | None = None
     charging_points: tuple[Id, ...] = ()
-    crops: tuple[CropArea, ...] = Field(min_length=1)
+    crops: tuple[CropArea, ...] = ()  # required unless the unit has entities below it (then theirs, summed)
     field_efficiency: float = Field(default=0.85, gt=0, le=1)
+    parent: Id | None = None  # the entity this one sits below (unit -> blocks -> households)
+    share: ShareMethod | None = None  # no meter of its own: its share of the parent's unmetered volume
+    loss: LossMethod = "metered"  # the loss below its meter (volume - metered entities below): how shared
 
     @property
     def area_mu(self) -> Decimal:
@@ -254,13 +264,33 @@ class Band(Model):
     multiplier: Decimal = Field(ge=1)
 
 
+CropClass = Literal["grain", "cash", "aquaculture", "other"]
+
+
+class Budget(Model):
+    """A season's money for subsidies or rewards, and the rule when the claims exceed it."""
+
+    yuan: Decimal = Field(ge=0)
+    rule: Literal["pro_rata", "priority"] = "pro_rata"
+    priority: tuple[CropClass, ...] = ()  # for rule: priority, classes paid first (unlisted ones last)
+
+
 class Subsidy(Model):
-    grain_per_m3: Decimal = Field(default=Decimal(0), ge=0)
+    """Precise subsidy (精准补贴) on in-quota water of eligible crop classes: a flat rate, or the cost gap."""
+
+    grain_per_m3: Decimal = Field(default=Decimal(0), ge=0)  # flat rate per m3 (for the classes below)
+    cost: dict[Literal["backbone", "terminal", "village_fee"], Decimal] = {}  # cost price per component (运行维护成本 or 供水成本)
+    classes: tuple[CropClass, ...] = ("grain",)
+    budget: Budget | None = None
 
 
 class Reward(Model):
+    """Water-saving reward (节水奖励) below quota: per m3 saved, or buy-back of the saved quota (节水回购)."""
+
     grain_per_m3: Decimal = Field(default=Decimal(0), ge=0)
     other_per_m3: Decimal = Field(default=Decimal(0), ge=0)
+    buy_back_per_m3: Decimal | None = Field(default=None, ge=0)  # set: saved quota bought back at this price, every class
+    budget: Budget | None = None
 
 
 class Tariff(Model):
@@ -271,6 +301,7 @@ class Tariff(Model):
     bands: tuple[Band, ...] = Field(min_length=1)
     subsidy: Subsidy = Subsidy()
     reward: Reward = Reward()
+    fixed_per_mu: Decimal = Field(default=Decimal(0), ge=0)  # two-part price (两部制水价): yuan per mu per season
 
 
 class Targets(Model):
@@ -411,7 +442,47 @@ class District:
 
     @cached_property
     def units(self) -> dict[str, BillingUnit]:
-        return {u.id: u for u in self.spec.units}
+        """Units by id; a unit declared without crops has those of the entities below it, summed."""
+        return {u.id: self._with_crops(u) for u in self.spec.units}
+
+    # --- the metering hierarchy (unit -> blocks -> households) ---
+    @cached_property
+    def sub_entities(self) -> dict[str, list[BillingUnit]]:
+        """The entities declared directly below each unit (``parent:``), in the file's order."""
+        out: dict[str, list[BillingUnit]] = {}
+        for unit in self.spec.units:
+            if unit.parent is not None:
+                out.setdefault(unit.parent, []).append(unit)
+        return out
+
+    def below_of(self, unit_id: str) -> list[BillingUnit]:
+        return [self.units[u.id] for u in self.sub_entities.get(unit_id, [])]
+
+    @cached_property
+    def root_units(self) -> list[BillingUnit]:
+        """Units charged at the canal (no parent), in the file's order."""
+        return [self.units[u.id] for u in self.spec.units if u.parent is None]
+
+    def root_of(self, unit_id: str) -> BillingUnit:
+        unit = self.units[unit_id]
+        while unit.parent is not None:
+            unit = self.units[unit.parent]
+        return unit
+
+    def is_charged(self, unit_id: str) -> bool:
+        """Charged entities get a bill of their own; households get a statement, a share of their parent's."""
+        return self.units[unit_id].kind is not UnitKind.household
+
+    def _with_crops(self, unit: BillingUnit) -> BillingUnit:
+        if unit.crops or unit.id not in self.sub_entities:
+            return unit
+        summed: dict[tuple[str, str], Decimal] = {}
+        for sub in self.sub_entities[unit.id]:
+            for crop in self._with_crops(sub).crops:
+                key = (crop.crop, crop.method)
+                summed[key] = summed.get(key, Decimal(0)) + crop.area_mu
+        crops = tuple(CropArea(crop=c, method=m, area_mu=a) for (c, m), a in summed.items())
+        return unit.model_copy(update={"crops": crops})
 
     @cached_property
     def crops(self) -> dict[str, Crop]:
@@ -508,6 +579,8 @@ class District:
         inflow: list[Point] = []
         outflow: list[Point] = []
         for point in self.spec.points:
+            if point.below is not None:
+                continue  # a sub-meter measures water its parent point already took from the canal
             fed = self.fed_canal(point)
             if fed == canal_id:
                 if first:
@@ -528,6 +601,11 @@ class District:
     def outfall_kind(self, point: Point) -> Literal["spill", "return"]:
         """An outfall's water: ``spill`` (to a drain, a loss; the default) or ``return`` (to the source, not withdrawn)."""
         return point.outfall_kind or "spill"
+
+    @cached_property
+    def canal_intakes(self) -> list[Point]:
+        """Intakes taking water from a canal; sub-meters (``below:``) measure water an intake already took."""
+        return [p for p in self.spec.points if p.role is PointRole.intake and p.below is None]
 
     def intake_points(self, unit_id: str) -> list[Point]:
         return [self.points[p] for p in self.units[unit_id].charging_points]
@@ -705,6 +783,7 @@ def check_semantics(
     _check_canals(spec, ids, rep)
     _check_points(spec, ids, profiles, rep)
     _check_units(spec, ids, rep)
+    _check_hierarchy(spec, ids, rep)
     _check_seasons_and_tariffs(spec, ids, rep)
     _check_stations(spec, ids, rep)
     _check_storage(spec, rep)
@@ -884,7 +963,7 @@ def _check_units(spec: DistrictFile, ids: dict[str, set[str]], rep: _Reporter) -
         at = ("units", index)
         if unit.township not in ids["townships"]:
             rep.add((*at, "township"), f"unknown township {unit.township!r}", "declare it under townships:")
-        if not unit.charging_points:
+        if not unit.charging_points and unit.parent is None:
             rep.add((*at, "charging_points"), f"unit {unit.id!r} has no charging point", "name the intake point(s) whose meter charges this unit")
         for c_index, point_id in enumerate(unit.charging_points):
             point = points.get(point_id)
@@ -911,6 +990,8 @@ def _check_seasons_and_tariffs(spec: DistrictFile, ids: dict[str, set[str]], rep
             rep.add(("seasons", index, "tariff"), f"unknown tariff {season.tariff!r}")
     for index, tariff in enumerate(spec.tariffs):
         _check_bands(tariff, index, rep)
+        if tariff.subsidy.cost and tariff.subsidy.grain_per_m3:
+            rep.add(("tariffs", index, "subsidy"), "the subsidy has both a flat rate (grain_per_m3) and a cost price (cost)", "keep one: cost for cost price - executed price, or grain_per_m3 for a flat rate")
         used = {c.crop_class for c in spec.crops}
         missing = used - set(tariff.prices)
         if missing:
@@ -998,3 +1079,111 @@ def _check_station_elements(station: Station, point: Point | None, at: tuple[str
     elif point is not None and not mapped & {"flow", "totaliser"} and not point.ratings:
         rep.add((*at, "elements"), f"the station reports a level only, so point {point.id!r} needs a rating",
                 "add ratings: to the point (docs/district-file.md)")
+
+def _check_hierarchy(spec: DistrictFile, ids: dict[str, set[str]], rep: _Reporter) -> None:
+    """The metering hierarchy conserves water: every m3 a charging meter measures is billed exactly once."""
+    _check_sub_meters(spec, ids, rep)
+    units = {u.id: u for u in spec.units}
+    if not _parent_chains_ok(spec, ids, rep):
+        return
+    charged_at: dict[str, list[int]] = {}
+    for index, unit in enumerate(spec.units):
+        for point_id in unit.charging_points:
+            charged_at.setdefault(point_id, []).append(index)
+    points = {p.id: p for p in spec.points}
+    has_subs = {u.parent for u in spec.units if u.parent is not None}
+    for index, unit in enumerate(spec.units):
+        _check_entity(unit, ("units", index), units.get(unit.parent or ""), points, unit.id in has_subs, rep)
+    for point_id, indexes in charged_at.items():
+        point = points.get(point_id)
+        if point is None or len(indexes) < 2:
+            continue
+        names = ", ".join(spec.units[i].id for i in indexes)
+        if point.below is not None:
+            rep.add(("units", indexes[1], "charging_points"), f"sub-meter {point_id!r} charges {names}: a sub-meter charges one entity", "give the entities a common parent charged at the sub-meter, with share: area on each")
+        elif point.allocation is None:
+            rep.add(("units", indexes[1], "charging_points"), f"point {point_id!r} charges {names} without a declared split: its volume would be billed to each", f"set allocation: area or allocation: metered on point {point_id!r}")
+    _check_share_methods(spec, rep)
+
+
+def _check_sub_meters(spec: DistrictFile, ids: dict[str, set[str]], rep: _Reporter) -> None:
+    points = {p.id: p for p in spec.points}
+    for index, point in enumerate(spec.points):
+        if point.below is None:
+            continue
+        at = ("points", index, "below")
+        parent = points.get(point.below)
+        if parent is None:
+            if point.below not in ids["points"]:
+                rep.add(at, f"unknown point {point.below!r}", "name the point whose delivery this meter sits on")
+            continue
+        if point.role is not PointRole.intake or parent.role is not PointRole.intake:
+            rep.add(at, f"sub-meter {point.id!r} ({point.role.value}) below {parent.id!r} ({parent.role.value}): both must be intakes", "a sub-meter sits on a delivery inside a billing unit")
+        seen = [point.id]
+        node: Point | None = parent
+        while node is not None and node.below is not None and node.id not in seen:
+            seen.append(node.id)
+            node = points.get(node.below)
+        if node is not None and node.id in seen and node.id == point.id:
+            rep.add(at, f"cycle of sub-meters: {' -> '.join([*seen, point.id])}", "a sub-meter must lead up to a point on a canal")
+
+
+def _parent_chains_ok(spec: DistrictFile, ids: dict[str, set[str]], rep: _Reporter) -> bool:
+    units = {u.id: u for u in spec.units}
+    ok = True
+    for index, unit in enumerate(spec.units):
+        if unit.parent is None:
+            continue
+        if unit.parent not in units:
+            if unit.parent not in ids["units"]:
+                rep.add(("units", index, "parent"), f"unknown unit {unit.parent!r}", "name the unit or block this entity sits below")
+            ok = False
+            continue
+        seen = [unit.id]
+        node: BillingUnit | None = units[unit.parent]
+        while node is not None and node.id not in seen:
+            seen.append(node.id)
+            node = units.get(node.parent) if node.parent else None
+        if node is not None:
+            rep.add(("units", index, "parent"), f"cycle of parents: {' -> '.join([*seen, node.id])}", "every entity must lead up to a unit charged at the canal")
+            ok = False
+    return ok
+
+
+def _check_entity(unit: BillingUnit, at: tuple[str, int], parent: BillingUnit | None, points: dict[str, Point], has_subs: bool, rep: _Reporter) -> None:
+    if not unit.crops and not has_subs:
+        rep.add((*at, "crops"), f"unit {unit.id!r} has no crops", "list its crops and areas (only a unit with entities below it may leave them out)")
+    own = {p for p in unit.charging_points if p in points}
+    for c_index, point_id in enumerate(unit.charging_points):
+        point = points.get(point_id)
+        if point is not None and point.below in own:
+            rep.add((*at, "charging_points", c_index), f"sub-meter {point_id!r} is also a charging point of {unit.id!r}, which is charged at {point.below!r}: its water would be billed twice", f"remove {point_id!r} here, or give it to an entity with parent: {unit.id}")
+    if parent is None:
+        if unit.share is not None:
+            rep.add((*at, "share"), f"unit {unit.id!r} has share: {unit.share} but no parent to share", "declare parent:, or remove share:")
+        for c_index, point_id in enumerate(unit.charging_points):
+            point = points.get(point_id)
+            if point is not None and point.below is not None:
+                rep.add((*at, "charging_points", c_index), f"point {point_id!r} is a sub-meter below {point.below!r}: its water is billed there already", f"declare parent: <the unit charged at {point.below}>")
+        return
+    if unit.kind is UnitKind.household and (unit.charging_points or has_subs):
+        rep.add((*at, "charging_points" if unit.charging_points else "kind"), f"household {unit.id!r} must be a leaf with a share of its parent", "remove its charging points (meter the block instead) and set share: area")
+    if unit.charging_points and unit.share is not None:
+        rep.add((*at, "share"), f"entity {unit.id!r} has its own meter and a share of {parent.id!r}: its volume must come from one place", "remove share: or charging_points:")
+    elif not unit.charging_points and unit.share is None:
+        rep.add((*at, "share"), f"entity {unit.id!r} below {parent.id!r} has no meter and no share: its water would be billed nowhere", "set share: area (or quota), or name its sub-meter under charging_points")
+    for c_index, point_id in enumerate(unit.charging_points):
+        point = points.get(point_id)
+        if point is not None and point.below not in parent.charging_points:
+            where = f"it is below {point.below!r}" if point.below else "it is not a sub-meter"
+            rep.add((*at, "charging_points", c_index), f"point {point_id!r} is not a sub-meter of {parent.id!r} ({where}): its water is not in the volume of {parent.id!r}", f"set below: <a charging point of {parent.id}> on point {point_id!r}")
+
+
+def _check_share_methods(spec: DistrictFile, rep: _Reporter) -> None:
+    method_of: dict[str, tuple[str, str]] = {}
+    for index, unit in enumerate(spec.units):
+        if unit.parent is None or unit.share is None:
+            continue
+        first = method_of.setdefault(unit.parent, (unit.share, unit.id))
+        if first[0] != unit.share:
+            rep.add(("units", index, "share"), f"entities below {unit.parent!r} share its volume by {first[0]} ({first[1]}) and by {unit.share} ({unit.id})", "one method for all the entities sharing a parent's volume")

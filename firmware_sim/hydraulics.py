@@ -98,7 +98,9 @@ def unit_demands(district: District, scenario: Scenario) -> dict[str, StepFn]:
         for unit in district.spec.units:
             if (unit.id, kind) not in quotas:
                 quotas[(unit.id, kind)] = float(district.quota_m3(unit.id, kind))
-            volume = quotas[(unit.id, kind)] * share * hyd.demand_factor
+            # an entity below a unit (its quota is inside its parent's) runs its sub-meter at its quota less the loss above it
+            kept = (1 - hyd.sub_meter_loss_fraction) ** _depth(district, unit.id)
+            volume = quotas[(unit.id, kind)] * share * hyd.demand_factor * kept
             points = unit.charging_points
             for point_id in points:
                 windows[point_id].append((start, end, volume / seconds / len(points)))
@@ -108,6 +110,14 @@ def unit_demands(district: District, scenario: Scenario) -> dict[str, StepFn]:
         for p in district.spec.points
         if p.role is PointRole.intake
     }
+
+
+def _depth(district: District, unit_id: str) -> int:
+    """How many entities a unit sits below (0 for a unit charged at the canal)."""
+    depth, unit = 0, district.units[unit_id]
+    while unit.parent is not None:
+        depth, unit = depth + 1, district.units[unit.parent]
+    return depth
 
 
 def _dry_spell_factor(scenario: Scenario) -> StepFn:
@@ -194,7 +204,7 @@ class _Solver:
             offtakes[child.offtake_km].append(head)
             served.append(head)
         for point in self.d.spec.points:
-            if point.canal == canal.id and point.role is PointRole.intake:
+            if point.canal == canal.id and point.role is PointRole.intake and point.below is None:  # sub-meters: inside an intake's water
                 offtakes[point.km].append(self.intake[point.id])
                 served.append(self.intake[point.id])
         self._outfalls(canal, offtakes, total(served))

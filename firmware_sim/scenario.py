@@ -43,6 +43,7 @@ class Hydraulics(_Model):
     demand_factor: float = Field(default=1.0, gt=0)  # scales every unit's quota-based demand
     repeat_years: int = Field(default=10, ge=1, le=50)  # rounds recur yearly from the first round's year
     velocity_exponent: float = Field(default=0.4, ge=0, le=1)  # v = v_design * (Q/Q_ref)^exp
+    sub_meter_loss_fraction: float = Field(default=0.06, ge=0, lt=1)  # lost between a unit's intake and its sub-meters
 
 
 class RainDay(_Model):
