@@ -38,6 +38,17 @@ def test_a_gateway_without_stations_is_an_error(tmp_path: Path, capsys: pytest.C
     assert code == 1 and "write HOST:PORT" in err
 
 
+def test_edge_run_refuses_a_receivers_gateway_and_says_to_run_receive(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    district = stations_district(tmp_path)
+    code, _, err = run(capsys, "edge", "run", "--district", str(district), "--gateway", "RX-1", "--check")
+    assert code != 0
+    assert "L11-HEAD (station ST-L11)" in err and "V01-IN (station ST-V01)" in err
+    assert f"canalflow edge receive --district {district} --gateway RX-1" in err
+    code, out, _ = run(capsys, "edge", "run", "--district", str(district), "--gateway", "GW-B1", "--check")
+    assert code == 0 and "L11-HEAD" not in out
+
+
 @pytest.mark.parametrize("action", ["receive", "stations", "simstations"])
 def test_help_has_an_example(action: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
