@@ -183,6 +183,24 @@ class Pipeline:
         self.wait_for_every_point()
         return clock
 
+    def run_once(self, start: dt.datetime, speed: float, sim_seconds: float, seed: int = 0) -> tuple[int, int]:
+        """Start everything, run ``sim_seconds`` of simulated time, stop the edges, let ingest drain
+        and stop the rest; return the simulated (began, ended) ms. On failure, print each part's log tail."""
+        try:
+            clock = self.start_all(start, speed, seed=seed)
+            began = clock.now_ms()
+            self.run_for_sim(sim_seconds)
+            ended = clock.now_ms()
+            self.stop_edges()
+            self.drain()
+        except Exception:
+            for proc in self.procs.values():
+                print(f"--- {proc.name}\n{proc.tail()}")
+            raise
+        finally:
+            self.stop()
+        return began, ended
+
     def points_reporting(self) -> set[str]:
         from canalflow.contract import M, source_of
 

@@ -21,6 +21,7 @@ from canalflow.district import District, load_district
 from firmware_sim.truth import Truth
 from testbed.demo import DEMO_START
 from testbed.pipeline import Pipeline
+from testbed.services import Mosquitto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "edge" / "telemetry"))
 from telemetry_testkit import stations_district
@@ -36,23 +37,15 @@ def district(tmp_path_factory) -> District:
 
 
 @pytest.fixture(scope="module")
-def one_hour(district, mosquitto, influxd, tmp_path_factory):
+def one_hour(district, influxd, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-stations")
-    pipeline = Pipeline(district, workdir, mosquitto, influxd, "e2e_stations")
+    # A broker of its own: the receiver's retained status must not reach other suites' ingest.
+    broker = Mosquitto(workdir / "mosquitto").start()
+    pipeline = Pipeline(district, workdir, broker, influxd, "e2e_stations")
     try:
-        clock = pipeline.start_all(DEMO_START, SPEED, seed=SEED)
-        assert {"edge-RX-1", "edge-stations-RX-1"} <= set(pipeline.procs)
-        began = clock.now_ms()
-        pipeline.run_for_sim(3600)
-        ended = clock.now_ms()
-        pipeline.stop_edges()
-        pipeline.drain()
-    except Exception:
-        for proc in pipeline.procs.values():
-            print(f"--- {proc.name}\n{proc.tail()}")
-        raise
+        began, ended = pipeline.run_once(DEMO_START, SPEED, 3600, seed=SEED)
     finally:
-        pipeline.stop()
+        broker.stop()
     # Stations report every 5 simulated minutes: keep a report's span clear of both edges.
     t0 = began + 10 * MINUTE_MS - began % MINUTE_MS
     t1 = ended - 10 * MINUTE_MS - ended % MINUTE_MS
