@@ -85,7 +85,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from edge.config import edge_config_from_district, load_edge_config
+    from edge.config import edge_config_from_district, load_edge_config, refuse_station_fed
 
     if args.config:
         config = load_edge_config(args.config, manifest=args.endpoints)
@@ -93,6 +93,7 @@ def build_config(args: argparse.Namespace) -> Any:
         config = edge_config_from_district(args.district, args.gateway, manifest=args.endpoints)
     else:
         raise ConfigError("give --config FILE, or --district FILE with --gateway ID")
+    refuse_station_fed(config)
     if not config.points:
         raise ConfigError(f"{config.source}: gateway {config.gateway} has no points to poll: add them under points: "
                           "(`canalflow edge commission` does)")

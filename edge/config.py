@@ -304,6 +304,19 @@ def endpoint_from_manifest(path: Path | str, gateway: str) -> tuple[EndpointSpec
     return spec, units
 
 
+def refuse_station_fed(config: EdgeConfig) -> None:
+    """``edge run`` polls over Modbus: a gateway whose points are fed by dial-in stations is a receiver's."""
+    district = config.district
+    if district is None:
+        return
+    fed = {s.point: s.id for s in district.spec.stations if district.points[s.point].gateway == config.gateway}
+    if fed:
+        listed = ", ".join(f"{point} (station {station})" for point, station in sorted(fed.items()))
+        raise ConfigError(f"{district.path}: gateway {config.gateway}: points {listed} are fed by telemetry "
+                          f"stations that dial in, not polled over Modbus: run `canalflow edge receive "
+                          f"--district {district.path} --gateway {config.gateway}` for them (docs/stations.md)")
+
+
 def _district_points(district: District, gateway: str, units: dict[str, int]) -> list[PointPlan]:
     plans = []
     for point in district.points_of_gateway(gateway):

@@ -225,7 +225,7 @@ class BusPoller:
         device_clock = (self._device_seconds(plan, raw), *raw[_CLOCK_READ_AT]) if _CLOCK_READ_AT in raw else None
         verdict = self.checker.check(plan.point, ts, values, now_ms=self.clock.now_ms(),
                                      rollover=rollover, alarms=alarms, device_clock=device_clock)
-        self._rate(plan, ts, verdict)
+        rate(plan, ts, verdict)
         if verdict.quality is not Quality.bad:
             health.good += 1
             health.last_good_ts = ts
@@ -310,18 +310,20 @@ class BusPoller:
                 rollover[reg.quantity] = reg.rollover_modulus_si
         return values, alarms, rollover
 
-    def _rate(self, plan: PointPlan, ts: int, verdict: Any) -> None:
-        """Level-only meters: provisional flow from the point's rating, flagged ``rated``."""
-        if plan.profile.kind != "level" or "level" not in verdict.values:
-            return
-        day = dt.datetime.fromtimestamp(ts / 1000, dt.UTC).date()
-        rating = plan.rating_on(day)
-        if rating is None:
-            return
-        from canalflow import ratings as rt  # numpy: only for gateways with level-only meters
 
-        rated = rt.flow(rating, verdict.values["level"], verdict.values.get("downstream_level"))
-        verdict.values["flow"] = rated.flow_m3s
-        verdict.flag(Flag.rated, Quality.good)
-        if rated.submerged:
-            verdict.flag(Flag.submerged, Quality.suspect)
+def rate(plan: PointPlan, ts: int, verdict: Any) -> None:
+    """The one rating step, for polled meters and stations (edge.telemetry.receiver): a level-only
+    meter gets a provisional flow from its point's rating, flagged ``rated``."""
+    if plan.profile.kind != "level" or "level" not in verdict.values:
+        return
+    day = dt.datetime.fromtimestamp(ts / 1000, dt.UTC).date()
+    rating = plan.rating_on(day)
+    if rating is None:
+        return
+    from canalflow import ratings as rt  # numpy: only for gateways with level-only meters
+
+    rated = rt.flow(rating, verdict.values["level"], verdict.values.get("downstream_level"))
+    verdict.values["flow"] = rated.flow_m3s
+    verdict.flag(Flag.rated, Quality.good)
+    if rated.submerged:
+        verdict.flag(Flag.submerged, Quality.suspect)

@@ -7,6 +7,7 @@ the same start-up order and command lines an operator would use:
     canalflow fleet run   --district F --speed S --start T --manifest M
     canalflow ingest run  --district F --mqtt URL --influx URL --db DB
     canalflow edge run    --district F --gateway G --mqtt URL --endpoints M   (one per gateway)
+    canalflow edge receive / edge simstations --district F --gateway G ...     (a gateway of stations)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from canalflow.clock import SimClock
 from canalflow.district import District
 from canalflow.errors import CanalflowError
 from canalflow.influx import InfluxV1
-from testbed.services import Influxd, Mosquitto
+from testbed.services import Influxd, Mosquitto, free_port
 
 CANALFLOW = [sys.executable, "-m", "canalflow.cli"]
 INGEST_READY = "subscribed (ready)"  # what an ingest worker logs once its subscription is in place
@@ -146,19 +147,59 @@ class Pipeline:
             "--buffer", str(self.workdir / f"edge-{gateway}.sqlite"),
         ])
 
+    def start_receiver(self, gateway: str) -> Proc:
+        """``edge receive`` for a gateway whose points are fed by dial-in stations, and the simulated
+        stations (``edge simstations``) dialling it, both on the fleet's clock."""
+        if self.manifest_path is None:
+            raise PipelineError("start the fleet before the receivers")
+        listen = f"127.0.0.1:{free_port()}"
+        clock = ["--clock-from", str(self.manifest_path)]
+        receiver = self.spawn(f"edge-{gateway}", [
+            "edge", "receive", "--district", str(self.district.path), "--gateway", gateway, "--listen", listen,
+            "--mqtt", self.mqtt_url, "--buffer", str(self.workdir / f"edge-{gateway}.sqlite"), *clock,
+        ])
+        self.spawn(f"edge-stations-{gateway}", [
+            "edge", "simstations", "--district", str(self.district.path), "--gateway", gateway, "--connect", listen,
+            *clock,
+        ])
+        return receiver
+
     def start_all(
         self, start: dt.datetime, speed: float, seed: int = 0, scenario: Path | None = None, ingest_workers: int = 1
     ) -> SimClock:
-        """Start fleet, ingest and one edge agent per gateway; return once every point has reported.
+        """Start fleet, ingest and one edge agent per gateway (a receiver and its simulated stations
+        for a gateway of stations); return once every point has reported.
 
         The edges start only once ingest has subscribed (see :meth:`start_ingest`)."""
         run_canalflow("ingest", "setup", "--influx", self.influxd.url, "--db", self.database)
         clock = self.start_fleet(start, speed, seed, scenario)
         self.start_ingest(ingest_workers)
+        received = {self.district.points[s.point].gateway for s in self.district.spec.stations}
         for gateway in self.district.gateways:
-            self.start_edge(gateway)
+            if gateway in received:
+                self.start_receiver(gateway)
+            else:
+                self.start_edge(gateway)
         self.wait_for_every_point()
         return clock
+
+    def run_once(self, start: dt.datetime, speed: float, sim_seconds: float, seed: int = 0) -> tuple[int, int]:
+        """Start everything, run ``sim_seconds`` of simulated time, stop the edges, let ingest drain
+        and stop the rest; return the simulated (began, ended) ms. On failure, print each part's log tail."""
+        try:
+            clock = self.start_all(start, speed, seed=seed)
+            began = clock.now_ms()
+            self.run_for_sim(sim_seconds)
+            ended = clock.now_ms()
+            self.stop_edges()
+            self.drain()
+        except Exception:
+            for proc in self.procs.values():
+                print(f"--- {proc.name}\n{proc.tail()}")
+            raise
+        finally:
+            self.stop()
+        return began, ended
 
     def points_reporting(self) -> set[str]:
         from canalflow.contract import M, source_of

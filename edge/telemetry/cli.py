@@ -234,6 +234,9 @@ SIMSTATIONS_EXAMPLE = """examples:
   # real time, reports every minute, for ten minutes
   canalflow edge simstations --district my.yaml --gateway RX-1 --connect 127.0.0.1:5651 \\
       --interval-s 60 --duration 600
+  # three hours without a link: the hourly reports due meanwhile arrive as a backlog afterwards
+  canalflow edge simstations --district my.yaml --gateway RX-1 --connect 127.0.0.1:5651 \\
+      --interval-s 3600 --outage 2026-05-01T10:00/2026-05-01T13:00
 
 Faults (shares of reports, or seconds): bad_crc, duplicate, drop, clock_skew_s."""
 
@@ -252,9 +255,30 @@ def _register_simstations(actions: Any) -> None:
     parser.add_argument("--keepalive-s", type=float, default=40.0, help="simulated seconds between keep-alives")
     parser.add_argument("--faults", default="", metavar="NAME=VALUE,...", help="bad_crc, duplicate, drop "
                         "(shares), clock_skew_s (seconds)")
+    parser.add_argument("--outage", action="append", default=[], metavar="FROM/TO", help="no link from FROM to "
+                        "TO (ISO times, the district's zone unless they give one); the reports due meanwhile are "
+                        "sent as a backlog when it ends. Repeatable")
     parser.add_argument("--duration", type=float, help="stop after this many wall seconds (default: SIGTERM)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=simstations_command)
+
+
+def parse_outage(text: str, zone: Any) -> tuple[int, int]:
+    """``FROM/TO`` (ISO times, naive ones in ``zone``) as the (from, to) sim ms of ``Faults.outages``."""
+    import datetime as dt
+
+    first, sep, last = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        start, end = (dt.datetime.fromisoformat(part.strip()) for part in (first, last))
+    except ValueError:
+        raise ValueError(f"--outage {text!r}: write FROM/TO as ISO times, e.g. 2026-05-01T10:00/2026-05-01T13:00") \
+            from None
+    start_ms, end_ms = (int((t if t.tzinfo else t.replace(tzinfo=zone)).timestamp() * 1000) for t in (start, end))
+    if end_ms <= start_ms:
+        raise ValueError(f"--outage {text!r}: TO must come after FROM")
+    return start_ms, end_ms
 
 
 def parse_faults(text: str) -> Any:
@@ -276,6 +300,7 @@ def parse_faults(text: str) -> Any:
 
 def simstations_command(args: argparse.Namespace) -> int:
     import asyncio
+    import dataclasses
 
     from canalflow.clock import SimClock
     from edge.config import ConfigError, clock_from_manifest
@@ -294,6 +319,13 @@ def simstations_command(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     district, scenario = loaded
+    try:
+        outages = tuple(parse_outage(text, district.tz) for text in args.outage)
+    except ValueError as exc:
+        print(f"canalflow edge simstations: {exc}", file=sys.stderr)
+        return 1
+    if outages:
+        faults = dataclasses.replace(faults, outages=outages)
     stations = [s for s in district.spec.stations if district.points[s.point].gateway == args.gateway]
     if not stations:
         print(f"canalflow edge simstations: {args.district}: no station feeds a point of gateway {args.gateway}",

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from canalflow.contract import Flag, Reading
 from edge.agent import EdgeAgent
 from edge.config import ConfigError
-from edge.poller import BusPoller
+from edge.poller import BusPoller, rate
 from edge.quality import QualityChecker
 from edge.telemetry import sl651, sl651_ascii, szy206
 from edge.telemetry.deadletter import DeadLetters
@@ -390,7 +390,7 @@ class StationReceiver(EdgeAgent):
         verdict = checker.check(station.point, mapped.ts_ms, mapped.values, now_ms=now, device_clock=clock)
         plan = self._plans.get(station.point)
         if plan is not None and "flow" not in verdict.values:
-            BusPoller._rate(self, plan, mapped.ts_ms, verdict)  # type: ignore[arg-type]  # the one rating step
+            rate(plan, mapped.ts_ms, verdict)
         return verdict.reading(mapped.ts_ms)
 
     async def _answer(self, conn: _Conn, data: bytes | None) -> None:

@@ -11,8 +11,8 @@ from canalflow import ratings as rt
 from canalflow.contract import Flag, Quality
 from canalflow.district import load_district
 from canalflow.profiles import load_profiles
-from edge.config import PointPlan, PollOptions, QualityOptions, edge_config_from_district
-from edge.poller import BusPoller
+from edge.config import PointPlan, QualityOptions, edge_config_from_district
+from edge.poller import rate
 from edge.quality import QualityChecker
 
 NOW = 1_772_323_200_000
@@ -116,10 +116,8 @@ def test_edge_parshall_flow_matches_the_usbr_equation(throat_mm: int, head_m: fl
     """The edge's rated flow for 1-4 ft throats agrees with Q = 4·W·Ha^(1.522·W^0.026) (cfs)."""
     plan = PointPlan("F", 1, load_profiles()["radar-parshall"],
                      (rt.parse_rating({"type": "parshall", "throat_mm": throat_mm}),))
-    poller = BusPoller("b", None, [plan], clock=None, options=PollOptions(), quality=QualityOptions(),  # type: ignore[arg-type]
-                       on_reading=lambda *_: None)
     verdict = QualityChecker(QualityOptions()).check("F", NOW, {"level": head_m}, now_ms=NOW)
-    poller._rate(plan, NOW, verdict)
+    rate(plan, NOW, verdict)
     usbr = rt.parshall_usbr_cfs(throat_mm / 304.8, head_m / 0.3048) * 0.3048**3
     assert verdict.values["flow"] == pytest.approx(usbr, rel=0.015)
     assert Flag.rated in verdict.flags and verdict.values["level"] == head_m
@@ -128,14 +126,12 @@ def test_edge_parshall_flow_matches_the_usbr_equation(throat_mm: int, head_m: fl
 def test_submerged_parshall_and_weir_from_the_district_file() -> None:
     config = edge_config_from_district(DEMO, "GW-B2")
     plans = {p.point: p for p in config.points}
-    poller = BusPoller("b", None, config.points, clock=None, options=PollOptions(),  # type: ignore[arg-type]
-                       quality=QualityOptions(), on_reading=lambda *_: None)
     checker = QualityChecker(QualityOptions())
     flume = checker.check("L21-HEAD", NOW, {"level": 0.4, "downstream_level": 0.35}, now_ms=NOW)
-    poller._rate(plans["L21-HEAD"], NOW, flume)
+    rate(plans["L21-HEAD"], NOW, flume)
     assert Flag.submerged in flume.flags and flume.quality is Quality.suspect  # Hb/Ha 0.875 > 0.7
     weir = checker.check("B2-TAIL", NOW, {"level": 0.2}, now_ms=NOW)
-    poller._rate(plans["B2-TAIL"], NOW, weir)
+    rate(plans["B2-TAIL"], NOW, weir)
     assert weir.values["flow"] == pytest.approx(0.6 * 2 / 3 * (2 * 9.80665) ** 0.5 * 1.0 * 0.2**1.5)
 
 

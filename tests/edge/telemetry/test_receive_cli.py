@@ -38,6 +38,17 @@ def test_a_gateway_without_stations_is_an_error(tmp_path: Path, capsys: pytest.C
     assert code == 1 and "write HOST:PORT" in err
 
 
+def test_edge_run_refuses_a_receivers_gateway_and_says_to_run_receive(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    district = stations_district(tmp_path)
+    code, _, err = run(capsys, "edge", "run", "--district", str(district), "--gateway", "RX-1", "--check")
+    assert code != 0
+    assert "L11-HEAD (station ST-L11)" in err and "V01-IN (station ST-V01)" in err
+    assert f"canalflow edge receive --district {district} --gateway RX-1" in err
+    code, out, _ = run(capsys, "edge", "run", "--district", str(district), "--gateway", "GW-B1", "--check")
+    assert code == 0 and "L11-HEAD" not in out
+
+
 @pytest.mark.parametrize("action", ["receive", "stations", "simstations"])
 def test_help_has_an_example(action: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
@@ -114,3 +125,19 @@ def test_simstations_faults_are_checked(capsys: pytest.CaptureFixture[str], tmp_
     code, _, err = run(capsys, "edge", "simstations", "--district", str(stations_district(tmp_path)), "--gateway",
                        "RX-1", "--connect", "127.0.0.1:1", "--faults", "lightning=0.5")
     assert code == 1 and "NAME one of bad_crc, clock_skew_s, drop, duplicate" in err
+
+
+def test_simstations_outage_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zoneinfo import ZoneInfo
+
+    from edge.telemetry.cli import parse_outage
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    start, end = parse_outage("2026-05-01T10:00/2026-05-01T13:00", shanghai)
+    assert start == 1777600800000 and end - start == 3 * 3_600_000  # 10:00 +08:00 is 02:00 UTC
+    assert parse_outage("2026-05-01T02:00Z/2026-05-01T05:00+00:00", shanghai) == (start, end)
+    district = str(stations_district(tmp_path))
+    for bad, says in (("2026-05-01T10:00", "write FROM/TO"), ("2026-05-01T13:00/2026-05-01T10:00", "after FROM")):
+        code, _, err = run(capsys, "edge", "simstations", "--district", district, "--gateway", "RX-1",
+                           "--connect", "127.0.0.1:1", "--outage", bad)
+        assert code == 1 and f"--outage {bad!r}" in err and says in err
