@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from canalflow.contract import SOIL_DEPTHS_CM
 from canalflow.errors import CanalflowError
 from canalflow.problems import Issue, validation_issues
 from canalflow.profiles import Profile
@@ -57,6 +58,8 @@ class PointRole(StrEnum):
     section = "section"  # on a canal between reaches
     intake = "intake"  # a billing unit's offtake (village, association, operator)
     outfall = "outfall"  # water leaving the system at a canal's tail (drain, return)
+    soil_moisture = "soil_moisture"  # a typical plot's soil-moisture station (墒情站): no water passes it
+    rain_gauge = "rain_gauge"  # a rain gauge near typical plots
 
 
 class Info(Model):
@@ -728,6 +731,18 @@ def _check_plots(spec: DistrictFile, rep: _Reporter) -> None:
             rep.add((*at, "wilting_point"), f"wilting point {plot.wilting_point} is not below field capacity {plot.field_capacity}")
         if not any(d <= plot.wetting_depth_m * 100 for d in plot.depths_cm):
             rep.add((*at, "depths_cm"), f"no sensor depth within the wetting depth of {plot.wetting_depth_m} m", "list the station's depths in cm")
+        _check_plot_meter(spec, rep, (*at, "station"), plot.station, PointRole.soil_moisture)
+        _check_plot_meter(spec, rep, (*at, "rain_gauge"), plot.rain_gauge, PointRole.rain_gauge)
+        bad = [d for d in plot.depths_cm if d not in SOIL_DEPTHS_CM]
+        if bad:
+            rep.add((*at, "depths_cm"), f"depths {bad} cm have no soil-moisture quantity", f"stations report at {list(SOIL_DEPTHS_CM)} cm")
+
+
+def _check_plot_meter(spec: DistrictFile, rep: _Reporter, at: tuple[str | int, ...], point_id: str | None, role: PointRole) -> None:
+    """A plot's station or rain gauge, when it is a polled point, has the role that says so."""
+    point = next((p for p in spec.points if p.id == point_id), None)
+    if point is not None and point.role is not role:
+        rep.add(at, f"point {point_id!r} is a {point.role.value} point, not a {role.value}", f"give point {point_id!r} role: {role.value}")
 
 
 def _check_storage(spec: DistrictFile, rep: _Reporter) -> None:
