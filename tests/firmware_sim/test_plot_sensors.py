@@ -1,0 +1,67 @@
+"""A typical plot's soil-moisture station and rain gauge, simulated from the root zone's truth and read
+over their published register maps (canalflow/profiles/soil-station.yaml, rain-gauge.yaml)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from canalflow.district import District, DistrictError, load_district
+from firmware_sim.meters import Meter
+from firmware_sim.scenario import load_scenario
+from firmware_sim.truth import Truth
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
+SENSORS = """
+  - {id: SM-V03, name: 王庄村墒情站, role: soil_moisture, canal: L12, km: 2.0, gateway: GW-B1, unit_id: 41, profile: soil-station}
+  - {id: RG-T1, name: 雨量站, role: rain_gauge, canal: L12, km: 2.0, gateway: GW-B1, unit_id: 42, profile: rain-gauge}
+"""
+PLOTS = """
+plots:
+  - {id: P-V03-WHEAT, unit: V03, crop: wheat, area_mu: 5, wetting_depth_m: 0.6, field_capacity: 0.30, wilting_point: 0.12, station: SM-V03, rain_gauge: RG-T1}
+"""
+
+
+def district_with(tmp_path: Path, sensors: str = SENSORS) -> District:
+    text = DEMO.read_text(encoding="utf-8").replace("\npoints:\n", "\npoints:\n" + sensors.lstrip("\n"), 1)
+    text = text.replace("\nseasons:\n", PLOTS + "\nseasons:\n", 1)
+    path = tmp_path / DEMO.name
+    path.write_text(text, encoding="utf-8")
+    return load_district(path)
+
+
+def read(meter: Meter, name: str, t_ms: int) -> float:
+    reg = meter.profile.register_named(name)
+    answer = meter.respond(meter.profile.function_code, reg.wire_address, reg.word_count, t_ms)
+    return float(reg.decode(answer.words))
+
+
+def test_station_serves_the_plots_theta_and_the_gauge_its_rain(tmp_path):
+    district = district_with(tmp_path)
+    weather = tmp_path / "weather.yaml"
+    weather.write_text("version: 1\nname: w\nweather:\n  et0_mm_per_day: 2.5\n  initial_share: 0.7\n"
+                       "  rain: [{day: 2026-04-08, mm: 30.3}]\n", encoding="utf-8")
+    sc = load_scenario(weather, district)
+    truth = Truth(district, sc)
+    station = Meter(district.points["SM-V03"], district.profile_of("SM-V03"), truth)
+    gauge = Meter(district.points["RG-T1"], district.profile_of("RG-T1"), truth)
+    irrigation = truth.rootzone.irrigations["P-V03-WHEAT"][0]
+    day = irrigation.observed.day
+    for d in (day, day + dt.timedelta(days=1)):
+        t_ms = int(dt.datetime.combine(d, dt.time(6), district.tz).timestamp() * 1000)
+        theta = truth.rootzone.theta("P-V03-WHEAT", d)
+        for depth in (10, 20, 40, 60):
+            assert read(station, f"vwc_{depth}cm", t_ms) == pytest.approx(theta, abs=1e-4)  # 0..10000 = 0..100 %
+    after = truth.rootzone.theta("P-V03-WHEAT", day + dt.timedelta(days=1))
+    assert after > truth.rootzone.theta("P-V03-WHEAT", day)  # the irrigation wetted the root zone
+    def rain_at(d: dt.date) -> float:
+        return read(gauge, "rainfall", int(dt.datetime.combine(d, dt.time(0, 30), district.tz).timestamp() * 1000))
+    rainy = dt.date(2026, 4, 8)
+    assert rain_at(rainy + dt.timedelta(days=1)) - rain_at(rainy) == pytest.approx(0.0303, abs=1e-6)  # 303 tips of 0.1 mm
+
+
+def test_district_check_refuses_a_plot_station_that_is_not_a_soil_moisture_point(tmp_path):
+    with pytest.raises(DistrictError, match="not a soil_moisture"):
+        district_with(tmp_path, SENSORS.replace("role: soil_moisture", "role: rain_gauge"))
