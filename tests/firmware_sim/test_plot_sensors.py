@@ -27,6 +27,7 @@ plots:
 def district_with(tmp_path: Path, sensors: str = SENSORS) -> District:
     text = DEMO.read_text(encoding="utf-8").replace("\npoints:\n", "\npoints:\n" + sensors.lstrip("\n"), 1)
     text = text.replace("\nseasons:\n", PLOTS + "\nseasons:\n", 1)
+    tmp_path.mkdir(exist_ok=True)
     path = tmp_path / DEMO.name
     path.write_text(text, encoding="utf-8")
     return load_district(path)
@@ -65,3 +66,21 @@ def test_station_serves_the_plots_theta_and_the_gauge_its_rain(tmp_path):
 def test_district_check_refuses_a_plot_station_that_is_not_a_soil_moisture_point(tmp_path):
     with pytest.raises(DistrictError, match="not a soil_moisture"):
         district_with(tmp_path, SENSORS.replace("role: soil_moisture", "role: rain_gauge"))
+
+
+def test_plot_sensors_leave_the_water_balance_unchanged(tmp_path):
+    """A station and a gauge on a canal carry no water: the canal-system figures are those without them."""
+    from billing.efficiency import efficiency_report
+    from canalflow.volume import VolumeResult
+
+    def system(district: District) -> dict[str, float | None]:
+        truth = Truth(district)
+        t0 = int(dt.datetime(2026, 3, 20, tzinfo=district.tz).timestamp() * 1000)
+        t1 = t0 + 30 * 86_400_000
+        volumes = {p: VolumeResult(truth.volume_m3(p, t0, t1), 1.0, 0.0, "truth", [], False, 1) for p in district.points}
+        report = efficiency_report(district, volumes, t0, t1, season_kind="spring")
+        return {m: f.value for m, f in report.system.items()} | {"whole": report.field.value}
+
+    with_sensors = system(district_with(tmp_path / "a"))
+    assert with_sensors == system(district_with(tmp_path / "b", ""))
+    assert all(v is not None for k, v in with_sensors.items() if k != "whole")
