@@ -738,6 +738,20 @@ def _check_plots(spec: DistrictFile, rep: _Reporter) -> None:
             rep.add((*at, "depths_cm"), f"depths {bad} cm have no soil-moisture quantity", f"stations report at {list(SOIL_DEPTHS_CM)} cm")
 
 
+SENSOR_ROLES = (PointRole.soil_moisture, PointRole.rain_gauge)  # each is also the profile kind its meter must be
+
+
+def _check_sensor_profile(point: Point, profile: Any, at: tuple[str | int, ...], rep: _Reporter) -> None:
+    """A plot sensor's point reads a sensor of its kind, and a water meter's point no sensor."""
+    if profile is None:
+        return
+    sensor_kinds = {r.value for r in SENSOR_ROLES}
+    if (point.role.value in sensor_kinds or profile.kind in sensor_kinds) and profile.kind != point.role.value:
+        rep.add(at, f"point {point.id!r} ({point.role.value}) reads {profile.name!r}, a {profile.kind} meter",
+                f"a {point.role.value} point needs a profile of kind {point.role.value}" if point.role.value in sensor_kinds
+                else "a plot sensor measures no water: give this point a flow or level meter's profile")
+
+
 def _check_plot_meter(spec: DistrictFile, rep: _Reporter, at: tuple[str | int, ...], point_id: str | None, role: PointRole) -> None:
     """A plot's station or rain gauge, when it is a polled point, has the role that says so."""
     point = next((p for p in spec.points if p.id == point_id), None)
@@ -839,6 +853,7 @@ def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[s
     by_station = {s.point for s in spec.stations}  # reached through a telemetry receiver: no Modbus unit id
     for index, point in enumerate(spec.points):
         at = ("points", index)
+        _check_sensor_profile(point, profiles.get(point.profile), ("points", index, "profile"), rep)
         canal = canals.get(point.canal)
         if canal is None:
             rep.add((*at, "canal"), f"unknown canal {point.canal!r}")

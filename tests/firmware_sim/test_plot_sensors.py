@@ -84,3 +84,8 @@ def test_plot_sensors_leave_the_water_balance_unchanged(tmp_path):
     with_sensors = system(district_with(tmp_path / "a"))
     assert with_sensors == system(district_with(tmp_path / "b", ""))
     assert all(v is not None for k, v in with_sensors.items() if k != "whole")
+
+
+def test_district_check_refuses_a_station_point_reading_a_flow_meter(tmp_path):
+    with pytest.raises(DistrictError, match="reads 'em-pipe', a pipe meter"):
+        district_with(tmp_path, SENSORS.replace("profile: soil-station", "profile: em-pipe"))
