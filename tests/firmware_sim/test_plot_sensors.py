@@ -1,5 +1,7 @@
 """A typical plot's soil-moisture station and rain gauge, simulated from the root zone's truth and read
-over their published register maps (canalflow/profiles/soil-station.yaml, rain-gauge.yaml)."""
+over their published register maps (canalflow/profiles/soil-station.yaml, rain-gauge.yaml); and the
+same readings going fleet -> edge -> Mosquitto -> ingest -> InfluxDB like every other meter
+(testbed.pipeline: each part its own process, as deployed)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from canalflow.contract import M, source_of
 from canalflow.district import District, DistrictError, load_district
 from firmware_sim.meters import Meter
 from firmware_sim.scenario import load_scenario
 from firmware_sim.truth import Truth
+from testbed.demo import DEMO_START
+from testbed.pipeline import Pipeline
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
 SENSORS = """
@@ -22,6 +27,9 @@ PLOTS = """
 plots:
   - {id: P-V03-WHEAT, unit: V03, crop: wheat, area_mu: 5, wetting_depth_m: 0.6, field_capacity: 0.30, wilting_point: 0.12, station: SM-V03, rain_gauge: RG-T1}
 """
+
+
+SEED = 3
 
 
 def district_with(tmp_path: Path, sensors: str = SENSORS) -> District:
@@ -89,3 +97,37 @@ def test_plot_sensors_leave_the_water_balance_unchanged(tmp_path):
 def test_district_check_refuses_a_station_point_reading_a_flow_meter(tmp_path):
     with pytest.raises(DistrictError, match="reads 'em-pipe', a pipe meter"):
         district_with(tmp_path, SENSORS.replace("profile: soil-station", "profile: em-pipe"))
+
+
+@pytest.fixture(scope="module")
+def stored(mosquitto, influxd, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e-plots")
+    district = district_with(workdir)
+    pipeline = Pipeline(district, workdir, mosquitto, influxd, "e2e_plots")
+    try:
+        pipeline.start_all(DEMO_START, 120.0, seed=SEED)  # returns once every point, sensors too, has reported
+        pipeline.run_for_sim(600)
+        pipeline.stop_edges()
+        pipeline.drain()
+    except Exception:
+        for proc in pipeline.procs.values():
+            print(f"--- {proc.name}\n{proc.tail()}")
+        raise
+    finally:
+        pipeline.stop()
+    yield district, pipeline.influx
+    pipeline.influx.drop_database()
+
+
+def test_station_and_gauge_readings_are_stored_as_the_root_zone_truth(stored):
+    district, influx = stored
+    truth = Truth(district, seed=SEED).rootzone
+    rows = influx.query_points(f'SELECT vwc_10cm, vwc_40cm, vwc_100cm FROM {source_of(M.readings)} WHERE point = \'SM-V03\'')
+    assert len(rows) >= 5
+    for row in rows:
+        t_ms = int(row["time"])
+        for quantity in ("vwc_10cm", "vwc_40cm", "vwc_100cm"):
+            assert row[quantity] == pytest.approx(truth.sensor_value("SM-V03", quantity, t_ms), abs=1e-4), (quantity, row)
+    rain = influx.query_points(f'SELECT rain_total FROM {source_of(M.readings)} WHERE point = \'RG-T1\'')
+    assert len(rain) >= 5
+    assert all(r["rain_total"] == pytest.approx(truth.sensor_value("RG-T1", "rain_total", int(r["time"])), abs=1e-6) for r in rain)
