@@ -189,6 +189,25 @@ class Pipeline:
         if progress:
             progress(1.0)
 
+    def run_session(self, start: dt.datetime, speed: float, sim_seconds: float, seed: int = 0) -> tuple[int, int]:
+        """Start everything, run ``sim_seconds`` of simulated time, stop the edges and let ingest
+        drain, then stop; each process's log tail is printed if anything fails. Returns the simulated
+        instants (ms) the run began, once every point reported, and ended."""
+        try:
+            clock = self.start_all(start, speed, seed=seed)
+            began = clock.now_ms()
+            self.run_for_sim(sim_seconds)
+            ended = clock.now_ms()
+            self.stop_edges()
+            self.drain()
+        except Exception:
+            for proc in self.procs.values():
+                print(f"--- {proc.name}\n{proc.tail()}")
+            raise
+        finally:
+            self.stop()
+        return began, ended
+
     def stop_edges(self) -> None:
         for name in [n for n in self.procs if n.startswith("edge-")]:
             self.procs.pop(name).stop()

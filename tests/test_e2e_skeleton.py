@@ -38,19 +38,7 @@ def one_hour(district, mosquitto, influxd, tmp_path_factory):
     """Run the pipeline for one simulated hour; yield (pipeline, billing window)."""
     workdir = tmp_path_factory.mktemp("e2e")
     pipeline = Pipeline(district, workdir, mosquitto, influxd, "e2e_skeleton")
-    try:
-        clock = pipeline.start_all(DEMO_START, SPEED, seed=SEED)
-        began = clock.now_ms()
-        pipeline.run_for_sim(3600)
-        ended = clock.now_ms()
-        pipeline.stop_edges()
-        pipeline.drain()
-    except Exception:
-        for proc in pipeline.procs.values():
-            print(f"--- {proc.name}\n{proc.tail()}")
-        raise
-    finally:
-        pipeline.stop()
+    began, ended = pipeline.run_session(DEMO_START, SPEED, 3600, seed=SEED)
     # Whole minutes well inside the polled span, so both window edges have readings around them.
     t0 = began + 5 * MINUTE_MS - began % MINUTE_MS
     t1 = ended - 5 * MINUTE_MS - ended % MINUTE_MS

@@ -104,17 +104,7 @@ def stored(mosquitto, influxd, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("e2e-plots")
     district = district_with(workdir)
     pipeline = Pipeline(district, workdir, mosquitto, influxd, "e2e_plots")
-    try:
-        pipeline.start_all(DEMO_START, 120.0, seed=SEED)  # returns once every point, sensors too, has reported
-        pipeline.run_for_sim(600)
-        pipeline.stop_edges()
-        pipeline.drain()
-    except Exception:
-        for proc in pipeline.procs.values():
-            print(f"--- {proc.name}\n{proc.tail()}")
-        raise
-    finally:
-        pipeline.stop()
+    pipeline.run_session(DEMO_START, 120.0, 600, seed=SEED)  # every point, sensors too, reports before the 600 s
     yield district, pipeline.influx
     pipeline.influx.drop_database()
 
