@@ -28,6 +28,9 @@ TOPIC_ROOT = f"canalflow/v{CONTRACT_VERSION}"
 MAX_PAYLOAD_BYTES = 512 * 1024
 MAX_READINGS_PER_BATCH = 5000
 
+# Sensor depths (cm) a soil-moisture station may report: one quantity ``vwc_<d>cm`` per depth.
+SOIL_DEPTHS_CM = (10, 20, 30, 40, 50, 60, 80, 100)
+
 # Quantities carried on the wire, always in SI units.
 QUANTITIES: dict[str, str] = {
     "flow": "m3/s",
@@ -38,6 +41,8 @@ QUANTITIES: dict[str, str] = {
     "battery": "V",
     "signal_quality": "%",
     "status": "bits",
+    **{f"vwc_{d}cm": "m3/m3" for d in SOIL_DEPTHS_CM},  # soil-moisture station: volumetric water content at d cm
+    "rain_total": "m",  # rain gauge: accumulated rain (tipping-bucket count × depth per tip); wraps like a totaliser
 }
 # Physical bounds beyond which a value is impossible (not merely suspect): ingest dead-letters it.
 IMPOSSIBLE: dict[str, tuple[float, float]] = {
@@ -49,7 +54,16 @@ IMPOSSIBLE: dict[str, tuple[float, float]] = {
     "battery": (0.0, 100.0),
     "signal_quality": (0.0, 100.0),
     "status": (0.0, 2.0**32),
+    **{f"vwc_{d}cm": (0.0, 1.0) for d in SOIL_DEPTHS_CM},
+    "rain_total": (0.0, 1e6),
 }
+
+
+def vwc_quantity(depth_cm: int) -> str:
+    """The wire quantity of a soil-moisture station's sensor at ``depth_cm``."""
+    if depth_cm not in SOIL_DEPTHS_CM:
+        raise KeyError(f"no soil-moisture quantity for {depth_cm} cm (stations report at {SOIL_DEPTHS_CM} cm)")
+    return f"vwc_{depth_cm}cm"
 
 
 class Quality(StrEnum):

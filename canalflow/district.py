@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from canalflow.contract import SOIL_DEPTHS_CM
 from canalflow.errors import CanalflowError
 from canalflow.problems import Issue, validation_issues
 from canalflow.profiles import Profile
@@ -57,6 +58,8 @@ class PointRole(StrEnum):
     section = "section"  # on a canal between reaches
     intake = "intake"  # a billing unit's offtake (village, association, operator)
     outfall = "outfall"  # water leaving the system at a canal's tail (drain, return)
+    soil_moisture = "soil_moisture"  # a typical plot's soil-moisture station (墒情站): no water passes it
+    rain_gauge = "rain_gauge"  # a rain gauge near typical plots
 
 
 class Info(Model):
@@ -807,6 +810,32 @@ def _check_plots(spec: DistrictFile, rep: _Reporter) -> None:
             rep.add((*at, "wilting_point"), f"wilting point {plot.wilting_point} is not below field capacity {plot.field_capacity}")
         if not any(d <= plot.wetting_depth_m * 100 for d in plot.depths_cm):
             rep.add((*at, "depths_cm"), f"no sensor depth within the wetting depth of {plot.wetting_depth_m} m", "list the station's depths in cm")
+        _check_plot_meter(spec, rep, (*at, "station"), plot.station, PointRole.soil_moisture)
+        _check_plot_meter(spec, rep, (*at, "rain_gauge"), plot.rain_gauge, PointRole.rain_gauge)
+        bad = [d for d in plot.depths_cm if d not in SOIL_DEPTHS_CM]
+        if bad:
+            rep.add((*at, "depths_cm"), f"depths {bad} cm have no soil-moisture quantity", f"stations report at {list(SOIL_DEPTHS_CM)} cm")
+
+
+SENSOR_ROLES = (PointRole.soil_moisture, PointRole.rain_gauge)  # each is also the profile kind its meter must be
+
+
+def _check_sensor_profile(point: Point, profile: Any, at: tuple[str | int, ...], rep: _Reporter) -> None:
+    """A plot sensor's point reads a sensor of its kind, and a water meter's point no sensor."""
+    if profile is None:
+        return
+    sensor_kinds = {r.value for r in SENSOR_ROLES}
+    if (point.role.value in sensor_kinds or profile.kind in sensor_kinds) and profile.kind != point.role.value:
+        rep.add(at, f"point {point.id!r} ({point.role.value}) reads {profile.name!r}, a {profile.kind} meter",
+                f"a {point.role.value} point needs a profile of kind {point.role.value}" if point.role.value in sensor_kinds
+                else "a plot sensor measures no water: give this point a flow or level meter's profile")
+
+
+def _check_plot_meter(spec: DistrictFile, rep: _Reporter, at: tuple[str | int, ...], point_id: str | None, role: PointRole) -> None:
+    """A plot's station or rain gauge, when it is a polled point, has the role that says so."""
+    point = next((p for p in spec.points if p.id == point_id), None)
+    if point is not None and point.role is not role:
+        rep.add(at, f"point {point_id!r} is a {point.role.value} point, not a {role.value}", f"give point {point_id!r} role: {role.value}")
 
 
 def _check_storage(spec: DistrictFile, rep: _Reporter) -> None:
@@ -903,6 +932,7 @@ def _check_points(spec: DistrictFile, ids: dict[str, set[str]], profiles: dict[s
     by_station = {s.point for s in spec.stations}  # reached through a telemetry receiver: no Modbus unit id
     for index, point in enumerate(spec.points):
         at = ("points", index)
+        _check_sensor_profile(point, profiles.get(point.profile), ("points", index, "profile"), rep)
         canal = canals.get(point.canal)
         if canal is None:
             rep.add((*at, "canal"), f"unknown canal {point.canal!r}")

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from canalflow import codec, units
+from canalflow.contract import QUANTITIES
 from canalflow.errors import CanalflowError
 from canalflow.problems import Issue, suggest, validation_problems
 from canalflow.yamlines import Problem, YamlSyntaxError, dotted_path, load_yaml_with_lines
@@ -39,23 +40,18 @@ BUILTIN_DIR = Path(__file__).with_name("profiles")
 
 RegisterType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bcd_datetime"]
 WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
-Quantity = Literal[
-    "flow",
-    "level",
-    "downstream_level",
-    "velocity",
-    "totaliser",
-    "battery",
-    "signal_quality",
-    "status",
-]
-Kind = Literal["pipe", "level", "area_velocity"]
+Quantity = Literal[tuple(QUANTITIES)]  # type: ignore[valid-type]  # the wire contract owns the list
+Kind = Literal["pipe", "level", "area_velocity", "soil_moisture", "rain_gauge"]
 
 KIND_NEEDS: dict[str, tuple[str, ...]] = {
     "pipe": ("flow",),
     "level": ("level",),
     "area_velocity": ("level", "velocity"),
+    "soil_moisture": (),  # at least one vwc_<d>cm: _check_kind
+    "rain_gauge": ("rain_total",),
 }
+# Counters that only grow and wrap at the register's maximum.
+ACCUMULATING = ("totaliser", "rain_total")
 # Integer registers coarser than this per count (SI) are probably missing a scale.
 COARSE_RESOLUTION: dict[str, float] = {"level": 0.01, "downstream_level": 0.01, "velocity": 0.01}
 
@@ -342,6 +338,9 @@ def _check_quantities(p: Profile) -> Iterable[Issue]:
 
 def _check_kind(p: Profile) -> Iterable[Issue]:
     have = set(p.quantities)
+    if p.kind == "soil_moisture" and not any(q.startswith("vwc_") for q in have):
+        yield Issue(("kind",), "a soil_moisture station must publish the water content of at least one depth",
+                    "add a register with quantity: vwc_<depth>cm (e.g. vwc_20cm), or correct `kind`")
     for needed in KIND_NEEDS[p.kind]:
         if needed not in have:
             yield Issue(
@@ -413,11 +412,11 @@ def _check_calendar(at: PathT, reg: RegisterDef) -> Iterable[Issue]:
 def _check_rollover(at: PathT, reg: RegisterDef) -> Iterable[Issue]:
     if not reg.rollover:
         return
-    if reg.quantity != "totaliser":
+    if reg.quantity not in ACCUMULATING:
         yield Issue(
             (*at, "rollover"),
             f"rollover on {reg.name!r}, which is not a totaliser",
-            "only quantity: totaliser registers wrap; remove `rollover`",
+            f"only quantity: {' or '.join(ACCUMULATING)} registers wrap; remove `rollover`",
         )
     elif codec.TYPES[reg.type].is_float:
         yield Issue(

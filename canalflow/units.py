@@ -43,6 +43,9 @@ _UNITS: tuple[Unit, ...] = (
     # volume (totaliser)
     Unit("m3", "m3", 1.0),
     Unit("L", "m3", 1.0e-3),
+    # volumetric water content (soil moisture)
+    Unit("m3/m3", "m3/m3", 1.0),
+    Unit("vol%", "m3/m3", 1.0e-2),
     # electrical, ratio
     Unit("V", "V", 1.0),
     Unit("%", "%", 1.0),
@@ -57,6 +60,7 @@ ALIASES: dict[str, str] = {
     "m³/min": "m3/min",
     "l/s": "L/s",
     "m³": "m3",
+    "m³/m³": "m3/m3",
     "l": "L",
     "v": "V",
 }

@@ -194,6 +194,8 @@ class _Solver:
             return self.intake[point.id]
         if point.role is PointRole.outfall:
             return self.outfall_flow[point.id]
+        if point.role in (PointRole.soil_moisture, PointRole.rain_gauge):
+            return StepFn.constant(0.0)  # no water passes a plot's sensors
         return self.flow_below[(point.canal, point.km)]
 
     def _canal(self, canal: Canal) -> StepFn:

@@ -283,6 +283,8 @@ class _Quantities:
             return self.state().downstream_level_m or 0.0
         if quantity == "totaliser":
             return self.total()
+        if quantity is not None and (quantity.startswith("vwc_") or quantity == "rain_total"):
+            return self.meter.truth.rootzone.sensor_value(self.meter.point.id, quantity, self.t_ms)
         if quantity == "battery":
             low = [f.battery_v for f in self.faults if f.type == "low_battery"]
             return min(low) if low else self.meter.battery_v

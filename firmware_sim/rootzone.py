@@ -10,7 +10,7 @@ water content below it, which stays at its start).
 
 Truth per irrigation: applied depth and stored depth (applied − the percolation it caused). The
 readings a station would give: θ at each sensor depth at the start of each day (noise ±0.0005),
-the rain gauge's tipping-bucket total (0.2 mm per tip), the plot inlet meter's volume (±0.3 %).
+the rain gauge's tipping-bucket total (0.1 mm per count), the plot inlet meter's volume (±0.3 %).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from firmware_sim.hydraulics import round_windows
 from firmware_sim.scenario import Scenario
 
 THETA_NOISE = 0.0005
-TIP_MM = 0.2
+TIP_MM = 0.1  # the XM9505 gauge counts 0.1 mm (canalflow/profiles/rain-gauge.yaml)
 INLET_ERROR = 0.003
 
 
@@ -54,7 +54,30 @@ class RootZone:
     @cached_property
     def irrigations(self) -> dict[str, list[Irrigation]]:
         """Every plot's irrigations in the first year of the district's seasons."""
+        self._theta: dict[str, dict[dt.date, float]] = {}
         return {plot.id: self._simulate(plot) for plot in self.district.spec.plots}
+
+    def theta(self, plot_id: str, day: dt.date) -> float:
+        """The plot's true θ (uniform over its wetting depth) at the start of local ``day``; outside the
+        seasons, the θ it starts each season with."""
+        plot = self.district.plots[plot_id]
+        self.irrigations  # noqa: B018  # fills self._theta
+        return self._theta[plot_id].get(day, self._start_theta(plot))
+
+    def sensor_value(self, point_id: str, quantity: str, t_ms: int) -> float:
+        """What the soil-moisture station or rain gauge ``point_id`` reads at ``t_ms`` (SI, no noise):
+        ``vwc_<d>cm`` of the plot it stands on (below the wetting depth: the start θ), or the rain
+        gauge's count since 1 January of the year as rain depth (m), whole tips only."""
+        day = self.district.local_date(t_ms)
+        if quantity == "rain_total":
+            rain = sum(r.mm for r in self.scenario.weather.rain if dt.date(day.year, 1, 1) <= r.day < day)
+            return TIP_MM * int(rain / TIP_MM + 1e-9) / 1000.0
+        plot = next(p for p in self.district.spec.plots if p.station == point_id)
+        depth_cm = int(quantity.removeprefix("vwc_").removesuffix("cm"))
+        return self.theta(plot.id, day) if depth_cm <= plot.wetting_depth_m * 100 else self._start_theta(plot)
+
+    def _start_theta(self, plot: Plot) -> float:
+        return plot.wilting_point + self.scenario.weather.initial_share * (plot.field_capacity - plot.wilting_point)
 
     def plot_eta(self, plot_id: str, first: dt.date = dt.date.min, last: dt.date = dt.date.max) -> float:
         """The plot's true η_f over its irrigations on days ``first`` … ``last``: Σ stored ÷ Σ applied."""
@@ -84,12 +107,14 @@ class RootZone:
         meter_factor = 1 + rng.uniform(-INLET_ERROR, INLET_ERROR)
         h_mm = 1000.0 * plot.wetting_depth_m
         fc, wp = h_mm * plot.field_capacity, h_mm * plot.wilting_point
-        start_theta = plot.wilting_point + weather.initial_share * (plot.field_capacity - plot.wilting_point)
+        start_theta = self._start_theta(plot)
+        daily = self._theta[plot.id] = {}
         out: list[Irrigation] = []
         for season in self.district.spec.seasons:
             water = start_theta * h_mm
             day = season.start
             while day <= season.end:
+                daily[day] = water / h_mm
                 before = water
                 applied = depths.get(day, 0.0)
                 water += effective_rain_mm(rain.get(day, 0.0)) + applied

@@ -16,6 +16,7 @@ from canalflow import ratings
 from canalflow.coefficients import SystemBalance, system_balance
 from canalflow.district import District, Point
 from firmware_sim import hydraulics
+from firmware_sim.rootzone import RootZone
 from firmware_sim.scenario import Scenario
 from firmware_sim.stepfn import StepFn
 
@@ -53,6 +54,11 @@ class Truth:
         self.seed = seed
         self.network = hydraulics.solve(district, self.scenario)
         self._ratings: dict[str, list[ratings.Rating]] = {}
+
+    @cached_property
+    def rootzone(self) -> RootZone:
+        """The typical plots' root zones, whose θ and rain the plots' stations and gauges read."""
+        return RootZone(self.district, self.scenario, self.seed)
 
     # --- flows and volumes ---
     def flow_fn(self, point_id: str) -> StepFn:

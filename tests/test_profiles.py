@@ -63,7 +63,19 @@ def test_builtins_cover_all_four_orders_and_distinct_signatures() -> None:
     signatures = {tuple(p.signature.words) for p in BUILTIN.values()}
     assert len(signatures) == len(BUILTIN)
     for profile in BUILTIN.values():
-        assert {"status", "battery"} <= set(profile.quantities), profile.name
+        if profile.kind != "rain_gauge":  # the XM9505's published map has neither
+            assert {"status", "battery"} <= set(profile.quantities), profile.name
+
+
+def test_soil_station_and_rain_gauge_follow_their_published_maps() -> None:
+    """VWC 0..10000 = 0..100 % (Seeed map) reads as m3/m3 on the wire; each gauge count is 0.1 mm."""
+    station, gauge = BUILTIN["soil-station"], BUILTIN["rain-gauge"]
+    vwc = station.by_quantity("vwc_20cm")
+    assert vwc is not None and vwc.register - 16 * 2 == 0x0001 and vwc.si_unit == "m3/m3"
+    assert vwc.decode([1821]) == pytest.approx(0.1821)
+    rain = gauge.by_quantity("rain_total")
+    assert rain is not None and rain.register == 0x0000 and rain.rollover
+    assert rain.decode([536]) == pytest.approx(0.0536)  # 536 counts = 53.6 mm = 0.0536 m
 
 
 def test_tuf2000m_layout() -> None:
@@ -278,7 +290,7 @@ def _run(argv: list[str]) -> int:
 
 def test_cli_check_builtins_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["profiles", "check"]) == 0
-    assert "4 profile(s) OK, 0 error(s)" in capsys.readouterr().err
+    assert "6 profile(s) OK, 0 error(s)" in capsys.readouterr().err
 
 
 def test_cli_check_reports_file_line_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
