@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from canalflow.contract import SOIL_DEPTHS_CM
 from canalflow.errors import CanalflowError
@@ -140,6 +140,13 @@ class Gateway(Model):
     port: int = Field(default=502, ge=1, le=65535)
     serial: SerialLine | None = None
     timeout_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _rtu_needs_serial(self) -> Gateway:
+        # `edge run` opens this line; without it the gateway can be checked but never polled
+        if self.transport == "rtu" and self.serial is None:
+            raise ValueError("transport 'rtu' needs 'serial' (port, baud, parity: e.g. serial: {port: /dev/ttyUSB0, baud: 9600})")
+        return self
 
 
 class PollSpec(Model):

@@ -334,7 +334,7 @@ def overview(board: Board, today: dt.date) -> None:
     board.add(timeseries_panel().title(t("overview.flow_heads")).with_target(q("A", head_flow)).unit(GRAFANA_UNITS[QUANTITIES["flow"]]), 12, 8)
     eta_trend = select(
         [(f"mean({ident('eta')})", "eta")], M.efficiency,
-        [district_filter(), f"{ident('scope')} = {literal(contract.SCOPE_SYSTEM)}", TIME_FILTER], time_bucket="1d", fill="none",
+        [district_filter(), f"{ident('scope')} = {literal(contract.SCOPE_SYSTEM)}", TIME_FILTER], time_bucket="1d", fill="none", tz=board.district.spec.district.timezone,
     )
     board.add(
         timeseries_panel().title(t("overview.eta_trend")).with_target(q("A", eta_trend)).unit("percentunit").min(0).max(1)
@@ -369,7 +369,7 @@ def network(board: Board) -> None:
     canal_variable(board)
     daily = select(
         [(f"sum({ident('in_m3')})", "in_m3"), (f"sum({ident('out_m3')})", "out_m3"), (f"sum({ident('loss_m3')})", "loss_m3")],
-        M.balance, balance_where(), group_by=("canal", "reach"), time_bucket="1d", fill="none",
+        M.balance, balance_where(), group_by=("canal", "reach"), time_bucket="1d", fill="none", tz=board.district.spec.district.timezone,
     )
     board.add(timeseries_panel().title(t("network.balance")).with_target(q("A", daily)).unit(UNIT_M3).draw_style(common.GraphDrawStyle.BARS), 24, 9)
     loss = select(
@@ -385,7 +385,7 @@ def network(board: Board) -> None:
         .thresholds(steps("green", (1.0, "orange"), (limits.loss_factor, "red"))).orientation(common.VizOrientation.HORIZONTAL),
         12, 9,
     )
-    eta_trend = select([(f"mean({ident('eta')})", "eta")], M.balance, balance_where(), group_by=("canal", "reach"), time_bucket="1d", fill="none")
+    eta_trend = select([(f"mean({ident('eta')})", "eta")], M.balance, balance_where(), group_by=("canal", "reach"), time_bucket="1d", fill="none", tz=board.district.spec.district.timezone)
     board.add(
         timeseries_panel().title(t("network.eta_trend")).with_target(q("A", eta_trend)).unit("percentunit").min(0).max(1.05)
         .thresholds(steps("red", (limits.eta_system, "green"))).thresholds_style(common_b.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)),
@@ -443,7 +443,7 @@ def billing(board: Board) -> None:
     intake = select(
         [(f"sum({ident(contract.VOLUME_FIELD)})", "volume_m3")], M.volume,
         [district_filter(), role_is(PointRole.intake), f"{ident('interval')} = {literal(contract.INTERVAL_DAY)}", TIME_FILTER],
-        group_by=("point",), time_bucket="1d", fill="none",
+        group_by=("point",), time_bucket="1d", fill="none", tz=board.district.spec.district.timezone,
     )
     board.add(timeseries_panel().title(t("billing.intake_volume")).with_target(q("A", intake)).unit(UNIT_M3).draw_style(common.GraphDrawStyle.BARS), 24, 9)
 

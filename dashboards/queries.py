@@ -45,10 +45,15 @@ def select(
     time_bucket: str | None = None,
     fill: str | None = None,
     tail: str = "",
+    tz: str | None = None,
 ) -> str:
     """``SELECT expr AS "alias", ... FROM "policy"."m" WHERE a AND b GROUP BY time(...), "tag" fill(...)``.
 
-    The policy is where the contract says ``measurement`` lives (``contract.source_of``)."""
+    The policy is where the contract says ``measurement`` lives (``contract.source_of``). A daily
+    bucket needs ``tz`` (the district's zone): ingest's daily rollups are local days, so UTC days
+    would draw one local day's water in two bars."""
+    if time_bucket and time_bucket.endswith("d") and not tz:
+        raise ValueError(f"GROUP BY time({time_bucket}) on {measurement!r} needs tz= (the district's time zone)")
     cols = ", ".join(f"{expr} AS {ident(alias)}" for expr, alias in columns)
     text = f"SELECT {cols} FROM {source_of(measurement)} WHERE {' AND '.join(where)}"
     groups = ([f"time({time_bucket})"] if time_bucket else []) + [ident(t) for t in group_by]
@@ -56,7 +61,8 @@ def select(
         text += " GROUP BY " + ", ".join(groups)
     if fill:
         text += f" fill({fill})"
-    return text + (f" {tail}" if tail else "")
+    text += f" {tail}" if tail else ""
+    return text + (f" tz({literal(tz)})" if tz else "")
 
 
 def show_tag_values(measurement: str, key: str, where: Sequence[str] = ()) -> str:

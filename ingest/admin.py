@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from canalflow.contract import RAW_RP, ROLLUP_RP
-from canalflow.influx import InfluxV1
+from canalflow.errors import CanalflowError
+from canalflow.influx import InfluxV1, quote_ident
 from ingest.deadletter import DeadLetter, DeadLetterStore
 from ingest.validate import MessageValidator, Rejected
 from ingest.writer import ResilientWriter
@@ -23,6 +24,7 @@ def setup_database(client: InfluxV1, *, raw_retention: str = "730d", rollup_rete
     client.create_database()
     done.append(f"database {client.database!r} present")
     existing = {row["name"]: row for row in client.query_points("SHOW RETENTION POLICIES")}
+    refuse_hidden_data(client, [name for name in existing if name not in (RAW_RP, ROLLUP_RP)])
     for name, duration, default in ((RAW_RP, raw_retention, True), (ROLLUP_RP, rollup_retention, False)):
         verb = "ALTER" if name in existing else "CREATE"
         if verb == "CREATE":
@@ -31,8 +33,27 @@ def setup_database(client: InfluxV1, *, raw_retention: str = "730d", rollup_rete
             client.execute(
                 f'ALTER RETENTION POLICY "{name}" ON "{client.database}" DURATION {duration}' + (" DEFAULT" if default else "")
             )
-        done.append(f"retention policy {name!r}: {duration}{' (default)' if default else ''} [{verb.lower()}d]")
+        state = "created" if verb == "CREATE" else "altered"
+        done.append(f"retention policy {name!r}: {duration}{' (default)' if default else ''} [{state}]")
     return done
+
+
+def refuse_hidden_data(client: InfluxV1, policies: list[str]) -> None:
+    """Raise when one of ``policies`` (not canalflow's) holds points: with ``raw`` as the default
+    policy they would vanish from every query that does not name their policy."""
+    db = quote_ident(client.database)
+    for policy in policies:
+        series = client.query(f"SELECT * FROM {db}.{quote_ident(policy)}./.*/ LIMIT 1")
+        measurements = sorted({item["name"] for item in series if item["values"]})
+        if not measurements:
+            continue
+        raise CanalflowError(
+            f"database {client.database!r} holds points in retention policy {policy!r} (measurements: "
+            f"{', '.join(measurements)}); making {RAW_RP!r} the default would hide them from every query",
+            hint=(f"move them first, e.g. SELECT * INTO {db}.{quote_ident(RAW_RP)}.:MEASUREMENT FROM "
+                  f"{db}.{quote_ident(policy)}./.*/ GROUP BY * (rollup measurements into {ROLLUP_RP!r}), "
+                  f"then DROP RETENTION POLICY {quote_ident(policy)} ON {db} and run `canalflow ingest setup` "
+                  "again; or set up a new --db"))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from canalflow.cliopts import (
 )
 from canalflow.district import load_district
 from canalflow.errors import CanalflowError, reported_as_errors
+from canalflow.influx import InfluxError
 from canalflow.mqtt import add_mqtt_arguments, target_from_args
 
 DEFAULT_DEADLETTER = Path("ingest-deadletter.sqlite")
@@ -173,7 +174,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     with influx_from_args(args) as client:
         if not client.ping():
             logging.getLogger("canalflow.ingest").warning("InfluxDB at %s does not answer /ping yet; workers will retry", args.influx)
+        else:
+            _require_setup(client, args)
     return run_supervised(config, args.workers, log_level=level, rollup_every_s=args.rollup_every)
+
+
+def _require_setup(client: Any, args: argparse.Namespace) -> None:
+    """Refuse to start on a database ``ingest setup`` did not make (writes name its policies)."""
+    from canalflow.contract import RAW_RP, ROLLUP_RP
+
+    databases = {row["name"] for row in client.query_points("SHOW DATABASES")}
+    policies = ({row["name"] for row in client.query_points("SHOW RETENTION POLICIES")}
+                if args.db in databases else set())
+    missing = [p for p in (RAW_RP, ROLLUP_RP) if p not in policies]
+    if missing:
+        what = (f"database {args.db!r} does not exist" if args.db not in databases
+                else f"database {args.db!r} has no retention policy {', '.join(map(repr, missing))}")
+        raise CanalflowError(f"{what} at {args.influx}",
+                             hint=f"run `canalflow ingest setup --influx {args.influx} --db {args.db}` first")
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -193,7 +211,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
         with influx_from_args(args) as client, reported_as_errors(ValueError):
             for done in setup_database(client, raw_retention=args.raw_retention, rollup_retention=args.rollup_retention):
                 print(done)
-    except CanalflowError as exc:
+    except InfluxError as exc:
         exc.hint = f"is InfluxDB running at {args.influx}? for 2.x pass --token and create the bucket + DBRP mapping"
         raise
     return 0

@@ -218,3 +218,13 @@ def test_the_canalflow_entry_point_offers_each_command(service: str) -> None:
     if word not in wired:
         pytest.xfail(f"canalflow/cli.py does not wire `canalflow {word}` ({COMPONENT_MODULES[word]}.register) yet")
     assert wired[word] == COMPONENT_MODULES[word]
+
+
+def test_no_secret_is_a_command_argument_and_ingest_writes_the_rollups() -> None:
+    for name, service in COMPOSE["services"].items():
+        command = service.get("command") or []
+        assert not any(arg in ("--token", "--password") for arg in command), f"{name}: secret on the command line"
+    ingest = COMPOSE["services"]["ingest"]
+    assert "CANALFLOW_INFLUX_TOKEN" in ingest["environment"]
+    every = ingest["command"][ingest["command"].index("--rollup-every") + 1]
+    assert 0 < float(every) <= 3600  # the volume and balance rollups the dashboards read are kept current

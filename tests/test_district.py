@@ -194,3 +194,11 @@ def test_a_broken_profile_file_is_reported_alone(tmp_path):
     problems = errors_of(path)
     assert problems and all(p.file == tmp_path / "profiles" / "bad.yaml" for p in problems), problems
     assert not any("unknown meter profile" in p.message for p in problems)
+
+
+def test_an_rtu_gateway_without_a_serial_line_is_refused_naming_the_field(tmp_path):
+    path = broken_copy(tmp_path, ("{id: GW-B1,   name: 一分干管理段, transport: tcp, host: 127.0.0.1, port: 5021}",
+                                  "{id: GW-B1,   name: 一分干管理段, transport: rtu}"))
+    problems = errors_of(path)
+    [problem] = [p for p in problems if "needs 'serial'" in p.message]
+    assert problem.line == 56 and "gateways" in problem.field, problem

@@ -170,3 +170,22 @@ def test_daily_efficiency_chart_spans_the_picked_range_not_years(influx: InfluxV
         assert ax.get_ylim() == (0.0, 100.0)  # the panel's min/max (0–1, shown in percent)
     finally:
         plt.close(fig)
+
+
+def test_one_local_days_water_is_one_bar_at_local_midnight(built: Path, influx: InfluxV1) -> None:
+    from canalflow.contract import Reading, ReadingBatch, reading_lines
+    from dashboards.querycheck import TimeRange, iter_panels, render
+
+    day1 = 1_772_294_400_000  # 2026-03-01T00:00+08:00 = 2026-02-28T16:00Z
+    batch = ReadingBatch(district="demo", gateway="GW-B1", point="V01-IN", seq=0, readings=tuple(
+        Reading(ts=day1 + i * 600_000, values={"totaliser": 100.0 + i}) for i in range(145)))
+    influx.write_lines(reading_lines(batch, "L11", "intake"))
+    assert canalflow(["ingest", "rollup", "--district", str(DEMO), "--influx", influx.url, "--db", influx.database,
+                      "--from", "2026-03-01T00:00:00+08:00", "--to", "2026-03-02T00:00:00+08:00", "--intervals", "1d"]) == 0
+    board = json.loads((built / "dashboards" / "cf-demo-billing.json").read_text())
+    [query] = [t["query"] for p in iter_panels(board) for t in p.get("targets", []) if 'time(1d)' in t.get("query", "")
+               and '"interval" = \'1d\'' in t["query"] and '"role" = \'intake\'' in t["query"]]
+    rng = TimeRange(day1 - 2 * 86_400_000, day1 + 2 * 86_400_000)
+    rows = influx.query_points(render(query, {"district": ["demo"]}, rng, 86_400_000))
+    bars = [(r["time"], r["volume_m3"]) for r in rows if r["point"] == "V01-IN" and r["volume_m3"] is not None]
+    assert bars == [(day1, 144.0)]  # the local day's whole volume, drawn on local 1 March

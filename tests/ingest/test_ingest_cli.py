@@ -94,3 +94,33 @@ def test_metrics_endpoint_stats_rows_and_periodic_rollup(mqtt_url: str, influx: 
     assert ingest.stop() == 0
     stats = influx.query_points('SELECT LAST("readings") AS n, LAST("messages") AS m FROM "ingest_stats"')
     assert stats[0]["n"] == 294 and stats[0]["m"] >= 6
+
+
+def test_setup_refuses_to_hide_points_in_another_policy(influxd) -> None:
+    client = InfluxV1(influxd.url, f"t_autogen_{free_port()}")
+    client.create_database()  # as `CREATE DATABASE` leaves it: autogen is the default policy
+    try:
+        client.write_lines(['reading,point=V01-IN flow=1.5 1772294400000'])
+        done = run_cli("ingest", "setup", "--influx", influxd.url, "--db", client.database)
+        assert done.returncode == 1
+        assert "retention policy 'autogen'" in done.stderr and "reading" in done.stderr
+        assert "SELECT * INTO" in done.stderr  # says what to do
+        assert client.query_points("SELECT COUNT(flow) FROM reading")[0]["count"] == 1  # nothing hidden
+        assert "raw" not in {r["name"] for r in client.query_points("SHOW RETENTION POLICIES")}
+    finally:
+        client.drop_database()
+        client.close()
+
+
+def test_setup_reports_altered_policies(influx: InfluxV1) -> None:
+    done = run_cli("ingest", "setup", "--influx", influx.url, "--db", influx.database)
+    assert done.returncode == 0, done.stderr
+    assert "[altered]" in done.stdout and "alterd" not in done.stdout
+
+
+def test_run_on_a_database_setup_did_not_make_says_to_run_setup(influxd) -> None:
+    db = f"t_missing_{free_port()}"
+    done = run_cli("ingest", "run", "--district", str(DEMO), "--mqtt", "mqtt://127.0.0.1:1", "--influx", influxd.url,
+                   "--db", db)
+    assert done.returncode == 1
+    assert f"database '{db}' does not exist" in done.stderr and "canalflow ingest setup" in done.stderr
