@@ -87,10 +87,14 @@ def _sl651(raw: bytes) -> dict[str, Any]:
         rows += [_row(raw, body_at, 2, "serial", str(report.serial)),
                  _row(raw, body_at + 2, 6, "send time", report.sent.isoformat(sep=" "))]
         if report.station is not None:
-            kind = STATION_TYPES.get(report.station_type or 0, "?")
-            rows += [_row(raw, body_at + 8, 7, "station", report.station),
-                     _row(raw, body_at + 15, 1, "station type", f"{report.station_type:02X} {kind}"),
+            rows.append(_row(raw, body_at + 8, 7, "station", report.station))
+        if report.station_type is not None:
+            kind = STATION_TYPES.get(report.station_type, "?")
+            rows += [_row(raw, body_at + 15, 1, "station type", f"{report.station_type:02X} {kind}"),
                      _row(raw, body_at + 16, 7, "observation time", _iso(report.observed) or "")]
+        if report.rest:
+            at = body_at + len(frame.body) - len(report.rest)
+            rows.append(_row(raw, at, len(report.rest), "function data", "not decoded (see docs/stations.md)"))
         elements, element_rows = _report_rows(raw, report)
         rows += element_rows
     elif frame.packet:
@@ -104,8 +108,8 @@ def _report_rows(raw: bytes, report: sl651.Report | None) -> tuple[list[dict[str
     if report is None:
         return [], []
     elements, rows = [], []
-    for element in report.elements:
-        elements.append(_sl651_element(element))
+    for part, element in ((p, e) for p in report.parts for e in p.elements):
+        elements.append(_sl651_element(element) | ({"station": part.station} if report.others else {}))
         shown = element.values if element.values else element.value
         rows.append(_row(raw, element.offset, 2, f"element {element.ident} {element.symbol}",
                          f"{element.name} = {shown} {element.unit}".rstrip()))

@@ -13,6 +13,7 @@ frame is always ``length + 17`` bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,14 @@ from decimal import Decimal
 
 from edge.modbus import crc16  # SL 651's CRC is CRC-16/MODBUS, sent high byte first here
 from edge.telemetry.errors import FrameError, bcd_digits, to_bcd
-from edge.telemetry.sl651_elements import ELEMENTS, FUNCTIONS, HOUR_SERIES, REPORT_FUNCTIONS
+from edge.telemetry.sl651_elements import (
+    ADDRESSED_FUNCTIONS,
+    ELEMENTS,
+    FUNCTIONS,
+    HOUR_SERIES,
+    REPORT_FUNCTIONS,
+    STATUS_FUNCTIONS,
+)
 
 START = b"\x7e\x7e"
 STX, SYN, ETX, ETB = 0x02, 0x16, 0x03, 0x17
@@ -36,7 +44,7 @@ STATION_GUIDE = b"\xf1\xf1"
 TIME_GUIDE = b"\xf0\xf0"
 STEP_CODE = 0x04
 STATUS_BITS = 0x45
-__all__ = ["Reassembler", "answer", "crc16", "decode", "encode"]
+__all__ = ["Reassembler", "answer", "crc16", "decode", "encode", "query"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,11 @@ class Element:
 
 @dataclass(frozen=True)
 class Report:
-    """A frame's body: serial and send time, and for reports the station, its type and the elements."""
+    """A frame's body: serial and send time, and for reports the station, its type and the elements.
+
+    A multi-station body (6.6.2.7: the station address guide also separates stations) has the
+    first station here and each further one in ``others``, with the same serial and send time.
+    """
 
     serial: int
     sent: dt.datetime
@@ -83,7 +95,13 @@ class Report:
     station_type: int | None = None
     observed: dt.datetime | None = None
     elements: tuple[Element, ...] = ()
-    rest: bytes = b""  # body after serial and time of functions whose body is not decoded
+    rest: bytes = b""  # what follows serial, time (and the address of ADDRESSED_FUNCTIONS), not decoded
+    others: tuple[Report, ...] = ()
+
+    @property
+    def parts(self) -> tuple[Report, ...]:
+        """This station's part and the other stations' of a multi-station body."""
+        return (self, *self.others)
 
 
 @dataclass(frozen=True)
@@ -194,32 +212,42 @@ def decode_body(function: int, body: bytes, uplink: bool = True, *, offset: int 
     reader = _Reader(body, offset)
     serial = int.from_bytes(reader.take(2, "serial number"))
     sent = reader.time(6, "send time")
+    if uplink and function in ADDRESSED_FUNCTIONS:
+        reader.expect(STATION_GUIDE, "station address guide F1 F1")
+        station = reader.take(5, "station address").hex().upper()
+        if function in STATUS_FUNCTIONS:
+            return Report(serial, sent, station, elements=_elements(reader, sent))
+        return Report(serial, sent, station, rest=reader.take(reader.left, "rest"))
     if not uplink or function not in REPORT_FUNCTIONS:
         if function == KEEP_ALIVE and reader.left:
             raise FrameError("bad_body", reader.at, f"a keep-alive body is serial and send time only, "
                              f"{reader.left} bytes follow")
         return Report(serial, sent, rest=reader.take(reader.left, "rest"))
+    parts = [_station_part(reader, serial, sent)]
+    while reader.left:  # a multi-station body: the next F1 F1 starts the next station
+        parts.append(_station_part(reader, serial, sent))
+    return dataclasses.replace(parts[0], others=tuple(parts[1:]))
+
+
+def _station_part(reader: _Reader, serial: int, sent: dt.datetime) -> Report:
     reader.expect(STATION_GUIDE, "station address guide F1 F1")
     station = reader.take(5, "station address").hex().upper()
     station_type = reader.take(1, "station type")[0]
     reader.expect(TIME_GUIDE, "observation time guide F0 F0")
     observed = reader.time(5, "observation time")
-    elements = _elements(reader, observed)
-    return Report(serial, sent, station, station_type, observed, elements)
+    return Report(serial, sent, station, station_type, observed, _elements(reader, observed))
 
 
 def _elements(reader: _Reader, observed: dt.datetime) -> tuple[Element, ...]:
+    """Elements up to the end of the body or the next station's F1 F1."""
     elements: list[Element] = []
     step_s: int | None = None
-    while reader.left:
+    while reader.left and reader.peek(2) != STATION_GUIDE:
         at = reader.at
         if reader.peek(2) == TIME_GUIDE:
             reader.take(2, "observation time guide")
             observed = reader.time(5, "observation time")
             continue
-        if reader.peek(2) == STATION_GUIDE:
-            raise FrameError("bad_body", at, "a second station in one report (multi-station bodies are not "
-                             "supported: configure the RTU to report one station per frame)")
         code, size, decimals = _identifier(reader)
         if code == STEP_CODE:
             step_s = _step(reader.take(size, "time step code"), at)
@@ -350,16 +378,21 @@ def encode(*, centre: int, station: str, password: int, function: int, body: byt
 def encode_body(report: Report, function: int) -> bytes:
     """The body bytes of ``report`` (the inverse of :func:`decode_body`)."""
     out = bytearray(report.serial.to_bytes(2) + _bcd_time(report.sent, 6))
+    if function in ADDRESSED_FUNCTIONS and report.station is not None:
+        out += STATION_GUIDE + bytes.fromhex(report.station)
+        return bytes(out + b"".join(encode_element(e) for e in report.elements) + report.rest)
     if function not in REPORT_FUNCTIONS or report.station is None:
         return bytes(out + report.rest)
-    out += STATION_GUIDE + bytes.fromhex(report.station) + bytes([report.station_type or 0])
-    out += TIME_GUIDE + _bcd_time(report.observed or report.sent, 5)
-    observed = report.observed
-    for element in report.elements:
-        if element.observed is not None and element.observed != observed:
-            observed = element.observed
-            out += TIME_GUIDE + _bcd_time(observed, 5)
-        out += encode_element(element)
+    for part in report.parts:
+        assert part.station is not None
+        out += STATION_GUIDE + bytes.fromhex(part.station) + bytes([part.station_type or 0])
+        out += TIME_GUIDE + _bcd_time(part.observed or part.sent, 5)
+        observed = part.observed
+        for element in part.elements:
+            if element.observed is not None and element.observed != observed:
+                observed = element.observed
+                out += TIME_GUIDE + _bcd_time(observed, 5)
+            out += encode_element(element)
     return bytes(out)
 
 
@@ -416,6 +449,13 @@ def answer(frame: Frame, *, sent: dt.datetime, end: int = EOT) -> bytes | None:
     packet = (frame.packet[0], frame.packet[1]) if frame.packet else None
     return encode(centre=frame.centre, station=frame.station, password=frame.password, function=frame.function,
                   body=body, uplink=False, end=end, packet=packet)
+
+
+def query(*, centre: int, station: str, password: int, function: int, sent: dt.datetime,
+          params: bytes = b"") -> bytes:
+    """The centre's query or command (M4, ends with ENQ): serial 0 (6.6.2.4), its time, ``params``."""
+    return encode(centre=centre, station=station, password=password, function=function,
+                  body=bytes(2) + _bcd_time(sent, 6) + params, uplink=False, end=ENQ)
 
 
 class Reassembler:

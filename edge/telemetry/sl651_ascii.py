@@ -15,6 +15,7 @@ the same :class:`~edge.telemetry.sl651.Frame`/``Report``/``Element`` as HEX ones
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal, InvalidOperation
 
@@ -24,6 +25,7 @@ from edge.telemetry.sl651 import (
     ETX,
     KEEP_ALIVE,
     REPORT_FUNCTIONS,
+    STATUS_BITS,
     STX,
     SYN,
     Element,
@@ -34,13 +36,14 @@ from edge.telemetry.sl651 import (
     check_size,
     crc16,
 )
-from edge.telemetry.sl651_elements import ELEMENTS
+from edge.telemetry.sl651_elements import ADDRESSED_FUNCTIONS, ELEMENTS, HOUR_SERIES, STATUS_FUNCTIONS
 
 SOH = 0x01
 HEADER = 23  # SOH, centre, station, password, function, direction+length
 OVERHEAD = 29  # header + start of body + end + 4 CRC characters
 MAX_BODY = 4095
 BY_SYMBOL = {symbol: code for code, (symbol, _, _) in ELEMENTS.items() if code not in (0x04,)}
+STEP_UNITS = {"D": 86400, "H": 3600, "N": 60}
 
 
 def frame_size(prefix: bytes) -> int | None:
@@ -102,31 +105,97 @@ def decode_body(function: int, body: bytes, uplink: bool = True, *, offset: int 
     serial = _hex(body, 0, 4, "serial number")
     sent = _time(text[4:16], offset + 4, "send time")
     rest = text[16:]
+    if uplink and function in ADDRESSED_FUNCTIONS:
+        tokens = _tokens(rest, offset + 16)
+        station = _expect(tokens, "ST", "station address guide ST")[0].upper()
+        if function in STATUS_FUNCTIONS:
+            return Report(serial, sent, station, elements=_elements(tokens, sent))
+        return Report(serial, sent, station, rest=" ".join(word for word, _ in reversed(tokens)).encode())
     if not uplink or function not in REPORT_FUNCTIONS:
         if function == KEEP_ALIVE and rest.strip():
             raise FrameError("bad_body", offset + 16, "a keep-alive body is serial and send time only")
         return Report(serial, sent, rest=rest.encode())
     tokens = _tokens(rest, offset + 16)
+    parts = [_station_part(tokens, serial, sent)]
+    while tokens:  # a multi-station body (6.6.2.7): the next ST starts the next station
+        parts.append(_station_part(tokens, serial, sent))
+    return dataclasses.replace(parts[0], others=tuple(parts[1:]))
+
+
+def _station_part(tokens: list[tuple[str, int]], serial: int, sent: dt.datetime) -> Report:
     station = _expect(tokens, "ST", "station address guide ST")
     station_type = _take(tokens, "station type")
     observed = _time(*_expect(tokens, "TT", "observation time guide TT"), "observation time")
-    elements = []
-    current = observed
-    while tokens:
+    return Report(serial, sent, station[0].upper(), ord(station_type[0]) if len(station_type[0]) == 1 else 0,
+                  observed, _elements(tokens, observed))
+
+
+def _elements(tokens: list[tuple[str, int]], observed: dt.datetime) -> tuple[Element, ...]:
+    """Elements up to the end of the body or the next station's ST."""
+    elements: list[Element] = []
+    while tokens and tokens[-1][0] != "ST":
         symbol, at = _take(tokens, "element identifier")
         if symbol == "TT":
-            current = _time(*_take(tokens, "observation time"), "observation time")
-            continue
-        if symbol.startswith("DR") or symbol == "ST":
-            raise FrameError("bad_body", at, f"{symbol}: ASCII series and multi-station bodies are not decoded yet")
-        code = BY_SYMBOL.get(symbol)
-        if code is None:
+            observed = _time(*_take(tokens, "observation time"), "observation time")
+        elif symbol.startswith("DR") and symbol not in BY_SYMBOL:
+            step_s = _step(symbol, at)
+            if step_s:  # even-interval data: an identifier group, then the values time by time
+                elements += _series(tokens, observed, step_s, at)
+        elif (code := BY_SYMBOL.get(symbol)) is None:
             raise FrameError("bad_element", at, f"{symbol!r} is no element identifier of appendix C")
-        value_text, value_at = _take(tokens, f"value of {symbol}")
-        elements.append(Element(code, 0, _decimals(value_text), value=_value(value_text, value_at, symbol),
-                                observed=current, offset=at))
-    return Report(serial, sent, station[0].upper(), ord(station_type[0]) if len(station_type[0]) == 1 else 0,
-                  observed, tuple(elements))
+        else:
+            value_text, value_at = _take(tokens, f"value of {symbol}")
+            elements.append(_element(code, symbol, value_text, value_at, observed, at))
+    return tuple(elements)
+
+
+def _element(code: int, symbol: str, text: str, at: int, observed: dt.datetime, ident_at: int) -> Element:
+    if code in HOUR_SERIES:  # twelve 5-minute values, each its HEX bytes as hex characters
+        width, unit = HOUR_SERIES[code]
+        if len(text) != 24 * width or not _is_hex(text):
+            raise FrameError("bad_element", at, f"{symbol} holds 12 values of {2 * width} hex characters, got "
+                             f"{text!r}")
+        chars = 2 * width
+        values = tuple(None if text[i:i + chars].upper() == "F" * chars else int(text[i:i + chars], 16) *
+                       Decimal(unit) for i in range(0, len(text), chars))
+        return Element(code, 0, 0, values=values, step_s=300, observed=observed, offset=ident_at)
+    if code == STATUS_BITS:
+        if len(text) != 8 or not _is_hex(text):
+            raise FrameError("bad_element", at, f"ZT is 4 bytes as 8 hex characters, got {text!r}")
+        return Element(code, 0, 0, value=Decimal(int(text, 16)), observed=observed, offset=ident_at)
+    return Element(code, 0, _decimals(text), value=_value(text, at, symbol), observed=observed, offset=ident_at)
+
+
+def _step(symbol: str, at: int) -> int:
+    """``DRxnn`` (table C.2): x is D, H or N (days, hours, minutes); DRH00 pairs with DRP/DRZ groups."""
+    unit, digits = symbol[2:3], symbol[3:]
+    if unit not in STEP_UNITS or len(digits) != 2 or not digits.isdigit():
+        raise FrameError("bad_element", at, f"time step code {symbol!r} is not DRDnn, DRHnn or DRNnn")
+    return int(digits) * STEP_UNITS[unit]
+
+
+def _series(tokens: list[tuple[str, int]], observed: dt.datetime, step_s: int, at: int) -> list[Element]:
+    codes = []
+    while tokens and tokens[-1][0] in BY_SYMBOL and tokens[-1][0] not in ("ST", "TT"):
+        codes.append(BY_SYMBOL[_take(tokens, "series identifier")[0]])
+    data = []
+    while tokens and tokens[-1][0] != "ST":
+        data.append(_take(tokens, "series value"))
+    if not codes or not data or len(data) % len(codes):
+        raise FrameError("bad_element", at, f"an even-interval series of {len(codes)} elements has {len(data)} "
+                         "values: expected a whole number of values per element")
+    out = []
+    for index, code in enumerate(codes):
+        column = data[index::len(codes)]
+        symbol = ELEMENTS[code][0]
+        values = tuple(_value(text, value_at, symbol) for text, value_at in column)
+        decimals = max((_decimals(text) for text, _ in column), default=0)
+        out.append(Element(code, 0, decimals, values=values, step_s=step_s, observed=observed, offset=at))
+    return out
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789ABCDEFabcdef" for char in text)
 
 
 def _tokens(text: str, offset: int) -> list[tuple[str, int]]:
@@ -198,17 +267,52 @@ def encode(*, centre: int, station: str, password: int, function: int, body: byt
 
 def encode_body(report: Report, function: int) -> bytes:
     text = f"{report.serial:04X}{report.sent:%y%m%d%H%M%S}"
-    if function in REPORT_FUNCTIONS and report.station is not None:
-        text += f"ST {report.station} {chr(report.station_type or 0x49)} TT {(report.observed or report.sent):%y%m%d%H%M} "
-        observed = report.observed
-        for element in report.elements:
+    if function in ADDRESSED_FUNCTIONS and report.station is not None:
+        text += f"ST {report.station} " + "".join(_element_text(e) for e in report.elements)
+        return text.encode() + (report.rest + b" " if report.rest else b"")
+    if function not in REPORT_FUNCTIONS or report.station is None:
+        return text.encode() + report.rest
+    for part in report.parts:
+        text += f"ST {part.station} {chr(part.station_type or 0x49)} TT {(part.observed or part.sent):%y%m%d%H%M} "
+        observed = part.observed
+        series = [e for e in part.elements if e.step_s and e.code not in HOUR_SERIES]
+        hour_step = False
+        for element in part.elements:
+            if element in series:
+                continue
             if element.observed is not None and element.observed != observed:
                 observed = element.observed
                 text += f"TT {observed:%y%m%d%H%M} "
-            shown = "M" if element.value is None else f"{element.value:.{element.decimals}f}"
-            text += f"{element.symbol} {shown} "
-        return text.encode()
-    return text.encode() + report.rest
+            if element.code in HOUR_SERIES and not hour_step:
+                text, hour_step = text + "DRH00 ", True  # the fixed pairing with the hour's groups
+            text += _element_text(element)
+        if series:
+            text += _series_text(series)
+    return text.encode()
+
+
+def _element_text(element: Element) -> str:
+    if element.code in HOUR_SERIES:
+        width, unit = HOUR_SERIES[element.code]
+        data = "".join("FF" * width if v is None else f"{int(v / Decimal(unit)):0{2 * width}X}"
+                       for v in element.values)
+        return f"{element.symbol} {data} "
+    if element.code == STATUS_BITS:
+        return f"{element.symbol} {int(element.value or 0):08X} "
+    return f"{element.symbol} {_shown(element.value, element.decimals)} "
+
+
+def _series_text(series: list[Element]) -> str:
+    step = series[0].step_s or 0
+    unit = next(u for u, s in (("D", 86400), ("H", 3600), ("N", 60)) if step % s == 0)
+    text = f"DR{unit}{step // STEP_UNITS[unit]:02d} " + "".join(f"{e.symbol} " for e in series)
+    for values in zip(*(e.values for e in series), strict=True):
+        text += "".join(f"{_shown(v, e.decimals)} " for v, e in zip(values, series, strict=True))
+    return text
+
+
+def _shown(value: Decimal | None, decimals: int) -> str:
+    return "M" if value is None else f"{value:.{decimals}f}"
 
 
 def answer(frame: Frame, *, sent: dt.datetime, end: int = EOT) -> bytes | None:

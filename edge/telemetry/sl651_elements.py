@@ -97,5 +97,16 @@ FUNCTIONS: dict[int, str] = {
     0x50: "query event log", 0x51: "query clock",
 }
 
-# Functions whose uplink body is serial, send time, station, type, observation time, elements.
-REPORT_FUNCTIONS = frozenset({0x30, 0x31, 0x32, 0x33, 0x34, 0x37, 0x38, 0x3A})
+# Functions whose uplink body is serial, send time, station, type, observation time, elements: the
+# reports, and the answers to the centre's queries of real-time (37), period (38, laid out as an
+# even-interval report), chosen-element (3A) and pump (44) data (tables 43, 45, 49, 55).
+REPORT_FUNCTIONS = frozenset({0x30, 0x31, 0x32, 0x33, 0x34, 0x37, 0x38, 0x3A, 0x44})
+
+# Answers (tables 51-86) whose uplink body is serial, send time, F1 F1 + station address, then what
+# the function defines: configuration parameters (40-43, appendix D), software version (45: a byte
+# count and the text), password (49), switch states (4C-4F), the event record (50: 32 two-byte
+# counters); kept raw in ``Report.rest``. 47, 48, 4A and 51 end after the address: a clock query's
+# answer (51) carries the station clock as its send time. 46 and 4B carry the ZT status element.
+ADDRESSED_FUNCTIONS = frozenset({0x40, 0x41, 0x42, 0x43, *range(0x45, 0x52)})
+STATUS_FUNCTIONS = frozenset({0x46, 0x4B})
+CLOCK_QUERY, SET_CLOCK = 0x51, 0x4A

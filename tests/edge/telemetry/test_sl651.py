@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
@@ -66,12 +67,66 @@ GOLDEN = {
 }
 
 
+# Answers to the centre's queries that carry observations (tables 43, 45, 49, 55): laid out as reports.
+GOLDEN |= {
+    0x37: GOLDEN[0x32],  # real-time data
+    0x38: GOLDEN[0x31],  # period data: an even-interval series
+    0x3A: report(element(0x39, 4, 3, "2.250"), element(0x27, 5, 3, "1.075")),  # chosen elements
+    0x44: report(*(element(code, 2, 1, "231.5") for code in range(0x70, 0x76)), station_type=0x44),  # pump
+}
+
+
 @pytest.mark.parametrize("function", sorted(GOLDEN), ids=lambda f: f"{f:02X}")
 def test_golden_round_trip(function: int) -> None:
     raw = frame_of(function, GOLDEN[function])
     frame = sl651.decode(raw)
     assert frame.function == function and frame.report == GOLDEN[function]
     assert sl651.encode_body(frame.report, function) == frame.body  # type: ignore[arg-type]
+
+
+# Answers whose body is serial, send time, F1 F1 + address, then the function's own data (tables 51-86).
+ADDRESSED = {
+    0x40: bytes.fromhex("0228") + bytes.fromhex("0012345678"),  # a configuration identifier and its data
+    0x41: bytes.fromhex("0120") + bytes.fromhex("01020304"), 0x42: bytes.fromhex("2008") + b"\x05",
+    0x43: bytes.fromhex("2008") + b"\x05", 0x45: b"\x0bV2.1.0-RTU1", 0x47: b"", 0x48: b"",
+    0x49: bytes.fromhex("0310") + bytes.fromhex("4321"), 0x4A: b"", 0x4C: bytes.fromhex("0105"),
+    0x4D: bytes.fromhex("0101"), 0x4E: bytes.fromhex("01030075"), 0x4F: b"\xff", 0x50: bytes(range(64)), 0x51: b"",
+}
+
+
+@pytest.mark.parametrize("function", sorted(ADDRESSED), ids=lambda f: f"{f:02X}")
+def test_addressed_answers_round_trip(function: int) -> None:
+    answer = sl651.Report(0, SENT, STATION, rest=ADDRESSED[function])
+    raw = frame_of(function, answer)
+    assert raw[14:22 + 7] == bytes(2) + bytes.fromhex("260504080530") + b"\xf1\xf1" + bytes.fromhex(STATION)
+    frame = sl651.decode(raw)
+    assert frame.report == answer and frame.function_name != "?"
+
+
+@pytest.mark.parametrize("function", [0x46, 0x4B])
+def test_status_answers_carry_the_zt_element(function: int) -> None:
+    """46 (query status and alarms) and 4B (IC card state) answer with ZT: 4 bytes of table 58 bits."""
+    answer = sl651.Report(0, SENT, STATION, elements=(element(0x45, 4, 0, str(0b1000_0000_0010), SENT),))
+    raw = frame_of(function, answer)
+    assert raw.hex().upper().find("F1F1" + STATION + "452000000802") > 0
+    assert sl651.decode(raw).report == answer
+
+
+def test_the_clock_query_and_its_answer() -> None:
+    """51: the centre asks with ENQ and serial 0; the station answers with its clock as the send time."""
+    ask = sl651.decode(sl651.query(centre=1, station=STATION, password=0x1234, function=0x51, sent=SENT))
+    assert (ask.uplink, ask.end_name, ask.report) == (False, "ENQ", sl651.Report(0, SENT))
+    station_clock = SENT + dt.timedelta(minutes=7)
+    reply = sl651.decode(frame_of(0x51, sl651.Report(0, station_clock, STATION)))
+    assert reply.report is not None and reply.report.sent == station_clock and reply.report.station == STATION
+
+
+def test_a_multi_station_body_has_each_stations_part() -> None:
+    """6.6.2.7: F1 F1 also separates the stations of one report."""
+    other = sl651.Report(7, SENT, "0012345679", 0x48, OBSERVED, (element(0x39, 4, 3, "2.000"),))
+    both = dataclasses.replace(GOLDEN[0x32], others=(other,))
+    frame = sl651.decode(frame_of(0x32, both))
+    assert frame.report == both and [p.station for p in frame.report.parts] == [STATION, "0012345679"]
 
 
 def test_every_element_width_round_trips() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
@@ -46,9 +47,57 @@ def test_a_report_round_trips_and_reads_as_the_standard_writes_it() -> None:
     assert frame.report == REPORT
 
 
-@pytest.mark.parametrize("function", [0x30, 0x32, 0x33, 0x34])
+@pytest.mark.parametrize("function", [0x30, 0x32, 0x33, 0x34, 0x37, 0x3A, 0x44])
 def test_report_functions_round_trip(function: int) -> None:
     assert sl651_ascii.decode(frame_of(function, REPORT)).report == REPORT
+
+
+def test_an_even_interval_series_of_two_elements_reads_as_the_standard_writes_it() -> None:
+    """Table 30: one identifier group after DRxnn, then the values time by time, M for no data."""
+    series = sl651.Report(3, SENT, STATION, ord("H"), OBSERVED, (
+        sl651.Element(0x39, 0, 3, values=(Decimal("1.250"), None, Decimal("1.270")), step_s=300, observed=OBSERVED),
+        sl651.Element(0x38, 0, 2, values=(Decimal("12.10"), Decimal("12.00"), None), step_s=300, observed=OBSERVED)))
+    raw = frame_of(0x31, series)
+    assert raw[24:-5].decode().endswith("TT 2605040805 DRN05 Z VT 1.250 12.10 M 12.00 1.270 M ")
+    assert sl651_ascii.decode(raw).report == series
+    assert sl651_ascii.decode(frame_of(0x38, series)).report == series  # the period query's answer (table 45)
+
+
+def test_the_hours_five_minute_groups_in_ascii() -> None:
+    """DRH00 pairs with DRP (12 rain values, 2 hex characters each) and DRZn (4 each); FF.. is no data."""
+    hourly = sl651.Report(4, SENT, STATION, ord("H"), OBSERVED, (
+        sl651.Element(0xF4, 0, 0, values=(Decimal("0.5"), None) + (Decimal("0.0"),) * 10, step_s=300,
+                      observed=OBSERVED),
+        sl651.Element(0xF5, 0, 0, values=tuple(Decimal(i).scaleb(-2) for i in range(100, 112)), step_s=300,
+                      observed=OBSERVED),
+        element(0x38, "12.01")))
+    raw = frame_of(0x34, hourly)
+    assert "TT 2605040805 DRH00 DRP 05FF00000000000000000000 DRZ1 0064" in raw.decode()
+    assert sl651_ascii.decode(raw).report == hourly
+
+
+def test_a_multi_station_body_has_each_stations_part() -> None:
+    """6.6.2.7: ST separates the stations of one report; each part has its type, time and elements."""
+    other = sl651.Report(9, SENT, "0012345679", ord("Z"), OBSERVED + dt.timedelta(minutes=1),
+                         (element(0x39, "2.000", OBSERVED + dt.timedelta(minutes=1)),))
+    both = dataclasses.replace(REPORT, others=(other,))
+    raw = frame_of(0x32, both)
+    assert "TT 2605040810 Z 1.260 VT 12.47 ST 0012345679 Z TT 2605040806 Z 2.000 " in raw.decode()
+    decoded = sl651_ascii.decode(raw).report
+    assert decoded == both and [p.station for p in decoded.parts] == [STATION, "0012345679"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("function", "answer"), [
+    (0x51, sl651.Report(0, SENT, STATION)),
+    (0x4A, sl651.Report(0, SENT, STATION)),
+    (0x46, sl651.Report(0, SENT, STATION, elements=(sl651.Element(0x45, 0, 0, value=Decimal(0x0802),
+                                                                  observed=SENT),))),
+    (0x45, sl651.Report(0, SENT, STATION, rest=b"0A V2.1.0-RTU")),
+])
+def test_answers_to_the_centres_queries_round_trip(function: int, answer: sl651.Report) -> None:
+    raw = frame_of(function, answer)
+    assert raw[24:-5].decode().startswith(f"0000260504080530ST {STATION} ")
+    assert sl651_ascii.decode(raw).report == answer
 
 
 def test_keep_alive_and_the_ascii_answer() -> None:
@@ -97,7 +146,13 @@ def test_edge_decode_explains_ascii_frames() -> None:
     (lambda f: sl651_ascii.encode(centre=1, station=STATION, password=0, function=0x2F, body=b"0009261304080530"),
      "bad_time"),
     (lambda f: sl651_ascii.encode(centre=1, station=STATION, password=0, function=0x32,
-                                  body=f[24:-5] + b"DRN05 Z 1.0 1.1 "), "bad_body"),
+                                  body=f[24:-5] + b"DRN05 Z VT 1.0 12.1 1.1 "), "bad_element"),
+    (lambda f: sl651_ascii.encode(centre=1, station=STATION, password=0, function=0x32,
+                                  body=f[24:-5] + b"DRX05 Z 1.0 "), "bad_element"),
+    (lambda f: sl651_ascii.encode(centre=1, station=STATION, password=0, function=0x34,
+                                  body=f[24:-5] + b"DRH00 DRP 0102 "), "bad_element"),
+    (lambda f: sl651_ascii.encode(centre=1, station=STATION, password=0, function=0x32,
+                                  body=f[24:-5] + b"ST 0012345679 H Z 1.0 "), "bad_body"),
 ])
 def test_each_reject_has_its_reason(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(FrameError) as caught:
