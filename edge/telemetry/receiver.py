@@ -35,6 +35,7 @@ from edge.quality import QualityChecker
 from edge.telemetry import sl651, sl651_ascii, szy206
 from edge.telemetry.deadletter import DeadLetters
 from edge.telemetry.errors import FrameError
+from edge.telemetry.sl651_elements import CLOCK_QUERY
 from edge.telemetry.stations import Mapped, sl651_values, station_time_ms, szy206_values
 
 log = logging.getLogger("canalflow.edge.telemetry")
@@ -56,6 +57,7 @@ class Limits:
     write_timeout_s: float = 10.0
     sl651_answer_end: int = sl651.ESC  # ESC: stay online (keep-alives follow); EOT: hang up
     status_stations: int = 1000  # stations listed in the status message, those with most errors first
+    clock_query: bool = False  # ask each SL 651 connection's station for its clock (51) once
 
 
 @dataclass
@@ -69,6 +71,7 @@ class StationStats:
     readings: int = 0
     last_frame_ms: int | None = None
     last_function: str | None = None
+    clock_offset_s: float | None = None  # station clock minus the receiver's, from a clock query's answer
     errors: Counter[str] = field(default_factory=Counter)
     tokens: float = -1.0  # rate bucket; -1: full on first use
     tokens_at: float = 0.0
@@ -78,7 +81,8 @@ class StationStats:
         out: dict[str, float | int | str | None] = {
             "protocol": self.protocol, "point": self.point, "connected": int(self.connected), "peer": self.peer,
             "frames": self.frames, "readings": self.readings, "last_frame_ms": self.last_frame_ms,
-            "last_function": self.last_function, "errors": sum(self.errors.values())}
+            "last_function": self.last_function, "clock_offset_s": self.clock_offset_s,
+            "errors": sum(self.errors.values())}
         out.update({f"error_{reason}": n for reason, n in sorted(self.errors.items())})
         return out
 
@@ -91,6 +95,7 @@ class _Conn:
         self.head = 0
         self.station: Any = None
         self.joiner: sl651.Reassembler | None = None
+        self.clock_asked = False
 
 
 class Reject(Exception):
@@ -258,7 +263,7 @@ class StationReceiver(EdgeAgent):
             return True
         try:
             if conn.protocol == "sl651":
-                await self._sl651(conn, frame)
+                await self._sl651(conn, frame, raw)
                 return True
             return await self._szy206(conn, frame)
         except Reject as rej:
@@ -266,7 +271,7 @@ class StationReceiver(EdgeAgent):
             return not rej.close
 
     # ---- SL 651 -----------------------------------------------------------------------------------
-    async def _sl651(self, conn: _Conn, frame: sl651.Frame) -> None:
+    async def _sl651(self, conn: _Conn, frame: sl651.Frame, raw: bytes) -> None:
         station = self._identify(conn, "sl651", frame.station)
         if not frame.uplink:
             raise Reject("bad_direction", "the station sent a downlink frame", station=station)
@@ -283,18 +288,59 @@ class StationReceiver(EdgeAgent):
             whole = conn.joiner.feed(frame)
         except FrameError as exc:
             raise Reject(exc.reason, str(exc), station=station) from None
-        if whole is None or whole.report is None or whole.function == sl651.KEEP_ALIVE:
-            return  # more packets to come; a keep-alive has no answer
+        if whole is None or whole.report is None:
+            return  # more packets to come
+        if whole.function == sl651.KEEP_ALIVE:
+            await self._ask_clock(conn, station, whole)  # a keep-alive has no answer
+            return
         report = whole.report
         key = (whole.function, report.serial, report.sent)
         if key in self.stats[station.id].seen:
             self._count(station, "replayed")  # its answer was lost: answer again, store nothing twice
+        elif whole.function == CLOCK_QUERY:
+            self._check_clock(station, report)
+            self.stats[station.id].seen.append(key)
         else:
-            zone = self._zone(station)
-            device_ms = station_time_ms(report.sent, zone)
-            await self._store(station, sl651_values(station, report, zone), device_ms, key)
-        now = dt.datetime.fromtimestamp(self.clock.now_ms() / 1000, self._zone(station)).replace(tzinfo=None)
-        await self._answer(conn, conn.codec.answer(whole, sent=now, end=self.limits.sl651_answer_end))
+            await self._store_parts(conn, station, report, raw)
+            self.stats[station.id].seen.append(key)  # only now: a report whose storing failed is stored again
+        await self._answer(conn, conn.codec.answer(whole, sent=self._station_now(station),
+                                                   end=self.limits.sl651_answer_end))
+        await self._ask_clock(conn, station, whole)
+
+    async def _store_parts(self, conn: _Conn, station: Any, report: sl651.Report, raw: bytes) -> None:
+        """Each station's part of a (multi-station) report, as the station whose address it carries."""
+        device_ms = station_time_ms(report.sent, self._zone(station))
+        for part in report.parts:
+            owner = self.stations.get(("sl651", part.station)) if part.station not in (None, station.address.upper()) \
+                else station
+            if owner is None:
+                self._reject(conn, station, raw, "unknown_station", f"a part of station {station.id}'s report is for "
+                             f"address {part.station}, no station of gateway {self.gateway} in "
+                             f"{self.config.district.path}: add it under stations:")
+                continue
+            await self._store(owner, sl651_values(owner, part, self._zone(owner)), device_ms)
+
+    def _station_now(self, station: Any) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock.now_ms() / 1000, self._zone(station)).replace(tzinfo=None,
+                                                                                                  microsecond=0)
+
+    async def _ask_clock(self, conn: _Conn, station: Any, frame: sl651.Frame) -> None:
+        """Once per connection (``Limits.clock_query``): the clock query 51; its answer is checked as it comes."""
+        if not self.limits.clock_query or conn.clock_asked:
+            return
+        conn.clock_asked = True
+        await self._answer(conn, conn.codec.query(centre=frame.centre, station=frame.station,
+                                                  password=frame.password, function=CLOCK_QUERY,
+                                                  sent=self._station_now(station)))
+
+    def _check_clock(self, station: Any, report: sl651.Report) -> None:
+        """A clock query's answer: its send time is the station clock."""
+        off_s = station_time_ms(report.sent, self._zone(station)) / 1000 - self.clock.now_ms() / 1000
+        self.stats[station.id].clock_offset_s = round(off_s, 1)
+        if abs(off_s) > station.max_clock_skew_s:
+            self._count(station, "clock_skew")
+            log.warning("station %s: its clock is %+.0f s off the receiver's (max_clock_skew_s %s): set it at the "
+                        "RTU", station.id, off_s, station.max_clock_skew_s)
 
     # ---- SZY 206 ----------------------------------------------------------------------------------
     async def _szy206(self, conn: _Conn, frame: szy206.Frame) -> bool:
@@ -312,7 +358,8 @@ class StationReceiver(EdgeAgent):
         if key in self.stats[station.id].seen:
             self._count(station, "replayed")
         else:
-            await self._store(station, mapped, mapped[0].ts_ms if mapped else None, key)
+            await self._store(station, mapped, mapped[0].ts_ms if mapped else None)
+            self.stats[station.id].seen.append(key)
         return True
 
     # ---- shared steps -----------------------------------------------------------------------------
@@ -367,18 +414,15 @@ class StationReceiver(EdgeAgent):
     def _zone(self, station: Any) -> ZoneInfo:
         return ZoneInfo(station.timezone) if station.timezone else self.district_tz
 
-    async def _store(self, station: Any, mapped: list[Mapped], device_ms: int | None, key: Any) -> None:
-        """Judge, rate and commit the readings; returns once they are in the buffer. Only then is the
-        report ``key`` remembered: one whose storing failed is stored when the station sends it again."""
+    async def _store(self, station: Any, mapped: list[Mapped], device_ms: int | None) -> None:
+        """Judge, rate and commit the readings; returns once they are in the buffer."""
         readings = [self._reading(station, m, device_ms) for m in mapped]
         if any(Flag.clock_drift in r.flags for r in readings):
             self._count(station, "clock_skew")
         for reading in readings:
             self._on_reading(station.point, reading)
         await self._flush_pending()
-        stats = self.stats[station.id]
-        stats.readings += len(readings)
-        stats.seen.append(key)
+        self.stats[station.id].readings += len(readings)
 
     def _reading(self, station: Any, mapped: Mapped, device_ms: int | None) -> Reading:
         checker = self._checkers.get(station.id)

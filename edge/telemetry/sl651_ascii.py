@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 
 from edge.telemetry.errors import FrameError, Reason
 from edge.telemetry.sl651 import (
+    ENQ,
     EOT,
     ETX,
     KEEP_ALIVE,
@@ -322,3 +323,10 @@ def answer(frame: Frame, *, sent: dt.datetime, end: int = EOT) -> bytes | None:
     serial = frame.report.serial if frame.report else 0
     return encode(centre=frame.centre, station=frame.station, password=frame.password, function=frame.function,
                   body=f"{serial:04X}{sent:%y%m%d%H%M%S}".encode(), uplink=False, end=end, packet=frame.packet)
+
+
+def query(*, centre: int, station: str, password: int, function: int, sent: dt.datetime,
+          params: bytes = b"") -> bytes:
+    """The centre's ASCII query or command (as :func:`edge.telemetry.sl651.query`)."""
+    return encode(centre=centre, station=station, password=password, function=function,
+                  body=f"0000{sent:%y%m%d%H%M%S}".encode() + params, uplink=False, end=ENQ)

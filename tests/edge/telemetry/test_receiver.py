@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from telemetry_testkit import SL_STATION, STATIONS, Collector, sl651_report, stations_district, szy206_report
+from telemetry_testkit import (
+    SHANGHAI,
+    SL_STATION,
+    STATIONS,
+    Collector,
+    sl651_report,
+    stations_district,
+    szy206_report,
+)
 
 from canalflow.contract import Flag, readings_filter
 from canalflow.district import load_district
@@ -233,3 +243,78 @@ def test_an_ascii_station_is_answered_in_ascii(tmp_path: Path, mqtt_url: str) ->
 
     receiver = with_receiver(tmp_path, mqtt_url, body_)
     assert receiver.stats["ST-L11"].readings == 1 and receiver.stats["ST-L11"].errors == {"bad_crc": 1}
+
+
+def multi_station_report(serial: int, *addresses: str) -> bytes:
+    """A timed report of ST-L11 whose body carries one part per address (6.6.2.7), levels 1.1, 1.2, ..."""
+    now = dt.datetime.now(SHANGHAI).replace(tzinfo=None, microsecond=0)
+    observed = now.replace(second=0)
+    parts = [sl651.Report(serial, now, address, 0x5A, observed,
+                          (sl651.Element(0x39, 4, 3, value=Decimal(f"1.{n}00"), observed=observed),))
+             for n, address in enumerate(addresses, start=1)]
+    report = dataclasses.replace(parts[0], others=tuple(parts[1:]))
+    return sl651.encode(centre=1, station=SL_STATION, password=0x1234, function=0x32,
+                        body=sl651.encode_body(report, 0x32))
+
+
+def test_more_bad_input_and_a_multi_station_report(tmp_path: Path, mqtt_url: str) -> None:
+    """Wrong centre, bad CS, the per-station rate; a relayed part for a known and an unknown station."""
+    collector = Collector(mqtt_url, [readings_filter("demo")])
+
+    async def body(receiver: StationReceiver) -> None:
+        assert receiver.port is not None
+        rtu = await Station.dial(receiver.port)
+        wrong_centre = sl651.encode(centre=2, station=SL_STATION, password=0x1234, function=0x2F,
+                                    body=bytes.fromhex("0001260504080530"))
+        await rtu.send(wrong_centre)  # refused, dead-lettered; the connection stays
+        await rtu.send(multi_station_report(5, SL_STATION, "0087654321", "0099999999"))
+        down = sl651.decode(await rtu.answer(25))
+        assert down.report is not None and down.report.serial == 5  # answered once, for the whole body
+        for serial in range(6, 12):  # over a burst of 3 at 1 frame/s: the last ones are dropped
+            await rtu.send(sl651_report(serial, "1.000"))
+        meter = await Station.dial(receiver.port)
+        bad = szy206_report("0.125", 1500)
+        await meter.send(bad[:-2] + bytes([bad[-2] ^ 0x01, bad[-1]]))  # wrong CS: refused, the link stays
+        await meter.send(szy206_report("0.130", 1501))
+        await until(lambda: receiver.stats["ST-V01"].readings == 1)
+
+    limits = Limits(rate_per_s=1.0, burst=3.0)
+    receiver = with_receiver(tmp_path, mqtt_url, body, stations=STATIONS + IMPOSTOR, limits=limits)
+    assert collector.wait_for(lambda: {p for p, _ in collector.readings()} >= {"L11-HEAD", "L12-HEAD"}, 15)
+    collector.close()
+    levels = {b.point: r.values["level"] for b in collector.batches for r in b.readings if "level" in r.values}
+    assert levels["L11-HEAD"] == pytest.approx(1.1) and levels["L12-HEAD"] == pytest.approx(1.2)
+    errors = receiver.stats["ST-L11"].errors
+    assert errors["wrong_centre"] == 1 and errors["unknown_station"] == 1 and errors["rate_limited"] >= 3
+    assert receiver.stats["ST-L12"].readings == 1
+    assert receiver.stats["ST-V01"].errors == {"bad_cs": 1}
+    reasons = [d["reason"] for d in receiver.deadletters.read()]
+    assert sorted(reasons) == ["bad_cs", "unknown_station", "wrong_centre"]  # rate_limited: counted only
+
+
+def test_the_receiver_asks_a_station_for_its_clock_once_per_connection(tmp_path: Path, mqtt_url: str) -> None:
+    """Limits.clock_query: after the first frame, query 51 (ENQ, serial 0); the answer's send time is the
+    station clock: one an hour off counts clock_skew and shows as clock_offset_s; the answer is confirmed."""
+    async def body(receiver: StationReceiver) -> None:
+        assert receiver.port is not None
+        rtu = await Station.dial(receiver.port)
+        now = dt.datetime.now(SHANGHAI).replace(tzinfo=None, microsecond=0)
+        await rtu.send(sl651.encode(centre=1, station=SL_STATION, password=0x1234, function=0x2F,
+                                    body=bytes.fromhex("0001") + bytes.fromhex(f"{now:%y%m%d%H%M%S}")))
+        ask = sl651.decode(await rtu.answer(25))
+        assert (ask.uplink, ask.function, ask.end_name, ask.station) == (False, 0x51, "ENQ", SL_STATION)
+        assert ask.report is not None and ask.report.serial == 0
+        assert abs((ask.report.sent - now).total_seconds()) < 5  # the receiver's time on the station's zone
+        clock = now + dt.timedelta(hours=1)
+        await rtu.send(sl651.encode(centre=1, station=SL_STATION, password=0x1234, function=0x51,
+                                    body=sl651.encode_body(sl651.Report(0, clock, SL_STATION), 0x51)))
+        confirm = sl651.decode(await rtu.answer(25))
+        assert (confirm.function, confirm.end_name) == (0x51, "ESC")
+        await rtu.send(sl651_report(3, "1.000"))
+        assert sl651.decode(await rtu.answer(25)).function == 0x32  # asked once: the next frame is the answer
+        assert await rtu.nothing_within(0.3)
+
+    receiver = with_receiver(tmp_path, mqtt_url, body, limits=Limits(clock_query=True))
+    stats = receiver.stats["ST-L11"]
+    assert stats.errors["clock_skew"] == 1 and stats.clock_offset_s == pytest.approx(3600, abs=5)
+    assert receiver.health()["ST-L11"]["clock_offset_s"] == stats.clock_offset_s
