@@ -179,11 +179,12 @@ def _szy206(raw: bytes) -> dict[str, Any]:
     observed = None
     if frame.tp:
         tp = frame.tp
-        observed = f"day {tp.day:02d} {tp.hour:02d}:{tp.minute:02d}:{tp.second:02d}"
-        tp_at = len(raw) - 2 - szy206.TP_BYTES
+        date = f"day {tp.day:02d}" if tp.month is None else f"{tp.year}-{tp.month:02d}-{tp.day:02d}"
+        observed = f"{date} {tp.hour:02d}:{tp.minute:02d}:{tp.second:02d}"
+        tp_at = len(raw) - 2 - tp.size
         rows += [_row(raw, tp_at - 4, 2, "alarm", f"{frame.alarm:04X}"),
                  _row(raw, tp_at - 2, 2, "terminal state", f"{frame.state:04X}"),
-                 _row(raw, tp_at, 5, "time label TP", f"{observed}, delay {tp.delay_min} min")]
+                 _row(raw, tp_at, tp.size, "time label TP", f"{observed}, delay {tp.delay_min} min")]
     rows += [_row(raw, len(raw) - 2, 1, "CS", "checks"), _row(raw, len(raw) - 1, 1, "end", "16")]
     return {"protocol": "szy206", "direction": "uplink" if frame.uplink else "downlink",
             "function": f"{frame.afn:02X}", "function_name": frame.afn_name, "control_function": frame.function,

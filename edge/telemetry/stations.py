@@ -2,9 +2,9 @@
 
 A station's ``elements`` say which SL 651 element identifier (``"39"``, ``"FF01"``) or which
 SZY 206 field (``"flow"``, ``"volume.1"`` for the second meter's) is which wire quantity. Times:
-SL 651 observation times are on the station clock (the station's zone); SZY 206 time labels hold
+SL 651 observation times are on the station clock (the station's zone); SZY 206-2016 time labels hold
 only day and time of day, so the month and year are the receiver's (the latest such day not after
-it). Values are scaled to the wire's SI units with the station's ``scale``.
+it); SL/T 427-2021 labels have the whole date. Values are scaled to the wire's SI units with the station's ``scale``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,12 @@ def szy206_values(station: Any, frame: szy206.Frame, zone: ZoneInfo, now_ms: int
 
 
 def _tp_ms(tp: szy206.TimeLabel, zone: ZoneInfo, now_ms: int) -> int:
+    if tp.month is not None and tp.year is not None:  # SL/T 427-2021: a whole date
+        try:
+            return int(dt.datetime(tp.year, tp.month, tp.day, tp.hour, tp.minute, tp.second,
+                                   tzinfo=zone).timestamp() * 1000)
+        except ValueError:
+            return now_ms
     now = dt.datetime.fromtimestamp(now_ms / 1000, zone)
     year, month = now.year, now.month
     for _ in range(3):  # this month, else the one before (a day 31 may skip a month)

@@ -20,7 +20,8 @@ AFNS = {AFN_LINK: "link check", AFN_QUERY_ANSWER: "query real-time values (answe
         AFN_REPORT: "self-reported real-time values"}
 LINK = {0xF0: "login", 0xF1: "logout", 0xF2: "keep-alive"}
 STATUS_BYTES = 4  # alarm (2) + terminal state (2)
-TP_BYTES = 5  # second, minute, hour, day (BCD) + allowed delay (HEX minutes)
+TP_BYTES = 5  # SZY 206-2016: second, minute, hour, day (BCD) + allowed delay (BIN minutes)
+TP_BYTES_2021 = 7  # SL/T 427-2021: second, minute, hour, day, month, year (BCD) + allowed delay
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,19 @@ class Value:
 
 @dataclass(frozen=True)
 class TimeLabel:
+    """Tp: 5 bytes in SZY 206-2016 (no month or year), 7 in SL/T 427-2021 (with them)."""
+
     second: int
     minute: int
     hour: int
     day: int
     delay_min: int
+    month: int | None = None
+    year: int | None = None  # 2000-2099
+
+    @property
+    def size(self) -> int:
+        return TP_BYTES if self.month is None else TP_BYTES_2021
 
 
 @dataclass(frozen=True)
@@ -161,10 +170,14 @@ def _realtime(function: int, data: bytes, at: int) -> dict:
                          + ", ".join(f"{k} {v[0]}" for k, v in FUNCTIONS.items()))
     specs = FUNCTIONS[function][1]
     group = sum(spec.size for spec in specs)
-    values_len = len(data) - STATUS_BYTES - TP_BYTES
-    if values_len < group or values_len % group:
+    # The edition shows in the length: the 2021 Tp is 2 bytes longer, and no group size divides 2.
+    tp_size = next((size for size in (TP_BYTES, TP_BYTES_2021)
+                    if len(data) - STATUS_BYTES - size >= group and (len(data) - STATUS_BYTES - size) % group == 0),
+                   None)
+    if tp_size is None:
         raise FrameError("bad_body", at, f"{len(data)} data bytes: {FUNCTIONS[function][0]} data is groups of "
-                         f"{group} bytes, then alarm and state (4) and the time label (5)")
+                         f"{group} bytes, then alarm and state (4) and the time label (5, or 7 in SL/T 427-2021)")
+    values_len = len(data) - STATUS_BYTES - tp_size
     values, pos = [], 0
     for index in range(values_len // group):
         for spec in specs:
@@ -188,11 +201,14 @@ def _bcd_le(raw: bytes, spec: FieldSpec, at: int) -> Decimal:
 
 
 def _tp(raw: bytes, at: int) -> TimeLabel:
-    second, minute, hour, day = (int(bcd_digits(raw[i:i + 1], at + i, "time label")) for i in range(4))
-    if second > 59 or minute > 59 or hour > 23 or not 1 <= day <= 31:
-        raise FrameError("bad_time", at, f"time label {raw[:4].hex(' ').upper()} (second minute hour day) is "
-                         "no time")
-    return TimeLabel(second, minute, hour, day, raw[4])
+    stamp = raw[:-1]
+    parts = [int(bcd_digits(stamp[i:i + 1], at + i, "time label")) for i in range(len(stamp))]
+    second, minute, hour, day = parts[:4]
+    month, year = (parts[4], 2000 + parts[5]) if len(parts) == 6 else (None, None)
+    if second > 59 or minute > 59 or hour > 23 or not 1 <= day <= 31 or (month is not None and not 1 <= month <= 12):
+        raise FrameError("bad_time", at, f"time label {stamp.hex(' ').upper()} (second minute hour day"
+                         f"{' month year' if month else ''}) is no time")
+    return TimeLabel(second, minute, hour, day, raw[-1], month, year)
 
 
 # ----------------------------------------------------------------------------------------- encoding
@@ -216,7 +232,8 @@ def realtime_data(function: int, groups: list[dict[str, Decimal]], *, alarm: int
         for spec in FUNCTIONS[function][1]:
             out += _to_bcd_le(group[spec.name], spec)
     out += alarm.to_bytes(2, "little") + state.to_bytes(2, "little")
-    out += b"".join(to_bcd(v, 1) for v in (tp.second, tp.minute, tp.hour, tp.day)) + bytes([tp.delay_min])
+    stamp = (tp.second, tp.minute, tp.hour, tp.day) + (() if tp.month is None else (tp.month, (tp.year or 2000) % 100))
+    out += b"".join(to_bcd(v, 1) for v in stamp) + bytes([tp.delay_min])
     return bytes(out)
 
 

@@ -74,6 +74,14 @@ def test_szy206_time_label_takes_the_latest_such_day() -> None:
     assert got[0].ts_ms == ms(dt.datetime(2026, 1, 31, 23, 30), SHANGHAI)
 
 
+def test_a_2021_time_label_is_a_whole_date() -> None:
+    tp = szy206.TimeLabel(0, 30, 23, 31, 5, month=12, year=2025)
+    raw = szy206.encode(address="5303810D00", afn=0xC0, function=3,
+                        data=szy206.realtime_data(3, [{"flow": Decimal(1), "volume": Decimal(1)}], tp=tp))
+    got = szy206_values(station({"flow": "flow"}), szy206.decode(raw), SHANGHAI, ms(dt.datetime(2026, 3, 2), SHANGHAI))
+    assert got[0].ts_ms == ms(dt.datetime(2025, 12, 31, 23, 30), SHANGHAI)  # not the receiver's month
+
+
 def test_element_references_are_checked_per_protocol() -> None:
     assert element_problem("sl651", "39") is None and element_problem("sl651", "FF0A") is None
     assert element_problem("sl651", "F1") is not None and element_problem("sl651", "level") is not None

@@ -58,6 +58,22 @@ def test_realtime_round_trip(function: int, afn: int) -> None:
     assert (frame.alarm, frame.state, frame.tp) == (0x0102, 0x0304, TP)
 
 
+TP_2021 = szy206.TimeLabel(second=5, minute=30, hour=14, day=21, delay_min=10, month=5, year=2026)
+
+
+@pytest.mark.parametrize("function", sorted(GROUPS))
+def test_the_2021_time_label_has_month_and_year(function: int) -> None:
+    """SL/T 427-2021 Tp: 6 BCD bytes (second ... year) and the delay; told from the 2016 form by length."""
+    data = szy206.realtime_data(function, GROUPS[function], tp=TP_2021)
+    assert data.endswith(bytes.fromhex("0530142105260A"))  # the delay in BIN
+    frame = szy206.decode(szy206.encode(address=ADDRESS, afn=szy206.AFN_REPORT, data=data, function=function))
+    assert frame.tp == TP_2021 and len(frame.values) == sum(len(g) for g in GROUPS[function])
+    bad = data[:-3] + bytes.fromhex("1326") + data[-1:]  # month 13
+    with pytest.raises(FrameError) as caught:
+        szy206.decode(szy206.encode(address=ADDRESS, afn=szy206.AFN_REPORT, data=bad, function=function))
+    assert caught.value.reason == "bad_time"
+
+
 def test_example_re_encodes_byte_for_byte() -> None:
     frame = szy206.decode(EXAMPLE)
     data = szy206.realtime_data(3, [{"flow": Decimal("5.900"), "volume": Decimal(106182)}], alarm=frame.alarm or 0,
