@@ -62,6 +62,10 @@ def _register_receive(actions: Any) -> None:
     parser.add_argument("--max-connections", type=int, default=Limits.max_connections)
     parser.add_argument("--idle-s", type=float, default=Limits.idle_s, help="close a station silent this long")
     parser.add_argument("--clock-from", metavar="MANIFEST", help="follow the simulated clock of a fleet manifest")
+    parser.add_argument("--clock-query", action="store_true", help="ask each SL 651 station for its clock (51) "
+                        "once per connection; one off by more than its max_clock_skew_s counts clock_skew")
+    parser.add_argument("--set-clock", action="store_true", help="with --clock-query: set such a clock to the "
+                        "receiver's (4A)")
     parser.add_argument("--check", action="store_true", help="validate the stations and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.set_defaults(func=receive_command)
@@ -82,7 +86,8 @@ def receive_command(args: argparse.Namespace) -> int:
         print(f"canalflow edge receive: --listen {args.listen!r}: write HOST:PORT, e.g. 0.0.0.0:5651",
               file=sys.stderr)
         return 1
-    limits = Limits(max_connections=args.max_connections, idle_s=args.idle_s)
+    limits = Limits(max_connections=args.max_connections, idle_s=args.idle_s,
+                    clock_query=args.clock_query or args.set_clock, set_clock=args.set_clock)
     try:
         district = load_district(args.district)
         clock = clock_from_manifest(args.clock_from) if args.clock_from else None

@@ -35,7 +35,7 @@ from edge.quality import QualityChecker
 from edge.telemetry import sl651, sl651_ascii, szy206
 from edge.telemetry.deadletter import DeadLetters
 from edge.telemetry.errors import FrameError
-from edge.telemetry.sl651_elements import CLOCK_QUERY
+from edge.telemetry.sl651_elements import CLOCK_QUERY, SET_CLOCK
 from edge.telemetry.stations import Mapped, sl651_values, station_time_ms, szy206_values
 
 log = logging.getLogger("canalflow.edge.telemetry")
@@ -58,6 +58,7 @@ class Limits:
     sl651_answer_end: int = sl651.ESC  # ESC: stay online (keep-alives follow); EOT: hang up
     status_stations: int = 1000  # stations listed in the status message, those with most errors first
     clock_query: bool = False  # ask each SL 651 connection's station for its clock (51) once
+    set_clock: bool = False  # and set a clock found off by more than max_clock_skew_s (4A)
 
 
 @dataclass
@@ -295,10 +296,11 @@ class StationReceiver(EdgeAgent):
             return
         report = whole.report
         key = (whole.function, report.serial, report.sent)
+        off_s = None
         if key in self.stats[station.id].seen:
             self._count(station, "replayed")  # its answer was lost: answer again, store nothing twice
         elif whole.function == CLOCK_QUERY:
-            self._check_clock(station, report)
+            off_s = self._check_clock(station, report)
             self.stats[station.id].seen.append(key)
         else:
             await self._store_parts(conn, station, report, raw)
@@ -306,6 +308,11 @@ class StationReceiver(EdgeAgent):
         await self._answer(conn, conn.codec.answer(whole, sent=self._station_now(station),
                                                    end=self.limits.sl651_answer_end))
         await self._ask_clock(conn, station, whole)
+        if off_s is not None and self.limits.set_clock:
+            for _ in range(2 if abs(off_s) > 300 else 1):  # 6.6.4.24: set twice when more than 5 minutes off
+                await self._answer(conn, conn.codec.query(centre=whole.centre, station=whole.station,
+                                                          password=whole.password, function=SET_CLOCK,
+                                                          sent=self._station_now(station)))
 
     async def _store_parts(self, conn: _Conn, station: Any, report: sl651.Report, raw: bytes) -> None:
         """Each station's part of a (multi-station) report, as the station whose address it carries."""
@@ -333,14 +340,17 @@ class StationReceiver(EdgeAgent):
                                                   password=frame.password, function=CLOCK_QUERY,
                                                   sent=self._station_now(station)))
 
-    def _check_clock(self, station: Any, report: sl651.Report) -> None:
-        """A clock query's answer: its send time is the station clock."""
+    def _check_clock(self, station: Any, report: sl651.Report) -> float | None:
+        """A clock query's answer: its send time is the station clock. The offset, if over the bound."""
         off_s = station_time_ms(report.sent, self._zone(station)) / 1000 - self.clock.now_ms() / 1000
         self.stats[station.id].clock_offset_s = round(off_s, 1)
-        if abs(off_s) > station.max_clock_skew_s:
-            self._count(station, "clock_skew")
-            log.warning("station %s: its clock is %+.0f s off the receiver's (max_clock_skew_s %s): set it at the "
-                        "RTU", station.id, off_s, station.max_clock_skew_s)
+        if abs(off_s) <= station.max_clock_skew_s:
+            return None
+        self._count(station, "clock_skew")
+        log.warning("station %s: its clock is %+.0f s off the receiver's (max_clock_skew_s %s): %s", station.id,
+                    off_s, station.max_clock_skew_s, "setting it (4A)" if self.limits.set_clock else
+                    "set it at the RTU, or run the receiver with --set-clock")
+        return off_s
 
     # ---- SZY 206 ----------------------------------------------------------------------------------
     async def _szy206(self, conn: _Conn, frame: szy206.Frame) -> bool:

@@ -8,12 +8,15 @@ keeps every unanswered report for the next connection, so an outage ends with a 
 ``firmware_sim``'s hydraulic truth, as the Modbus meters of the fleet do).
 
 Faults (:class:`Faults`): a share of frames sent with a broken CRC/CS, reports sent twice,
-hang-ups after a report, a station clock off by some seconds, outages without a link.
+hang-ups after a report, a station clock off by some seconds, outages without a link. An SL 651
+station answers the centre's clock query (51) with its clock and takes the time of a set-clock
+command (4A), as an RTU does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -25,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from canalflow.clock import SimClock
 from edge.telemetry import sl651, szy206
+from edge.telemetry.sl651_elements import CLOCK_QUERY, SET_CLOCK
 
 log = logging.getLogger("canalflow.edge.telemetry.sim")
 
@@ -64,6 +68,7 @@ class SimStation:
         self._stop = asyncio.Event()
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._last_frame_ms = 0
+        self.clock_skew_s = self.faults.clock_skew_s  # until the centre sets the clock (4A)
 
     def stop(self) -> None:
         self._stop.set()
@@ -80,6 +85,7 @@ class SimStation:
                     self._hang_up()
                 elif await self._link():
                     await self._flush()
+                    await self._serve_queries()
                     if self._conn is not None and now - self._last_frame_ms >= self.keepalive_ms:
                         await self._write(self._keep_alive(), corrupt=False)
                 await asyncio.sleep(0.02)
@@ -88,7 +94,7 @@ class SimStation:
 
     # ---- frames --------------------------------------------------------------------------------
     def _station_time(self, t_ms: int) -> dt.datetime:
-        shifted = t_ms + self.faults.clock_skew_s * 1000
+        shifted = t_ms + self.clock_skew_s * 1000
         return dt.datetime.fromtimestamp(shifted / 1000, self.zone).replace(tzinfo=None, microsecond=0)
 
     def _wire(self, t_ms: int) -> dict[str, Decimal]:
@@ -188,22 +194,76 @@ class SimStation:
             report = self.queue[0]
             corrupt = self.random.random() < self.faults.bad_crc
             await self._write(report.frame, corrupt=corrupt)
-            if self.station.protocol == "sl651":
-                answer = await self._read_answer(sl651.OVERHEAD + 8)
-                if answer is None:
-                    report.tries += 1
-                    if report.tries >= 3:  # three timeouts: give up until the next connection
-                        report.tries = 0
-                        self._hang_up()
-                    continue
+            if self.station.protocol == "sl651" and not await self._sl651_answer(report.frame):
+                report.tries += 1
+                if report.tries >= 3:  # three timeouts: give up until the next connection
+                    report.tries = 0
+                    self._hang_up()
+                continue
             self.queue.pop(0)
             self.answered += 1
             if self.random.random() < self.faults.duplicate:
                 await self._write(report.frame, corrupt=False)  # its answer (if any) is read and dropped
                 if self.station.protocol == "sl651":
-                    await self._read_answer(sl651.OVERHEAD + 8)
+                    await self._sl651_answer(report.frame)
             if self.random.random() < self.faults.drop:
                 self._hang_up()
+
+
+    async def _sl651_answer(self, frame: bytes) -> bool:
+        """Read the centre's frames until the answer to ``frame``, answering its queries on the way."""
+        sent = sl651.decode(frame)
+        while (raw := await self._read_sl651()) is not None:
+            try:
+                down = sl651.decode(raw)
+            except ValueError:
+                continue
+            if down.end == sl651.ENQ:
+                await self._answer_query(down)
+            elif down.report and sent.report and (down.function, down.report.serial) == (sent.function,
+                                                                                         sent.report.serial):
+                return True
+        return False
+
+    async def _serve_queries(self) -> None:
+        """Answer the centre's queries waiting on the link, as an RTU does when they come; drop the rest."""
+        while self._conn is not None and self.station.protocol == "sl651":
+            try:  # readexactly consumes nothing until the whole header is there
+                head = await asyncio.wait_for(self._conn[0].readexactly(sl651.HEADER), 0.001)
+            except TimeoutError:
+                return
+            except (asyncio.IncompleteReadError, ConnectionError):
+                self._hang_up()
+                return
+            raw = await self._read_sl651(head)
+            if raw is not None:
+                with contextlib.suppress(ValueError):
+                    if (down := sl651.decode(raw)).end == sl651.ENQ:
+                        await self._answer_query(down)
+
+    async def _read_sl651(self, head: bytes | None = None) -> bytes | None:
+        head = head or await self._read_answer(sl651.HEADER)
+        if head is None:
+            return None
+        try:
+            size = sl651.frame_size(head) or 0
+        except ValueError:  # out of step with the centre: dial again
+            self._hang_up()
+            return None
+        rest = await self._read_answer(size - sl651.HEADER)
+        return None if rest is None else head + rest
+
+    async def _answer_query(self, query: sl651.Frame) -> None:
+        """51: the station clock as the answer's send time; 4A: take the centre's time, then answer."""
+        if query.function == SET_CLOCK and query.report is not None:
+            true_ms = self.clock.now_ms()
+            set_to = query.report.sent.replace(tzinfo=self.zone).timestamp() * 1000
+            self.clock_skew_s = round((set_to - true_ms) / 1000)  # the transfer time remains
+        elif query.function != CLOCK_QUERY:
+            return
+        self.serial = self.serial % 65535 + 1
+        answer = sl651.Report(self.serial, self._station_time(self.clock.now_ms()), self.station.address.upper())
+        await self._write(self._sl651_frame(query.function, sl651.encode_body(answer, query.function)), corrupt=False)
 
 
 def truth_values(truth: Any, point_id: str) -> Callable[[int], dict[str, float]]:
