@@ -9,8 +9,11 @@ The body is serial (4 hex) and send time (12 digits), then, with no space after 
 ``identifier SP data SP`` where identifiers are the ASCII symbols of appendix C (``ST`` station,
 ``TT`` observation time, ``Z``, ``VT``, …); the last space is part of the body. Decoded frames are
 the same :class:`~edge.telemetry.sl651.Frame`/``Report``/``Element`` as HEX ones (an element's
-``size`` is 0: ASCII values carry their own digits). Series (``DR…`` time steps, the hour's
-``DRP``/``DRZ`` groups) are not decoded yet: rejected as ``bad_body``.
+``size`` is 0: ASCII values carry their own digits). Series: the step code is the identifier
+``DRxnn`` itself (table C.2), followed in an even-interval body by one group of identifiers and
+then the values time by time (6.6.4.4); ``DRH00`` pairs with the hour's ``DRP``/``DRZn`` groups,
+whose values are their HEX bytes as hex characters. ``ST`` also separates the stations of a
+multi-station body (6.6.2.7).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Pure code like :mod:`edge.telemetry.sl651`. L counts C, A and the user data (AFN and its data);
 CS is CRC-8 (poly 0xE5, init 0, MSB first) over C through the last data byte. What is and is not
-verified against the standard's text is in docs/stations.md: the C function table below is the one
-used by one public implementation, and the units of flow are not confirmed.
+verified against the standard's text is in docs/stations.md: the C function codes below are those
+of SL/T 427-2021 tables 5 and 6; the unit of flow is not settled.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class FieldSpec:
     unit: str
 
 
-# C's D3-D0 -> what one group of the real-time data holds. Only these decode; see docs/stations.md.
+# C's D3-D0 -> what one group of the real-time data holds (SL/T 427-2021 table 6). Only these decode.
 FUNCTIONS: dict[int, tuple[str, tuple[FieldSpec, ...]]] = {
     1: ("rain", (FieldSpec("rain", 3, 1, False, "mm"),)),
     2: ("water level", (FieldSpec("level", 4, 3, True, "m"),)),
