@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
+import random
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +27,7 @@ from telemetry_testkit import (
 from canalflow.contract import Flag, readings_filter
 from canalflow.district import load_district
 from edge.telemetry import sl651, szy206
+from edge.telemetry.errors import REASONS
 from edge.telemetry.receiver import Limits, StationReceiver
 
 SZY_ADDRESS = "5303810D00"
@@ -318,3 +321,42 @@ def test_the_receiver_asks_a_station_for_its_clock_once_per_connection(tmp_path:
     stats = receiver.stats["ST-L11"]
     assert stats.errors["clock_skew"] == 1 and stats.clock_offset_s == pytest.approx(3600, abs=5)
     assert receiver.health()["ST-L11"]["clock_offset_s"] == stats.clock_offset_s
+
+
+def test_garbage_on_many_connections_does_not_disturb_a_station(tmp_path: Path, mqtt_url: str) -> None:
+    """Random bytes and mutated frames on 60 connections at once: each is refused for a reason, the
+    receiver goes on, and a station reporting meanwhile is answered and stored."""
+    rng = random.Random(17)
+    good = sl651_report(21, "0.500")
+
+    def garbage(n: int) -> bytes:
+        if n % 3 == 0:
+            return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+        frame = bytearray(good if n % 3 == 1 else szy206_report("0.1", 10))
+        for _ in range(rng.randrange(1, 4)):
+            frame[rng.randrange(len(frame))] = rng.randrange(256)
+        return bytes(frame)
+
+    async def noisy(port: int, n: int) -> None:
+        conn = await Station.dial(port)
+        with contextlib.suppress(ConnectionError):
+            await conn.send(garbage(n))
+            await conn.closed_by_centre(timeout=3)  # closed, or idle-closed
+        conn.writer.close()
+
+    async def body(receiver: StationReceiver) -> None:
+        assert receiver.port is not None
+        noise = [asyncio.create_task(noisy(receiver.port, n)) for n in range(60)]
+        rtu = await Station.dial(receiver.port)
+        await rtu.send(good)
+        assert sl651.decode(await rtu.answer(25)).report.serial == 21  # type: ignore[union-attr]
+        await asyncio.gather(*noise)
+        assert receiver._server is not None and receiver._server.is_serving()
+
+    receiver = with_receiver(tmp_path, mqtt_url, body, limits=Limits(first_frame_s=1.0, idle_s=1.0))
+    assert receiver.stats["ST-L11"].readings == 1  # the good report (level and battery): once
+    rejected = sum(receiver.unattributed.values()) + sum(sum(st.errors.values()) for st in receiver.stats.values())
+    assert rejected >= 40
+    reasons = set(receiver.unattributed) | {r for st in receiver.stats.values() for r in st.errors}
+    assert reasons <= set(REASONS) | {"unknown_station", "wrong_password", "wrong_centre", "address_changed",
+                                      "replayed", "rate_limited", "clock_skew", "idle", "silent"}

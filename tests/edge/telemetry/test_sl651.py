@@ -227,3 +227,18 @@ def test_a_single_changed_byte_is_always_rejected(function: int, data: st.DataOb
     raw[at] ^= data.draw(st.integers(1, 255))
     with pytest.raises(FrameError):
         sl651.decode(bytes(raw))
+
+
+def _more_frames() -> list[bytes]:
+    status = sl651.Report(0, SENT, STATION, elements=(element(0x45, 4, 0, "5", SENT),))
+    other = sl651.Report(7, SENT, "0012345679", 0x48, OBSERVED, (element(0x39, 4, 3, "2.000"),))
+    return [frame_of(f, sl651.Report(0, SENT, STATION, rest=rest)) for f, rest in ADDRESSED.items()] + [
+        frame_of(0x46, status), frame_of(0x32, dataclasses.replace(GOLDEN[0x32], others=(other,)))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_more_frames()), st.data())
+def test_mutated_answers_and_multi_station_bodies_decode_or_reject(frame: bytes, data: st.DataObject) -> None:
+    raw = mutated(frame, data, 0, len(frame) - 3)
+    fixed = bytes(raw[:-2]) + sl651.crc16(bytes(raw[:-2])).to_bytes(2)
+    decodes_or_rejects(sl651.decode, fixed)

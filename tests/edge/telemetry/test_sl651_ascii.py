@@ -160,10 +160,21 @@ def test_each_reject_has_its_reason(mutate, reason: str) -> None:  # type: ignor
     assert caught.value.reason == reason and f"at byte {caught.value.offset}" in str(caught.value)
 
 
+def _series_frames() -> list[bytes]:
+    series = sl651.Report(3, SENT, STATION, ord("H"), OBSERVED, (
+        sl651.Element(0x39, 0, 3, values=(Decimal("1.250"), None), step_s=300, observed=OBSERVED),
+        sl651.Element(0x38, 0, 2, values=(Decimal("12.10"), Decimal("12.00")), step_s=300, observed=OBSERVED)))
+    hourly = sl651.Report(4, SENT, STATION, ord("H"), OBSERVED, (
+        sl651.Element(0xF5, 0, 0, values=(Decimal("1.00"),) * 12, step_s=300, observed=OBSERVED),))
+    other = sl651.Report(9, SENT, "0012345679", ord("Z"), OBSERVED, (element(0x39, "2.000"),))
+    status = sl651.Report(0, SENT, STATION, elements=(sl651.Element(0x45, 0, 0, value=Decimal(5), observed=SENT),))
+    return [frame_of(0x32, REPORT), frame_of(0x31, series), frame_of(0x34, hourly), frame_of(0x46, status),
+            frame_of(0x32, dataclasses.replace(REPORT, others=(other,)))]
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.data())
-def test_mutated_frames_with_a_fixed_crc_decode_or_reject(data: st.DataObject) -> None:
-    frame = frame_of(0x32, REPORT)
+@given(st.sampled_from(_series_frames()), st.data())
+def test_mutated_frames_with_a_fixed_crc_decode_or_reject(frame: bytes, data: st.DataObject) -> None:
     raw = mutated(frame, data, 0, len(frame) - 5)
     fixed = bytes(raw[:-4]) + f"{sl651.crc16(bytes(raw[:-4])):04X}".encode()
     decodes_or_rejects(sl651_ascii.decode, fixed)
