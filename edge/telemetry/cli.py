@@ -213,16 +213,17 @@ def _stations_table(state: str, stations: dict[str, dict[str, Any]], summary: di
     import datetime as dt
 
     header = ["station", "protocol", "point", "connected", "peer", "frames", "readings", "last frame (UTC)",
-              "last function", "errors"]
+              "last function", "clock", "errors"]
     rows = []
     for name, entry in sorted(stations.items()):
         last = entry.get("last_frame_ms")
         stamp = dt.datetime.fromtimestamp(last / 1000, dt.UTC).strftime("%m-%d %H:%M:%S") if last else "-"
         errors = ", ".join(f"{key.removeprefix('error_')} {n}" for key, n in sorted(entry.items())
                            if key.startswith("error_")) or "-"
+        offset = entry.get("clock_offset_s")  # from a clock query's answer (edge receive --clock-query)
         rows.append([name, entry.get("protocol"), entry.get("point"), "yes" if entry.get("connected") else "no",
                      entry.get("peer") or "-", entry.get("frames"), entry.get("readings"), stamp,
-                     entry.get("last_function") or "-", errors])
+                     entry.get("last_function") or "-", "-" if offset is None else f"{offset:+.0f} s", errors])
     cells = [header, *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [f"receiver {state}: {summary.get('stations', len(rows))} stations, {summary.get('connected', '?')} "

@@ -27,6 +27,7 @@ from telemetry_testkit import (
 from canalflow.contract import Flag, readings_filter
 from canalflow.district import load_district
 from edge.telemetry import sl651, szy206
+from edge.telemetry.cli import _stations_table
 from edge.telemetry.errors import REASONS
 from edge.telemetry.receiver import Limits, StationReceiver
 
@@ -321,6 +322,8 @@ def test_the_receiver_asks_a_station_for_its_clock_once_per_connection(tmp_path:
     stats = receiver.stats["ST-L11"]
     assert stats.errors["clock_skew"] == 1 and stats.clock_offset_s == pytest.approx(3600, abs=5)
     assert receiver.health()["ST-L11"]["clock_offset_s"] == stats.clock_offset_s
+    table = _stations_table("online", {"ST-L11": receiver.health()["ST-L11"]}, receiver.health()["_receiver"])
+    assert "clock" in table.splitlines()[1] and f"{stats.clock_offset_s:+.0f} s" in table.splitlines()[2]
 
 
 def test_garbage_on_many_connections_does_not_disturb_a_station(tmp_path: Path, mqtt_url: str) -> None:
