@@ -63,3 +63,28 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["edge", "decode", "--help"])
     assert "canalflow edge decode --protocol sl651 7e7e01" in capsys.readouterr().out
+
+
+def test_answers_and_multi_station_reports_are_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+    import datetime as dt
+    from decimal import Decimal
+
+    from edge.telemetry import sl651
+
+    sent = dt.datetime(2026, 5, 4, 8, 5, 30)
+    status = sl651.Report(0, sent, "0012345678", elements=(sl651.Element(0x45, 4, 0, value=Decimal(2),
+                                                                         observed=sent),))
+    raw = sl651.encode(centre=1, station="0012345678", password=0, function=0x46,
+                       body=sl651.encode_body(status, 0x46))
+    code, out, _ = run(capsys, "edge", "decode", "--protocol", "sl651", "--json", raw.hex())
+    result = json.loads(out)
+    assert code == 0 and result["function_name"] == "query status and alarms"
+    assert [(e["symbol"], e["value"]) for e in result["elements"]] == [("ZT", 2.0)]
+    observed = dt.datetime(2026, 5, 4, 8, 5)
+    part = sl651.Report(1, sent, "0012345678", 0x48, observed,
+                        (sl651.Element(0x39, 4, 3, value=Decimal("1.5"), observed=observed),))
+    both = dataclasses.replace(part, others=(dataclasses.replace(part, station="0012345679"),))
+    raw = sl651.encode(centre=1, station="0012345678", password=0, function=0x32, body=sl651.encode_body(both, 0x32))
+    code, out, _ = run(capsys, "edge", "decode", "--protocol", "sl651", "--json", raw.hex())
+    assert [e["station"] for e in json.loads(out)["elements"]] == ["0012345678", "0012345679"]
