@@ -309,17 +309,14 @@ class StationReceiver(EdgeAgent):
                                                    end=self.limits.sl651_answer_end))
         await self._ask_clock(conn, station, whole)
         if off_s is not None and self.limits.set_clock:
-            for _ in range(2 if abs(off_s) > 300 else 1):  # 6.6.4.24: set twice when more than 5 minutes off
-                await self._answer(conn, conn.codec.query(centre=whole.centre, station=whole.station,
-                                                          password=whole.password, function=SET_CLOCK,
-                                                          sent=self._station_now(station)))
+            await self._set_clock(conn, station, whole, off_s)
 
     async def _store_parts(self, conn: _Conn, station: Any, report: sl651.Report, raw: bytes) -> None:
         """Each station's part of a (multi-station) report, as the station whose address it carries."""
         device_ms = station_time_ms(report.sent, self._zone(station))
         for part in report.parts:
-            owner = self.stations.get(("sl651", part.station)) if part.station not in (None, station.address.upper()) \
-                else station
+            own = part.station is None or part.station == station.address.upper()
+            owner = station if own else self.stations.get(("sl651", part.station))
             if owner is None:
                 self._reject(conn, station, raw, "unknown_station", f"a part of station {station.id}'s report is for "
                              f"address {part.station}, no station of gateway {self.gateway} in "
@@ -339,6 +336,12 @@ class StationReceiver(EdgeAgent):
         await self._answer(conn, conn.codec.query(centre=frame.centre, station=frame.station,
                                                   password=frame.password, function=CLOCK_QUERY,
                                                   sent=self._station_now(station)))
+
+    async def _set_clock(self, conn: _Conn, station: Any, frame: sl651.Frame, off_s: float) -> None:
+        for _ in range(2 if abs(off_s) > 300 else 1):  # 6.6.4.24: set twice when more than 5 minutes off
+            await self._answer(conn, conn.codec.query(centre=frame.centre, station=frame.station,
+                                                      password=frame.password, function=SET_CLOCK,
+                                                      sent=self._station_now(station)))
 
     def _check_clock(self, station: Any, report: sl651.Report) -> float | None:
         """A clock query's answer: its send time is the station clock. The offset, if over the bound."""
