@@ -209,7 +209,6 @@ class SimStation:
             if self.random.random() < self.faults.drop:
                 self._hang_up()
 
-
     async def _sl651_answer(self, frame: bytes) -> bool:
         """Read the centre's frames until the answer to ``frame``, answering its queries on the way."""
         sent = sl651.decode(frame)
