@@ -13,7 +13,7 @@ import re
 SL651_REF = re.compile(r"^(?:[0-9A-Fa-f]{2}|[Ff]{2}[0-9A-Fa-f]{2})$")
 SZY206_REF = re.compile(r"^([a-z]+)(?:\.(\d+))?$")
 SL651_NOT_ELEMENTS = (0xF0, 0xF1, 0x04)  # observation time, station address, time step: headers, not values
-SZY206_FIELDS = ("rain", "level", "flow", "volume")
+SZY206_FIELDS = ("rain", "level", "flow", "volume", "voltage")
 
 
 def element_problem(protocol: str, ref: str) -> tuple[str, str] | None:

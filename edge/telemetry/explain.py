@@ -174,7 +174,7 @@ def _szy206(raw: bytes) -> dict[str, Any]:
     elements = [{"code": v.name, "name": v.name, "value": _num(v.value), "unit": v.unit, "group": v.index}
                 for v in frame.values]
     for value in frame.values:
-        size = next(s.size for s in szy206.FUNCTIONS[frame.function][1] if s.name == value.name)
+        size = next(s.size for s in frame.specs if s.name == value.name)
         rows.append(_row(raw, value.offset, size, value.name, f"{value.value} {value.unit}"))
     observed = None
     if frame.tp:

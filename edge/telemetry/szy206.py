@@ -15,9 +15,9 @@ from edge.telemetry.errors import FrameError, bcd_digits, to_bcd
 
 START, END = 0x68, 0x16
 MIN_L = 7  # C + A (5) + AFN
-AFN_LINK, AFN_QUERY_ANSWER, AFN_REPORT = 0x02, 0xB0, 0xC0
+AFN_LINK, AFN_QUERY_ANSWER, AFN_REPORT, AFN_VOLTAGE = 0x02, 0xB0, 0xC0, 0x84
 AFNS = {AFN_LINK: "link check", AFN_QUERY_ANSWER: "query real-time values (answer)",
-        AFN_REPORT: "self-reported real-time values"}
+        AFN_REPORT: "self-reported real-time values", AFN_VOLTAGE: "self-reported supply voltage"}
 LINK = {0xF0: "login", 0xF1: "logout", 0xF2: "keep-alive"}
 STATUS_BYTES = 4  # alarm (2) + terminal state (2)
 TP_BYTES = 5  # SZY 206-2016: second, minute, hour, day (BCD) + allowed delay (BIN minutes)
@@ -39,6 +39,16 @@ FUNCTIONS: dict[int, tuple[str, tuple[FieldSpec, ...]]] = {
     2: ("water level", (FieldSpec("level", 4, 3, True, "m"),)),
     3: ("flow and volume", (FieldSpec("flow", 5, 3, True, "m3/s"), FieldSpec("volume", 5, 0, False, "m3"))),
 }
+
+
+# AFN 84 (SL/T 427-2021): the terminal's supply voltage, 2 bytes BCD low byte first, 0-99.99 V (table 46),
+# whatever C's function code; then alarm, state and Tp like the real-time data.
+VOLTAGE: tuple[str, tuple[FieldSpec, ...]] = ("supply voltage", (FieldSpec("voltage", 2, 2, False, "V"),))
+
+
+def layout_of(afn: int, function: int) -> tuple[str, tuple[FieldSpec, ...]] | None:
+    """What one group of a data frame holds: by AFN 84, else by C's function code."""
+    return VOLTAGE if afn == AFN_VOLTAGE else FUNCTIONS.get(function)
 
 
 def cs8(data: bytes) -> int:
@@ -112,7 +122,11 @@ class Frame:
 
     @property
     def function_name(self) -> str:
-        return FUNCTIONS.get(self.function, ("?",))[0]
+        return (layout_of(self.afn, self.function) or ("?",))[0]
+
+    @property
+    def specs(self) -> tuple[FieldSpec, ...]:
+        return (layout_of(self.afn, self.function) or ("", ()))[1]
 
 
 def frame_size(prefix: bytes) -> int | None:
@@ -152,9 +166,10 @@ def decode(frame: bytes) -> Frame:
             "divs": frame[4] if split else None}
     if afn == AFN_LINK:
         return Frame(**head, link=_link(data, afn_at + 1))
-    if afn in (AFN_REPORT, AFN_QUERY_ANSWER):
-        return Frame(**head, **_realtime(control & 0x0F, data, afn_at + 1))
-    raise FrameError("unknown_function", afn_at, f"AFN {afn:02X}: decoded are 02 (link), B0 and C0 (real-time)")
+    if afn in (AFN_REPORT, AFN_QUERY_ANSWER, AFN_VOLTAGE):
+        return Frame(**head, **_realtime(afn, control & 0x0F, data, afn_at + 1))
+    raise FrameError("unknown_function", afn_at, f"AFN {afn:02X}: decoded are 02 (link), B0 and C0 (real-time), "
+                     "84 (supply voltage)")
 
 
 def _link(data: bytes, at: int) -> str:
@@ -164,18 +179,21 @@ def _link(data: bytes, at: int) -> str:
     return LINK[data[0]]
 
 
-def _realtime(function: int, data: bytes, at: int) -> dict:
-    if function not in FUNCTIONS:
+def _realtime(afn: int, function: int, data: bytes, at: int) -> dict:
+    layout = layout_of(afn, function)
+    if layout is None:
         raise FrameError("unknown_function", 3, f"C function {function}: decoded are "
                          + ", ".join(f"{k} {v[0]}" for k, v in FUNCTIONS.items()))
-    specs = FUNCTIONS[function][1]
+    name, specs = layout
     group = sum(spec.size for spec in specs)
-    # The edition shows in the length: the 2021 Tp is 2 bytes longer, and no group size divides 2.
-    tp_size = next((size for size in (TP_BYTES, TP_BYTES_2021)
-                    if len(data) - STATUS_BYTES - size >= group and (len(data) - STATUS_BYTES - size) % group == 0),
-                   None)
+    # The edition shows in the length: the 2021 Tp is 2 bytes longer, and no group size of the real-time
+    # data divides 2; the voltage (2 bytes) comes alone.
+    def fits(values_len: int) -> bool:
+        return values_len == group if afn == AFN_VOLTAGE else values_len >= group and values_len % group == 0
+
+    tp_size = next((size for size in (TP_BYTES, TP_BYTES_2021) if fits(len(data) - STATUS_BYTES - size)), None)
     if tp_size is None:
-        raise FrameError("bad_body", at, f"{len(data)} data bytes: {FUNCTIONS[function][0]} data is groups of "
+        raise FrameError("bad_body", at, f"{len(data)} data bytes: {name} data is groups of "
                          f"{group} bytes, then alarm and state (4) and the time label (5, or 7 in SL/T 427-2021)")
     values_len = len(data) - STATUS_BYTES - tp_size
     values, pos = [], 0
@@ -225,11 +243,13 @@ def encode(*, address: str, afn: int, data: bytes, function: int = 0, uplink: bo
 
 
 def realtime_data(function: int, groups: list[dict[str, Decimal]], *, alarm: int = 0, state: int = 0,
-                  tp: TimeLabel) -> bytes:
-    """The C0/B0 data of ``groups`` (one dict of field name -> value per meter)."""
+                  tp: TimeLabel, afn: int = AFN_REPORT) -> bytes:
+    """The C0/B0/84 data of ``groups`` (one dict of field name -> value per meter)."""
     out = bytearray()
+    layout = layout_of(afn, function)
+    assert layout is not None, f"no layout for AFN {afn:02X}, function {function}"
     for group in groups:
-        for spec in FUNCTIONS[function][1]:
+        for spec in layout[1]:
             out += _to_bcd_le(group[spec.name], spec)
     out += alarm.to_bytes(2, "little") + state.to_bytes(2, "little")
     stamp = (tp.second, tp.minute, tp.hour, tp.day) + (() if tp.month is None else (tp.month, (tp.year or 2000) % 100))

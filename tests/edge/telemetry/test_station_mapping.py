@@ -86,11 +86,12 @@ def test_element_references_are_checked_per_protocol() -> None:
     assert element_problem("sl651", "39") is None and element_problem("sl651", "FF0A") is None
     assert element_problem("sl651", "F1") is not None and element_problem("sl651", "level") is not None
     assert element_problem("szy206", "volume.2") is None
-    assert "one of flow, level, rain, volume" in element_problem("szy206", "39")[1]  # type: ignore[index]
+    assert "one of flow, level, rain, voltage, volume" in element_problem("szy206", "39")[1]  # type: ignore[index]
 
 
 def test_the_district_check_knows_exactly_the_decoders_szy206_fields() -> None:
     from canalflow.station_elements import SZY206_FIELDS
     from edge.telemetry import szy206
 
-    assert {spec.name for _, specs in szy206.FUNCTIONS.values() for spec in specs} == set(SZY206_FIELDS)
+    layouts = [*szy206.FUNCTIONS.values(), szy206.VOLTAGE]
+    assert {spec.name for _, specs in layouts for spec in specs} == set(SZY206_FIELDS)

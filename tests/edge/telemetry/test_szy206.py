@@ -74,6 +74,16 @@ def test_the_2021_time_label_has_month_and_year(function: int) -> None:
     assert caught.value.reason == "bad_time"
 
 
+@pytest.mark.parametrize("tp", [TP, TP_2021], ids=["Tp 5 bytes", "Tp 7 bytes"])
+def test_the_2021_supply_voltage_self_report(tp: szy206.TimeLabel) -> None:
+    """AFN 84: 2 bytes BCD low byte first (12.47 V is 47 12), alone, then alarm, state and Tp."""
+    data = szy206.realtime_data(13, [{"voltage": Decimal("12.47")}], tp=tp, afn=szy206.AFN_VOLTAGE)
+    assert data[:2] == bytes.fromhex("4712")
+    frame = szy206.decode(szy206.encode(address=ADDRESS, afn=szy206.AFN_VOLTAGE, data=data, function=13))
+    assert [(v.name, v.value, v.unit) for v in frame.values] == [("voltage", Decimal("12.47"), "V")]
+    assert frame.afn_name == "self-reported supply voltage" and frame.tp == tp
+
+
 def test_example_re_encodes_byte_for_byte() -> None:
     frame = szy206.decode(EXAMPLE)
     data = szy206.realtime_data(3, [{"flow": Decimal("5.900"), "volume": Decimal(106182)}], alarm=frame.alarm or 0,
@@ -96,6 +106,7 @@ def test_split_frame_carries_divs() -> None:
     (EXAMPLE[:-1] + b"\x17", "bad_end"),
     (EXAMPLE[:-2] + b"\x36\x16", "bad_cs"),
     (szy206.encode(address=ADDRESS, afn=0x50, data=b""), "unknown_function"),
+    (szy206.encode(address=ADDRESS, afn=0x81, data=EXAMPLE[10:-2], function=3), "unknown_function"),
     (szy206.encode(address=ADDRESS, afn=0xC0, data=EXAMPLE[10:-2], function=9), "unknown_function"),
     (szy206.encode(address=ADDRESS, afn=0xC0, data=EXAMPLE[10:-3], function=3), "bad_body"),
     (szy206.encode(address=ADDRESS, afn=0x02, data=b"\xf5"), "bad_body"),
