@@ -23,26 +23,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
 from canalflow.errors import CanalflowError
+from testbed.pipeline import CANALFLOW, INGEST_READY, Proc, wait_for
 from testbed.services import LOOPBACK, Influxd, Mosquitto, Postgres, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
-CANALFLOW = [sys.executable, "-m", "canalflow.cli"]
-INGEST_READY = "subscribed (ready)"  # what an ingest worker logs once its subscription is in place
 _VARIABLE = re.compile(r"\$\{(\w+)[^}]*\}")
 
 
@@ -161,32 +157,6 @@ class ComposeMosquitto(Mosquitto):
         return self.output_file  # the shipped config logs to stdout
 
 
-@dataclass
-class Proc:
-    name: str
-    command: list[str]
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = 40) -> str:
-        self.log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        self.log.close()
-
-
 class ComposeStack:
     """Every service of docker-compose.yml, started in ``depends_on`` order, stopped in reverse."""
 
@@ -197,6 +167,7 @@ class ComposeStack:
         self.lo = Loopback(Path(root), dict(env or read_env()), images)
         self.overrides = overrides or {}
         self.procs: dict[str, Proc] = {}
+        self.commands: dict[str, list[str]] = {}  # what each process runs (after translation)
         self.servers: dict[str, Any] = {}
         (self.lo.root / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -246,7 +217,7 @@ class ComposeStack:
         proc = self._spawn(name, self.command(name), self.env(name))
         ready = {"fleet": self._fleet_ready, "ingest": self._ingest_ready, "billing": self._billing_ready}.get(name)
         if ready is not None:
-            self._wait(lambda: ready(proc), 60, f"service {name} to be ready")
+            wait_for(lambda: ready(proc), 60, f"service {name} to be ready")
 
     def _start_mosquitto(self) -> None:
         conf = mosquitto_conf(self.compose, self.lo)
@@ -308,7 +279,8 @@ class ComposeStack:
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **env)
         popen = subprocess.Popen([*CANALFLOW, *command], stdout=log, stderr=subprocess.STDOUT, env=full_env,
                                  stdin=subprocess.DEVNULL, cwd=self.lo.root)
-        proc = self.procs[name] = Proc(name, list(command), popen, log_path, log)
+        proc = self.procs[name] = Proc(name, popen, log_path, log)
+        self.commands[name] = list(command)
         return proc
 
     def _one_shot(self, name: str, command: Sequence[str], env: Mapping[str, str]) -> None:
@@ -326,15 +298,6 @@ class ComposeStack:
         for proc in self.procs.values():
             self._check(proc)
 
-    @staticmethod
-    def _wait(predicate: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.2)
-        raise ComposeError(f"timed out after {timeout:.0f} s waiting for {what}")
-
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.procs.pop(name).stop()
@@ -342,7 +305,7 @@ class ComposeStack:
             self.servers.pop(name).stop()
 
     def tails(self) -> str:
-        return "\n".join(f"--- {p.name}: {' '.join(p.command)}\n{p.tail()}" for p in self.procs.values())
+        return "\n".join(f"--- {p.name}: {' '.join(self.commands[p.name])}\n{p.tail()}" for p in self.procs.values())
 
     def __enter__(self) -> ComposeStack:
         return self.start()

@@ -25,6 +25,7 @@ from canalflow.influx import InfluxV1
 from dashboards.build import season_at
 from dashboards.querycheck import alert_rules, check_dashboard, evaluate_rule
 from testbed.compose import ROOT, ComposeStack, load_compose, read_env
+from testbed.pipeline import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,7 @@ def influx(stack: ComposeStack) -> InfluxV1:
 
 
 def wait(predicate: Any, timeout: float, what: str, stack: ComposeStack) -> None:
-    ComposeStack._wait(lambda: (stack.check_alive(), predicate())[1], timeout, what)
+    wait_for(lambda: (stack.check_alive(), predicate())[1], timeout, what)
 
 
 def api(stack: ComposeStack, user: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -147,8 +148,8 @@ def test_no_secret_on_any_command_line(stack: ComposeStack, billed: dict[str, An
 
 
 def test_gateways_and_ingest_reach_the_broker_over_tls(stack: ComposeStack, billed: dict[str, Any]) -> None:
-    for name, proc in stack.procs.items():
-        if "--mqtt" in proc.command:
-            url = proc.command[proc.command.index("--mqtt") + 1]
+    for name, command in stack.commands.items():
+        if "--mqtt" in command:
+            url = command[command.index("--mqtt") + 1]
             assert url.startswith("mqtts://"), f"service {name} connects without TLS: {url}"
     assert any(name.startswith("edge-") for name in stack.procs)
