@@ -1,10 +1,11 @@
 """The production stack as processes: docker-compose.yml's services run on loopback
 (testbed.compose: Debian's Mosquitto, InfluxDB 1.x and PostgreSQL standing in for the images),
 simulated meters driven through it, and what an operator looks at checked: bills through the API
-into the PostgreSQL ledger, rollups, and rows for every dashboard and alert query Grafana would
-send. Everything the compose file says is used as written (TLS to the broker, secrets from files
-and the environment) except the clock: the fleet runs 360x from inside spring round S1 and ingest
-rolls up every few seconds, so a few simulated hours pass in well under a minute (CI budget)."""
+into the PostgreSQL ledger, their KPIs, rollups, and rows for every dashboard and alert query
+Grafana would send. Everything the compose file says is used as written (TLS to the broker,
+secrets from files and the environment) except the clock: the fleet runs 1440x through one local
+day of spring round S1 (with a canal breach), the edges report status and ingest rolls up every
+few seconds, so the day passes in about a minute (CI budget)."""
 
 from __future__ import annotations
 
@@ -103,6 +104,8 @@ def test_bills_come_out_of_the_api_into_the_postgres_ledger(stack: ComposeStack,
     assert bills["total"] == len(DISTRICT.units) > 0
     assert sum(float(b["volume_m3"]) for b in bills["items"]) > 0  # water was metered and billed
     assert api(stack, "viewer", f"/runs/{run_id}")["id"] == run_id
+    kpis = influx(stack).query(f'SELECT count("total_yuan") FROM {source_of(M.billing)} WHERE "run" = \'{run_id[:12]}\'')
+    assert kpis and kpis[0]["values"][0][1] == len(DISTRICT.units)  # the run wrote its KPIs for the dashboards
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(stack.env("billing")["CANALFLOW_LEDGER"])  # the compose ledger URL, on loopback
