@@ -168,24 +168,28 @@ class ComposeStack:
         self.overrides = overrides or {}
         self.procs: dict[str, Proc] = {}
         self.commands: dict[str, list[str]] = {}  # what each process runs (after translation)
+        self._unready: dict[str, Any] = {}  # service -> its readiness check, not yet awaited
         self.servers: dict[str, Any] = {}
         (self.lo.root / "logs").mkdir(parents=True, exist_ok=True)
 
     # --- the parts ------------------------------------------------------------------------------
+    def dependencies(self, name: str) -> list[str]:
+        """What ``name`` needs started first: its ``depends_on`` and the service whose network it shares."""
+        service = self.compose["services"][name]
+        shared = service.get("network_mode", "")
+        return [*(service.get("depends_on") or {}), *([shared.split(":", 1)[1]] if shared.startswith("service:") else [])]
+
     def order(self) -> list[str]:
         """Service names, each after everything it depends on."""
-        services = self.compose["services"]
         done: list[str] = []
 
         def visit(name: str) -> None:
             if name not in done:
-                for dependency in services[name].get("depends_on") or {}:
+                for dependency in self.dependencies(name):
                     visit(dependency)
-                if services[name].get("network_mode", "").startswith("service:"):
-                    visit(services[name]["network_mode"].split(":", 1)[1])
                 done.append(name)
 
-        for name in services:
+        for name in self.compose["services"]:
             visit(name)
         return done
 
@@ -198,7 +202,11 @@ class ComposeStack:
     def start(self) -> ComposeStack:
         try:
             for name in self.order():
+                for dependency in self.dependencies(name):
+                    self._await(dependency)
                 self._start(name)
+            for name in list(self._unready):
+                self._await(name)
         except BaseException:
             self.stop()
             raise
@@ -216,8 +224,13 @@ class ComposeStack:
             return
         proc = self._spawn(name, self.command(name), self.env(name))
         ready = {"fleet": self._fleet_ready, "ingest": self._ingest_ready, "billing": self._billing_ready}.get(name)
+        if ready is not None:  # awaited when a later service depends on it, else once all are started
+            self._unready[name] = lambda: ready(proc)
+
+    def _await(self, name: str) -> None:
+        ready = self._unready.pop(name, None)
         if ready is not None:
-            wait_for(lambda: ready(proc), 60, f"service {name} to be ready")
+            wait_for(ready, 60, f"service {name} to be ready")
 
     def _start_mosquitto(self) -> None:
         conf = mosquitto_conf(self.compose, self.lo)

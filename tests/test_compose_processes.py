@@ -34,7 +34,7 @@ COMPOSE = load_compose()
 
 DISTRICT = load_district(ROOT / "examples" / "demo-district.yaml")
 DAY = dt.datetime(2026, 3, 12, tzinfo=dt.timezone(dt.timedelta(hours=8)))  # a local day of round S1 with a breach
-START = DAY - dt.timedelta(hours=4)  # the edges start polling a few wall seconds (1-3 simulated hours) after the fleet
+START = DAY - dt.timedelta(hours=3)  # the edges start polling a few wall seconds (1-2 simulated hours) after the fleet
 SPEED = 1440  # a simulated day a minute
 # The time lapse (and the breach that the loss panel and alert must show); the rest is the compose file.
 OVERRIDES: dict[str, dict[str, str]] = {
@@ -90,7 +90,7 @@ def billed(stack: ComposeStack) -> dict[str, Any]:
     wait(every_point, 60, f"readings of all {len(DISTRICT.points)} points", stack)
     clock = SimClock(**stack.manifest()["clock"])
     start, end = int(DAY.timestamp() * 1000), int((DAY + dt.timedelta(days=1)).timestamp() * 1000)
-    wait(lambda: clock.now_ms() >= end + 15 * 60_000, 120, f"the simulated end of {DAY.date()}", stack)
+    wait(lambda: clock.now_ms() >= end + 5 * 60_000, 120, f"the simulated end of {DAY.date()}", stack)
     run = api(stack, "clerk", "/runs", {"from": DAY.isoformat(), "to": (DAY + dt.timedelta(days=1)).isoformat()})
     day_balance = (f'SELECT count("loss_m3") FROM {source_of(M.balance)} WHERE "incomplete" = false '
                    f"AND time >= {start}ms AND time < {end}ms")
