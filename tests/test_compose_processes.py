@@ -34,7 +34,7 @@ COMPOSE = load_compose()
 
 DISTRICT = load_district(ROOT / "examples" / "demo-district.yaml")
 DAY = dt.datetime(2026, 3, 12, tzinfo=dt.timezone(dt.timedelta(hours=8)))  # a local day of round S1 with a breach
-START = DAY - dt.timedelta(hours=3)  # the edges start polling a few wall seconds (1-2 simulated hours) after the fleet
+START = DAY - dt.timedelta(hours=4)  # the edges poll from 5-10 wall seconds (2-4 simulated hours) after the fleet starts
 SPEED = 1440  # a simulated day a minute
 # The time lapse (and the breach that the loss panel and alert must show); the rest is the compose file.
 OVERRIDES: dict[str, dict[str, str]] = {
