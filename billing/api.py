@@ -339,21 +339,14 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @app.get("/efficiency", tags=["efficiency"], responses=READ | errors(503))
     def efficiency(_: Viewer, start: Annotated[dt.datetime, Query(alias="from")], end: Annotated[dt.datetime, Query(alias="to")]) -> Efficiency:
-        from billing.efficiency import efficiency_from_influx
-
         try:
             check_datetimes(start, end)
             check_window(start, end)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        d = district()
         t0, t1 = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-        from billing.window import season_window
-
-        # head-tail needs whole-season net depths: a season kind only when the window covers a season
-        whole = [s for s in d.spec.seasons if t0 <= season_window(d, s)[0] and season_window(d, s)[1] <= t1]
         with influx() as client:
-            return Efficiency.model_validate(efficiency_from_influx(d, client, t0, t1, season_kind=whole[0].kind if len(whole) == 1 else None).to_dict())
+            return Efficiency.model_validate(window_efficiency(district(), client, t0, t1).to_dict())
 
     app.state.ledger = ledger
     _publish_documents(app)
@@ -378,9 +371,23 @@ def record_edit(ledger: Ledger, district: Any, body: EditRequest, user: str) -> 
     return VolumeEdit(id=edit_id, point=body.point, start_ms=start, end_ms=end, volume_m3=body.volume_m3, by=user, reason=body.reason)
 
 
+def window_efficiency(district: Any, client: Any, t0_ms: int, t1_ms: int, *, write_kpis: bool = False, source: str = "readings") -> Any:
+    """The efficiency report of a window from InfluxDB (``write_kpis``: also its ``efficiency`` rows)."""
+    from billing.efficiency import efficiency_from_influx
+    from billing.window import season_window
+
+    # head-tail needs whole-season net depths: a season kind only when the window covers a season
+    whole = [s for s in district.spec.seasons if t0_ms <= season_window(district, s)[0] and season_window(district, s)[1] <= t1_ms]
+    kind = whole[0].kind if len(whole) == 1 else None
+    return efficiency_from_influx(district, client, t0_ms, t1_ms, season_kind=kind, write_kpis=write_kpis, source=source)
+
+
 def start_billing_run(district: Any, client: Any, ledger_url: str, body: RunRequest, user: str) -> Any:
     """Bill the request's season or window from InfluxDB into the ledger (the API's and the web workbench's
-    ``POST /runs``); an unknown season or a billing error is HTTP 422, a ledger conflict 409."""
+    ``POST /runs``); an unknown season or a billing error is HTTP 422, a ledger conflict 409.
+
+    Production's runs write the dashboards' KPIs: the run's ``billing`` rows and the window's
+    ``efficiency`` rows (the compose stack has no other writer of either)."""
     from billing.run import run_billing
     from billing.window import BillingError, season_window
 
@@ -392,7 +399,10 @@ def start_billing_run(district: Any, client: Any, ledger_url: str, body: RunRequ
         t0, t1 = int(body.start.timestamp() * 1000), int(body.end.timestamp() * 1000)  # type: ignore[union-attr]
     as_of = int(body.as_of.timestamp() * 1000) if body.as_of else None
     try:
-        return run_billing(district, client, t0, t1, ledger_url=ledger_url, season_id=body.season, as_of_ms=as_of, user=user, source=body.source)
+        run = run_billing(district, client, t0, t1, ledger_url=ledger_url, season_id=body.season, as_of_ms=as_of, user=user,
+                          source=body.source, write_kpis=True)
+        window_efficiency(district, client, t0, t1, write_kpis=True, source=body.source)
+        return run
     except BillingError as exc:
         raise HTTPException(422, str(exc)) from exc
     except LedgerError as exc:
@@ -514,4 +524,4 @@ def redact_query_in_access_log(record: logging.LogRecord) -> bool:
     return True
 
 
-__all__ = ["ApiConfig", "Ledger", "create_app", "ledger_call", "load_tokens", "read_entries", "record_edit", "serve", "start_billing_run"]
+__all__ = ["ApiConfig", "Ledger", "create_app", "ledger_call", "load_tokens", "read_entries", "record_edit", "serve", "start_billing_run", "window_efficiency"]

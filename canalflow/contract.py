@@ -14,7 +14,7 @@ Version 1 payload on ``canalflow/v1/{district}/{gateway}/{point}/readings`` (QoS
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -312,12 +312,44 @@ RETENTION_POLICY: dict[str, str] = {
 }
 
 
+# Which commands write each measurement: the words of a ``canalflow`` command and the options it
+# needs. The compose stack runs a writer of every measurement a dashboard panel or alert rule reads
+# (tests/test_compose.py); ``billing serve`` writes its KPIs on each run started through ``POST /runs``.
+_ROLLUP_WRITERS = (("ingest", "run", "--rollup-every"), ("ingest", "rollup"))
+WRITERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    M.readings: (("ingest", "run"),),
+    M.gateway_status: (("ingest", "run"),),
+    M.ingest_stats: (("ingest", "run"),),
+    M.volume: _ROLLUP_WRITERS,
+    M.balance: _ROLLUP_WRITERS,
+    M.efficiency: (("billing", "serve"), ("billing", "efficiency", "--write-kpis")),
+    M.billing: (("billing", "serve"), ("billing", "run", "--write-kpis")),
+}
+
+
+def writes(command: Sequence[str], measurement: str) -> bool:
+    """Whether ``canalflow COMMAND...`` (its argument list) writes ``measurement`` (:data:`WRITERS`)."""
+    for writer in WRITERS.get(measurement, ()):
+        words = [w for w in writer if not w.startswith("--")]
+        if list(command[: len(words)]) == words and all(o in command for o in writer if o.startswith("--")):
+            return True
+    return False
+
+
 def policy_of(measurement: str) -> str:
     """The retention policy ``measurement`` is written to and read from."""
     try:
         return RETENTION_POLICY[measurement]
     except KeyError:
         raise KeyError(f"measurement {measurement!r} has no retention policy in canalflow.contract.RETENTION_POLICY") from None
+
+
+def bucket_of(database: str, policy: str) -> str:
+    """InfluxDB 2.x: the bucket behind ``database``/``policy`` (``canalflow-raw``, ``canalflow-rollups``).
+
+    ``ingest setup --org`` creates these buckets and the compose init script
+    (deploy/influxdb/init-canalflow.sh, named in docker-compose.yml) uses the same names."""
+    return f"{database}-{policy}"
 
 
 def source_of(measurement: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from canalflow.contract import RAW_RP, ROLLUP_RP
+from canalflow.contract import RAW_RP, ROLLUP_RP, bucket_of
 from canalflow.errors import CanalflowError
 from canalflow.influx import InfluxV1, quote_ident
 from ingest.deadletter import DeadLetter, DeadLetterStore
@@ -109,7 +109,7 @@ def retention_seconds(duration: str) -> int:
 
 
 def setup_v2(url: str, token: str, org: str, db: str, *, raw_retention: str = "730d", rollup_retention: str = "INF") -> list[str]:
-    """InfluxDB 2.x: buckets ``db`` (raw) and ``db-rollups`` with retention, and the DBRP mappings that make
+    """InfluxDB 2.x: buckets ``db-raw`` and ``db-rollups`` (:func:`canalflow.contract.bucket_of`) with retention, and the DBRP mappings that make
     the v1 API used everywhere else see them as database ``db``, policies ``raw`` (default) and ``rollups``.
 
     Not exercised against a live 2.x server in this repository's tests (none is installable here);
@@ -125,8 +125,8 @@ def setup_v2(url: str, token: str, org: str, db: str, *, raw_retention: str = "7
         org_id = client.organizations_api().find_organizations(org=org)[0].id
         dbrps = DBRPsService(client.api_client)
         existing = {(m.database, m.retention_policy) for m in (dbrps.get_dbr_ps(org_id=org_id).content or [])}
-        for bucket_name, rp, duration, default in ((db, RAW_RP, raw_retention, True),
-                                                   (f"{db}-{ROLLUP_RP}", ROLLUP_RP, rollup_retention, False)):
+        for bucket_name, rp, duration, default in ((bucket_of(db, RAW_RP), RAW_RP, raw_retention, True),
+                                                   (bucket_of(db, ROLLUP_RP), ROLLUP_RP, rollup_retention, False)):
             seconds = retention_seconds(duration)
             rules = [BucketRetentionRules(type="expire", every_seconds=seconds)] if seconds else []
             bucket = buckets.find_bucket_by_name(bucket_name)

@@ -103,7 +103,7 @@ def _add_setup(actions: Any) -> None:
     add_influx_arguments(setup)
     setup.add_argument("--raw-retention", default="730d", help="how long raw readings are kept (default 730d)")
     setup.add_argument("--rollup-retention", default="INF", help="how long rollups are kept (default INF)")
-    setup.add_argument("--org", help="InfluxDB 2.x: create buckets DB and DB-rollups in this org and map them "
+    setup.add_argument("--org", help="InfluxDB 2.x: create buckets DB-raw and DB-rollups in this org and map them "
                                      "(DBRP) to database DB, policies raw and rollups; needs --token")
     setup.set_defaults(func=cmd_setup)
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import inspect
 import io
+import json
 import re
 import shlex
 import subprocess
@@ -19,9 +21,13 @@ import pytest
 import yaml
 
 from canalflow.cli import build_parser
+from canalflow.contract import RAW_RP, ROLLUP_RP, WRITERS, M, bucket_of, policy_of, writes
+from canalflow.credentials import tls_files
 from canalflow.district import load_district
 from dashboards.build import build_dashboards
 from dashboards.provisioning import GRAFANA_DASHBOARD_DIR
+from dashboards.querycheck import alert_rules, iter_panels
+from ingest.admin import setup_v2
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -135,8 +141,8 @@ def test_commands_parse_with_the_real_cli_and_mount_what_they_read(service: str)
 
 def test_mqtt_settings_match_the_broker_and_its_credentials() -> None:
     conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
-    listener = int(re.search(r"^listener (\d+)", conf, re.MULTILINE).group(1))
-    assert SERVICES["mosquitto"]["ports"] == [f"{listener}:{listener}"]
+    listener = tls_listener(conf)
+    assert SERVICES["mosquitto"]["ports"] == [f"{listener}:{listener}"]  # only the TLS listener is published
     assert re.search(r"^allow_anonymous false$", conf, re.MULTILINE)
     for key in ("password_file", "acl_file"):
         path = re.search(rf"^{key} (\S+)$", conf, re.MULTILINE).group(1)
@@ -148,12 +154,35 @@ def test_mqtt_settings_match_the_broker_and_its_credentials() -> None:
         command = SERVICES[name]["command"]
         if "--mqtt" in command:
             url = urlsplit(command[command.index("--mqtt") + 1])
-            assert (url.hostname, url.port) == ("mosquitto", listener), name
+            assert (url.scheme, url.hostname, url.port) == ("mqtts", "mosquitto", listener), name
+            assert command[command.index("--mqtt-cafile") + 1] == str(tls_files(MQTT_DIR)["ca.crt"]), name
             user = command[command.index("--mqtt-username") + 1]
             assert command[command.index("--mqtt-password-file") + 1] == f"{MQTT_DIR}/secrets/{user}.password"
             users[name] = user
     assert sorted(u for n, u in users.items() if n.startswith("edge-")) == sorted(district.gateways)  # one agent per gateway
     assert users["ingest"] == "ingest"  # the default ingest user of `canalflow credentials`
+
+
+def tls_listener(conf: str) -> int:
+    """The broker's TLS listener; every other listener binds the container's loopback only."""
+    blocks = re.split(r"^(?=listener )", conf, flags=re.MULTILINE)[1:]
+    tls = [b for b in blocks if re.search(r"^certfile ", b, re.MULTILINE)]
+    assert len(tls) == 1, "mosquitto.conf: exactly one listener with certfile/keyfile (TLS)"
+    for block in blocks:
+        if block not in tls:
+            assert re.match(r"listener \d+ 127\.0\.0\.1\n", block), f"mosquitto.conf: plain {block.splitlines()[0]!r} must bind 127.0.0.1"
+    return int(tls[0].split()[1])
+
+
+def test_the_broker_serves_tls_with_the_files_credentials_makes() -> None:
+    conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    tls_listener(conf)
+    files = tls_files(MQTT_DIR)
+    for key, name in (("cafile", "ca.crt"), ("certfile", "server.crt"), ("keyfile", "server.key")):
+        assert re.search(rf"^{key} {re.escape(str(files[name]))}$", conf, re.MULTILINE), f"mosquitto.conf: {key} {files[name]}"
+    command = SERVICES["credentials"]["command"]
+    hosts = [command[i + 1] for i, word in enumerate(command) if word == "--tls-host"]
+    assert "mosquitto" in hosts  # the name the other containers connect to is in the broker certificate
 
 
 def test_edge_agents_follow_the_fleet() -> None:
@@ -221,10 +250,53 @@ def test_the_canalflow_entry_point_offers_each_command(service: str) -> None:
 
 
 def test_no_secret_is_a_command_argument_and_ingest_writes_the_rollups() -> None:
+    """Every service: no secret option, no ${SECRET} of the .env and no password in a URL on its command
+    line (visible in `ps`); they come from files or the environment (tests/test_compose_processes.py
+    also reads each running service's /proc/PID/cmdline)."""
     for name, service in COMPOSE["services"].items():
-        command = service.get("command") or []
-        assert not any(arg in ("--token", "--password") for arg in command), f"{name}: secret on the command line"
+        command = [str(arg) for arg in service.get("command") or []]
+        assert not any(arg in ("--token", "--password", "--mqtt-password") for arg in command), f"{name}: secret option on the command line"
+        assert not any(re.search(r"\$\{", arg) for arg in command), f"{name}: a .env variable (secret) on the command line"
+        assert not any(urlsplit(arg).password for arg in command if "://" in arg), f"{name}: a password in a URL on the command line"
     ingest = COMPOSE["services"]["ingest"]
     assert "CANALFLOW_INFLUX_TOKEN" in ingest["environment"]
     every = ingest["command"][ingest["command"].index("--rollup-every") + 1]
     assert 0 < float(every) <= 3600  # the volume and balance rollups the dashboards read are kept current
+
+
+def queried_measurements() -> dict[tuple[str, str], list[str]]:
+    """(policy, measurement) of every FROM in the dashboards and alert rules Grafana mounts -> who reads it."""
+    found: dict[tuple[str, str], list[str]] = {}
+    sources = [(f"{p.name} / {panel.get('title')}", t["query"]) for p in sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))
+               for panel in iter_panels(json.loads(p.read_text())) for t in panel.get("targets") or []]
+    sources += [(f"{p.name} / variable {v['name']}", v["query"]) for p in sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))
+                for v in json.loads(p.read_text())["templating"]["list"] if v["type"] == "query"]
+    for path in sorted((ROOT / "deploy/grafana/provisioning/alerting").glob("*.yaml")):
+        sources += [(f"{path.name} / alert {rule['uid']}", item["model"]["query"]) for rule in alert_rules(yaml.safe_load(path.read_text()))
+                    for item in rule["data"] if item["datasourceUid"] != "__expr__"]
+    for reader, query in sources:
+        for policy, measurement in re.findall(r'FROM\s+"(\w+)"\."(\w+)"', query):
+            found.setdefault((policy, measurement), []).append(reader)
+    return found
+
+
+def test_every_measurement_a_dashboard_or_alert_reads_has_a_writer_in_the_stack() -> None:
+    read = queried_measurements()
+    assert {m for _, m in read} >= {M.readings, M.volume, M.balance, M.efficiency, M.billing, M.gateway_status}
+    commands = {name: [str(a) for a in SERVICES[name]["command"]] for name in CANALFLOW_SERVICES}
+    for (policy, measurement), readers in sorted(read.items()):
+        assert policy == policy_of(measurement), f"{readers[0]} reads {measurement} from {policy!r}, written to {policy_of(measurement)!r}"
+        writers = [name for name, command in commands.items() if writes(command, measurement)]
+        assert writers, f"nothing in docker-compose.yml writes {measurement!r} (read by {', '.join(readers)}): run one of {WRITERS[measurement]}"
+
+
+def test_the_influxdb_2_buckets_are_the_contracts() -> None:
+    """`ingest setup --org` and the compose init script make the same buckets (contract.bucket_of)."""
+    env = SERVICES["influxdb"]["environment"]
+    db = env["CANALFLOW_INFLUX_DB"]
+    assert env["DOCKER_INFLUXDB_INIT_BUCKET"] == bucket_of(db, RAW_RP) == "canalflow-raw"
+    assert env["CANALFLOW_ROLLUP_BUCKET"] == bucket_of(db, ROLLUP_RP) == "canalflow-rollups"
+    init = (ROOT / "deploy" / "influxdb" / "init-canalflow.sh").read_text()
+    assert f"--rp {RAW_RP} " in init and f"--rp {ROLLUP_RP} " in init
+    source = inspect.getsource(setup_v2)
+    assert "bucket_of(db, RAW_RP)" in source and "bucket_of(db, ROLLUP_RP)" in source
