@@ -8,12 +8,14 @@ Each one's subcommands and flags must exist in the argparse parser `--help` prin
 A code block preceded by the HTML comment `<!-- run -->` is run here, each command in turn, from a
 scratch directory that sees the repository's top-level folders (so `out/` is the test's own), with the
 test harness's Mosquitto and InfluxDB standing in for `mqtt://127.0.0.1:1883` and `http://127.0.0.1:8086`
-(also as `$CANALFLOW_INFLUX_URL`/`_DB`) and a scratch ledger: each must exit 0.
+(also as `$CANALFLOW_INFLUX_URL`/`_DB`); the ledger is the default, `out/ledger.db` there. Each must exit 0.
+The documents run side by side, each one's commands in order.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import io
 import os
@@ -242,8 +244,7 @@ def test_the_examples_are_found_and_some_run() -> None:
 # ---- the marked examples run ---------------------------------------------------------------------
 
 
-def _scratch(tmp_path: Path) -> Path:
-    work = tmp_path / "work"
+def _scratch(work: Path) -> Path:
     work.mkdir()
     for top in ROOT.iterdir():
         if not top.name.startswith(".") and top.name != "out":
@@ -251,16 +252,26 @@ def _scratch(tmp_path: Path) -> Path:
     return work
 
 
-def test_the_marked_examples_run(tmp_path: Path, mqtt_url: str, influx: InfluxV1) -> None:
-    runnable = [e for e in ALL if e.run]
-    work = _scratch(tmp_path)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "CANALFLOW_INFLUX_URL": influx.url, "CANALFLOW_INFLUX_DB": influx.database,
-           "CANALFLOW_LEDGER": f"sqlite:///{tmp_path / 'ledger.db'}"}
+def _run_block(block: list[Example], work: Path, env: dict[str, str], mqtt_url: str, influx_url: str) -> list[str]:
     failed = []
-    for example in runnable:
-        command = example.text.replace(DEFAULT_MQTT, mqtt_url).replace(DEFAULT_INFLUX, influx.url)
+    for example in block:  # in order: a block's later commands may read what the earlier ones wrote
+        command = example.text.replace(DEFAULT_MQTT, mqtt_url).replace(DEFAULT_INFLUX, influx_url)
         done = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
             failed.append(f"{example.where()}\n    -> exit {done.returncode}: {(done.stderr or done.stdout)[-800:]}")
+    return failed
+
+
+def test_the_marked_examples_run(tmp_path: Path, mqtt_url: str, influx: InfluxV1) -> None:
+    blocks: dict[Path, list[Example]] = {}
+    for example in ALL:
+        if example.run:
+            blocks.setdefault(example.doc, []).append(example)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "CANALFLOW_INFLUX_URL": influx.url, "CANALFLOW_INFLUX_DB": influx.database}
+    env.pop("CANALFLOW_LEDGER", None)  # the documented default: out/ledger.db of the (scratch) working directory
+    with concurrent.futures.ThreadPoolExecutor(len(blocks)) as pool:  # one document's blocks after another
+        runs = [pool.submit(_run_block, block, _scratch(tmp_path / doc.stem), env, mqtt_url, influx.url)
+                for doc, block in blocks.items()]
+        failed = [line for run in runs for line in run.result()]
     assert not failed, "\n".join(failed)
