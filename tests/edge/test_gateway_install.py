@@ -18,6 +18,7 @@ lives under /root, which is bound into the root although the unit has `ProtectHo
 from __future__ import annotations
 
 import configparser
+import grp
 import os
 import shlex
 import shutil
@@ -84,11 +85,19 @@ def run(*argv: str | Path) -> None:
 
 
 def install_like_the_docs(root: Path) -> tuple[int, int]:
-    """docs/edge.md's steps, each with `--root`/a path prefix (names resolved in the root's /etc)."""
-    (root / "etc").mkdir(parents=True)
-    for name in ("passwd", "group", "shadow", "gshadow", "login.defs"):
-        if Path("/etc", name).exists():
-            shutil.copy2(Path("/etc", name), root / "etc" / name)
+    """docs/edge.md's steps, each with `--root`/a path prefix (names resolved in the root's /etc, which starts
+    with root and dialout only: no copy of this machine's accounts)."""
+    etc = root / "etc"
+    etc.mkdir(parents=True)
+    dialout = grp.getgrnam("dialout").gr_gid  # the gateway's serial-port group, as Debian numbers it
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (etc / "group").write_text(f"root:x:0:\ndialout:x:{dialout}:\n")
+    (etc / "shadow").write_text("root:*:20000:0:99999:7:::\n")
+    (etc / "gshadow").write_text("root:*::\ndialout:*::\n")
+    for name in ("shadow", "gshadow"):
+        os.chmod(etc / name, 0o600)
+    if Path("/etc/login.defs").exists():
+        shutil.copy(Path("/etc/login.defs"), etc / "login.defs")
     run("useradd", "--root", root, "--system", "--groups", "dialout", "canalflow")
     uid, gid = passwd_entry(root, "canalflow")
     conf = root / "etc" / "canalflow"
