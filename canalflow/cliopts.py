@@ -1,4 +1,5 @@
-"""The command-line options several commands share: the ``--from/--to`` window and InfluxDB.
+"""The command-line options several commands share: the ``--from/--to`` window, InfluxDB, the district
+file (``--district`` is the file in every command) and the billing ledger.
 
 One rule for every command (billing, ingest rollup, dashboards, fleet truth, ...), described in
 README.md "Command options":
