@@ -239,9 +239,10 @@ def test_check_refuses_a_buffer_in_a_read_only_directory(tmp_path: Path) -> None
     data.update(district="district.yaml", buffer={"path": "edge-GW-B1.db"}, metrics_port=0)
     (conf / "edge.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
     script = f"mount --bind {conf} {conf} && mount -o remount,bind,ro {conf} && exec \"$@\""
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-                           sys.executable, "-m", "edge", "run", "--config", str(conf / "edge.yaml"), "--check"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert f"buffer {conf / 'edge-GW-B1.db'}: cannot write it" in done.stderr
-    assert "/var/lib/canalflow" in done.stderr and "Traceback" not in done.stderr
+    for check in (["--check"], []):  # the unit's ExecStartPre, and the agent itself when started anyway
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                               sys.executable, "-m", "edge", "run", "--config", str(conf / "edge.yaml"), *check],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"buffer {conf / 'edge-GW-B1.db'}: cannot write it" in done.stderr
+        assert "/var/lib/canalflow" in done.stderr and "Traceback" not in done.stderr
