@@ -118,7 +118,7 @@ def _add_run(commands: Any) -> None:
     add_window_arguments(run, from_group=when)
     run.add_argument("--as-of", help="readings as-of time (ISO); default now")
     run.add_argument("--out", type=Path, help="write run.json, bills/*.json, bills.csv, bill_lines.csv, bills.xlsx here")
-    run.add_argument("--ledger", default=None, help="SQLAlchemy URL, e.g. sqlite:///out/ledger.db (default: no ledger)")
+    add_ledger_argument(run)
     run.add_argument("--user", default="system")
     run.add_argument("--json", action="store_true", help="print the run manifest as JSON")
     run.add_argument("--pdf", action="store_true", help="also render a PDF bill per unit into OUT/pdf (parallel)")

@@ -1,4 +1,5 @@
-"""The command-line options several commands share: the ``--from/--to`` window and InfluxDB.
+"""The command-line options several commands share: the ``--from/--to`` window, InfluxDB, the district
+file (``--district`` is the file in every command) and the billing ledger.
 
 One rule for every command (billing, ingest rollup, dashboards, fleet truth, ...), described in
 README.md "Command options":
@@ -20,6 +21,7 @@ import argparse
 import datetime as dt
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from canalflow.clock import parse_iso_ms
@@ -104,6 +106,20 @@ def _date_only(text: str) -> dt.date | None:
         return dt.date.fromisoformat(text.strip())
     except ValueError:
         return None
+
+
+# ---- the district -------------------------------------------------------------------------------
+
+
+def district_id_from_file(value: str | Path, *, option: str = "--district") -> str:
+    """The id of the district file an option names; ``--district`` is the file in every command."""
+    path = Path(value)
+    if not path.is_file():
+        raise OptionError(f"{option} {value}: no such file: {option} is the district file in every command "
+                          "(e.g. examples/demo-district.yaml), the district id is read from it")
+    from canalflow.district import load_district
+
+    return load_district(path).id
 
 
 # ---- the billing ledger -------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class Canal(Model):
 
 
 class SerialLine(Model):
-    port: str
+    port: str = Field(min_length=1)  # the device `edge run` opens, e.g. /dev/ttyUSB0
     baud: int = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
@@ -143,9 +143,11 @@ class Gateway(Model):
 
     @model_validator(mode="after")
     def _rtu_needs_serial(self) -> Gateway:
-        # `edge run` opens this line; without it the gateway can be checked but never polled
+        # `edge run` opens this line (or connects to host:port); without it the gateway can be checked but never polled
         if self.transport == "rtu" and self.serial is None:
             raise ValueError("transport 'rtu' needs 'serial' (port, baud, parity: e.g. serial: {port: /dev/ttyUSB0, baud: 9600})")
+        if self.transport != "rtu" and not self.host.strip():
+            raise ValueError(f"transport {self.transport!r} needs 'host' (the gateway's address, e.g. host: 192.168.1.20)")
         return self
 
 

@@ -88,8 +88,7 @@ class EdgeAgent:
             config.metrics_port = metrics_port
         self.config = config
         self.clock = clock or SimClock.real()
-        path = buffer_path or config.buffer.path or f"edge-{config.district_id}-{config.gateway}.db"
-        self.buffer_path = Path(path)
+        self.buffer_path = config.buffer_file(buffer_path)
         self.metrics = EdgeMetrics(config.gateway)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()

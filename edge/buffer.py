@@ -20,6 +20,7 @@ yet confirmed stay, and deleting confirmed rows is retried.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -38,6 +39,30 @@ log = logging.getLogger("canalflow.edge.buffer")
 
 class BufferBusy(CanalflowError, RuntimeError):
     """Another process (a running agent) publishes from this buffer."""
+
+
+class BufferUnwritable(CanalflowError, OSError):
+    """The buffer file cannot be created or opened for writing where ``buffer.path`` puts it."""
+
+
+def check_writable(path: Path | str) -> None:
+    """Refuse a buffer whose directory this user cannot write (a read-only /etc, another user's dir)."""
+    path = Path(path).absolute()
+    directory = path.parent
+    while not directory.exists():
+        directory = directory.parent
+    if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise _unwritable(path, "permission denied or a read-only file system")
+
+
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS}
+_CANNOT_OPEN = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM}
+
+
+def _unwritable(path: Path, why: object) -> BufferUnwritable:
+    return BufferUnwritable(f"buffer {path}: cannot write it ({why}): set buffer.path (or --buffer) to a file in a "
+                            "directory this user can write; on a gateway /var/lib/canalflow, the unit's "
+                            "StateDirectory (docs/edge.md)")
 
 
 class BufferStorageError(RuntimeError):
@@ -106,15 +131,20 @@ class Buffer:
         exclusive: bool = False,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = self._take_lock() if exclusive else None
         self.max_rows = max_rows
         self.max_age_s = max_age_s
         self.when_full = when_full
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = self._take_lock() if exclusive else None
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if getattr(exc, "errno", None) in _CANNOT_WRITE or getattr(exc, "sqlite_errorcode", None) in _CANNOT_OPEN:
+                raise _unwritable(self.path, exc) from None
+            raise
         self.dropped = int(self._meta("dropped", "0"))
         self.storage_error: str | None = None  # why the last write failed, until one succeeds again
         self._failing_since = 0.0

@@ -111,14 +111,16 @@ def build_config(args: argparse.Namespace) -> Any:
 def run_agent(args: argparse.Namespace) -> int:
     from canalflow.clock import SimClock
     from edge.agent import EdgeAgent
+    from edge.buffer import check_writable
     from edge.config import clock_from_manifest
 
     _setup_logging(args.verbose)
     config = build_config(args)
     clock = clock_from_manifest(args.clock_from) if args.clock_from else SimClock.real()
     if args.check:
+        check_writable(config.buffer_file(args.buffer))
         print(f"OK: gateway {config.gateway} of district {config.district_id}: {len(config.points)} meters on "
-              f"{config.endpoint.target()}")
+              f"{config.endpoint.target()}, buffer {config.buffer_file(args.buffer)}")
         for plan in config.points:
             print(f"  {plan.point:12} unit {plan.unit:3}  {plan.profile.name:15} every {plan.fast_s:g} s "
                   f"(slow {plan.slow_s:g} s)")

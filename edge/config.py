@@ -244,6 +244,10 @@ class EdgeConfig:
     district: District | None = None  # None for a stand-alone edge config
     profiles: dict[str, Any] = field(default_factory=dict)
 
+    def buffer_file(self, override: Path | str | None = None) -> Path:
+        """The SQLite buffer: ``--buffer``, else ``buffer.path``, else ``edge-<district>-<gateway>.db`` here."""
+        return Path(override or self.buffer.path or f"edge-{self.district_id}-{self.gateway}.db")
+
     def point(self, point_id: str) -> PointPlan:
         for plan in self.points:
             if plan.point == point_id:

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from canalflow import codec
+from canalflow.cliopts import district_id_from_file
 from canalflow.clock import wall_to_utc
 from canalflow.errors import CanalflowError
 from canalflow.mqtt import add_mqtt_arguments, target_from_args
@@ -385,10 +386,12 @@ async def _probe_read(link: ModbusLink, unit: int, address: int, count: int, fun
 def _register_watch(actions: Any) -> None:
     watch = actions.add_parser(
         "watch", help="a live table of an agent's points (from the broker)",
-        **_epilog("canalflow edge watch --mqtt mqtt://127.0.0.1:1883 --district demo --gateway GW-B1",
-                  "canalflow edge watch --mqtt mqtt://127.0.0.1:1883 --district demo --duration 10 --json"))
+        **_epilog("canalflow edge watch --mqtt mqtt://127.0.0.1:1883 --district examples/demo-district.yaml "
+                  "--gateway GW-B1",
+                  "canalflow edge watch --mqtt mqtt://127.0.0.1:1883 --district examples/demo-district.yaml "
+                  "--duration 10 --json"))
     add_mqtt_arguments(watch)
-    watch.add_argument("--district", required=True, help="district id")
+    watch.add_argument("--district", required=True, metavar="FILE", help="district file (its id names the topics)")
     watch.add_argument("--gateway", default="+", help="gateway id (default: all)")
     watch.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     watch.add_argument("--json", action="store_true", help="print each batch as a JSON line")
@@ -398,7 +401,8 @@ def _register_watch(actions: Any) -> None:
 def cmd_watch(args: argparse.Namespace) -> int:
     from edge.watch import watch
 
-    return watch(target_from_args(args), args.district, args.gateway, duration=args.duration, as_json=args.json)
+    district = district_id_from_file(args.district)
+    return watch(target_from_args(args), district, args.gateway, duration=args.duration, as_json=args.json)
 
 
 # ---- commission ------------------------------------------------------------------------------
@@ -442,7 +446,7 @@ def _register_buffer(actions: Any) -> None:
                              **_epilog("canalflow edge buffer status --buffer /var/lib/canalflow/edge.db",
                                        "canalflow edge buffer export --buffer edge.db > backlog.jsonl",
                                        "canalflow edge buffer replay --buffer edge.db --mqtt mqtt://127.0.0.1:1883 "
-                                       "--district demo --gateway GW-B1"))
+                                       "--district /etc/canalflow/district.yaml --gateway GW-B1"))
     sub = buf.add_subparsers(dest="buffer_command", metavar="ACTION", required=True)
     status = sub.add_parser("status", help="depth, age, drops and points waiting",
                             **_epilog("canalflow edge buffer status --buffer edge.db --json"))
@@ -450,12 +454,12 @@ def _register_buffer(actions: Any) -> None:
                             **_epilog("canalflow edge buffer export --buffer edge.db > backlog.jsonl"))
     replay = sub.add_parser("replay", help="publish the backlog now (agent stopped), marked historical",
                             **_epilog("canalflow edge buffer replay --buffer edge.db --mqtt mqtt://127.0.0.1:1883 "
-                                      "--district demo --gateway GW-B1"))
+                                      "--district /etc/canalflow/district.yaml --gateway GW-B1"))
     for p in (status, export, replay):
         p.add_argument("--buffer", required=True, help="the agent's SQLite buffer file")
         p.add_argument("--json", action="store_true")
     add_mqtt_arguments(replay)
-    replay.add_argument("--district", required=True, help="district id")
+    replay.add_argument("--district", required=True, metavar="FILE", help="district file (its id names the topics)")
     replay.add_argument("--gateway", required=True)
     replay.add_argument("--confirm", choices=("ingest", "broker"), default="ingest",
                         help="remove a reading once ingest confirms it stored (default), or on the broker's PUBACK")
@@ -503,7 +507,7 @@ def cmd_buffer_export(args: argparse.Namespace) -> int:
 def cmd_buffer_replay(args: argparse.Namespace) -> int:
     from edge.replay import replay_buffer
 
-    sent = replay_buffer(args.buffer, target_from_args(args), args.district, args.gateway,
+    sent = replay_buffer(args.buffer, target_from_args(args), district_id_from_file(args.district), args.gateway,
                          timeout_s=args.timeout, confirm=args.confirm)
     if args.json:
         _print_json({"replayed": sent})

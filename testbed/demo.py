@@ -127,7 +127,7 @@ def produce_outputs(district: District, influx_url: str, database: str, window: 
     run_canalflow("ingest", "rollup", *common, *span)
     say("billing run: bills (PDF, JSON), CSV and XLSX summaries, ledger")
     run_canalflow("billing", "run", *common, *span, "--out", str(out / "bills"), "--pdf", "--write-kpis",
-                  "--ledger", f"sqlite:///{(out / 'ledger.sqlite').resolve()}")
+                  "--ledger", f"sqlite:///{(out / 'ledger.db').resolve()}")  # `make demo`: the default ledger
     say("canal balance and efficiency")
     efficiency = run_canalflow("billing", "efficiency", *common, *span, "--json", "--write-kpis")
     (out / "efficiency.json").write_text(efficiency, encoding="utf-8")

@@ -123,7 +123,7 @@ def demo_report(district: District, out: Path, window: tuple[int, int], efficien
         "- `bills/` — run.json (inputs and hashes), bills/*.json, pdf/*.pdf, bills.csv, bill_lines.csv, bills.xlsx",
         "- `efficiency.json` — reach balances, canal/level/system coefficients with method and coverage",
         "- `dashboards/` — Grafana dashboards, provisioning and alert rules; `previews/` — their panels as PNG",
-        "- `ledger.sqlite` — the billing ledger; `logs/` — each process's log",
+        "- `ledger.db` — the billing ledger (the default `--ledger`, sqlite:///out/ledger.db); `logs/` — each process's log",
         "",
     ]
     return "\n".join(parts)

@@ -22,6 +22,7 @@ Add new fixtures below in their own section.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -139,3 +140,20 @@ def postgres_url(postgres: Postgres, request: pytest.FixtureRequest) -> Iterator
     name = "".join(c if c.isalnum() else "_" for c in f"t_{request.node.name[:40]}_{uuid.uuid4().hex[:8]}").lower()
     yield postgres.create_database(name, icu_locale="en-US")
     postgres.drop_database(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The billing ledger default
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A `billing run` without --ledger records in $CANALFLOW_LEDGER, else sqlite:///out/ledger.db of the
+    working directory (canalflow.cliopts): keep the tests' runs out of the repository's out/."""
+    if os.environ.get("CANALFLOW_LEDGER"):
+        yield
+        return
+    os.environ["CANALFLOW_LEDGER"] = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
+    yield
+    os.environ.pop("CANALFLOW_LEDGER", None)

@@ -225,3 +225,31 @@ def test_an_unexpected_exception_keeps_its_traceback(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(billing.cli, "cmd_ledger", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["billing", "ledger", "runs"])
+
+
+# ---- one ledger default ------------------------------------------------------------------------
+
+
+def test_billing_run_records_in_the_documented_ledger_default_or_canalflow_ledger(
+        influx: InfluxV1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/billing.md: the ledger defaults to sqlite:///out/ledger.db, or $CANALFLOW_LEDGER (the billing container)."""
+    _write_three_days(influx)
+    monkeypatch.setenv("CANALFLOW_INFLUX_URL", influx.url)
+    monkeypatch.setenv("CANALFLOW_INFLUX_DB", influx.database)
+    monkeypatch.chdir(tmp_path)
+    run = ["billing", "run", "--district", str(DEMO), "--from", D, "--to", D, "--as-of", "2026-03-20", "--json"]
+
+    def recorded_run() -> str:
+        assert main(run) == 0
+        run_id = json.loads(capsys.readouterr().out)["run_id"]
+        assert main(["billing", "ledger", "runs"]) == 0
+        assert run_id[:12] in capsys.readouterr().out
+        return run_id
+
+    monkeypatch.delenv("CANALFLOW_LEDGER")
+    recorded_run()
+    assert (tmp_path / "out" / "ledger.db").is_file()
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("CANALFLOW_LEDGER", f"sqlite:///{elsewhere}")
+    recorded_run()
+    assert elsewhere.is_file()

@@ -202,3 +202,15 @@ def test_an_rtu_gateway_without_a_serial_line_is_refused_naming_the_field(tmp_pa
     problems = errors_of(path)
     [problem] = [p for p in problems if "needs 'serial'" in p.message]
     assert problem.line == 56 and "gateways" in problem.field, problem
+
+
+@pytest.mark.parametrize(("gateway", "says"), [
+    ("{id: GW-B1, transport: tcp, host: '', port: 5021}", "transport 'tcp' needs 'host'"),
+    ("{id: GW-B1, transport: rtu_over_tcp, host: ' '}", "transport 'rtu_over_tcp' needs 'host'"),
+    ("{id: GW-B1, transport: rtu, serial: {port: ''}}", "at least 1 character"),
+])
+def test_district_check_refuses_a_gateway_edge_run_cannot_reach(tmp_path, gateway, says):
+    path = broken_copy(tmp_path, ("{id: GW-B1,   name: 一分干管理段, transport: tcp, host: 127.0.0.1, port: 5021}", gateway))
+    line = next(n for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if gateway in text)
+    [problem] = [p for p in errors_of(path) if says in p.message]
+    assert problem.line == line and "gateways" in problem.field, problem

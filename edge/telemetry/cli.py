@@ -131,8 +131,8 @@ def decode_command(args: argparse.Namespace) -> int:
 
 
 STATIONS_EXAMPLE = """examples:
-  canalflow edge stations --mqtt mqtt://127.0.0.1:1883 --district demo --gateway RX-1
-  canalflow edge stations --mqtt mqtts://broker:8883 --district demo --gateway RX-1 --json
+  canalflow edge stations --mqtt mqtt://127.0.0.1:1883 --district examples/demo-district.yaml --gateway RX-1
+  canalflow edge stations --mqtt mqtts://broker:8883 --district examples/demo-district.yaml --gateway RX-1 --json
 
 Reads the receiver's retained status message (published every status interval, 10 s by default)."""
 
@@ -145,7 +145,7 @@ def _register_stations(actions: Any) -> None:
                                 "from its retained status message on the broker.", epilog=STATIONS_EXAMPLE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_mqtt_arguments(parser)
-    parser.add_argument("--district", required=True, help="district id")
+    parser.add_argument("--district", required=True, metavar="FILE", help="district file (its id names the topics)")
     parser.add_argument("--gateway", required=True, help="the receiver's gateway id")
     parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the status (default 5)")
     parser.add_argument("--json", action="store_true", help="the status's station entries as JSON")
@@ -153,10 +153,11 @@ def _register_stations(actions: Any) -> None:
 
 
 def stations_command(args: argparse.Namespace) -> int:
+    from canalflow.cliopts import district_id_from_file
     from canalflow.contract import status_topic
     from canalflow.mqtt import MqttConnectError, target_from_args
 
-    topic = status_topic(args.district, args.gateway)
+    topic = status_topic(district_id_from_file(args.district), args.gateway)
     try:
         status = _retained(target_from_args(args), topic, args.wait)
     except MqttConnectError as exc:

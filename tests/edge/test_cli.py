@@ -168,11 +168,11 @@ def test_buffer_status_export_and_replay(capsys: pytest.CaptureFixture[str], tmp
     broker: Mosquitto = make_mosquitto()  # type: ignore[operator]
     with Buffer(db, exclusive=True):  # an agent running on this buffer
         code, _, err = run(capsys, "edge", "buffer", "replay", "--buffer", str(db), "--mqtt", broker.url,
-                           "--district", "demo", "--gateway", "GW-B1")
+                           "--district", str(DEMO), "--gateway", "GW-B1")
         assert code == 1 and "in use by pid" in err
     collector = Collector(broker.url, ["canalflow/v1/demo/+/+/readings"])
     code, out, _ = run(capsys, "edge", "buffer", "replay", "--buffer", str(db), "--mqtt", broker.url,
-                       "--district", "demo", "--gateway", "GW-B1", "--confirm", "broker")
+                       "--district", str(DEMO), "--gateway", "GW-B1", "--confirm", "broker")
     assert code == 0 and "replayed 100" in out
     assert collector.wait_for(lambda: len(collector.readings()) == 100, 10)
     collector.close()
@@ -251,7 +251,17 @@ def test_watch_shows_the_latest_reading_of_each_point(capsys: pytest.CaptureFixt
 
     thread = threading.Thread(target=publish_soon)
     thread.start()
-    code, out, _ = run(capsys, "edge", "watch", "--mqtt", mosquitto.url, "--district", "demo", "--duration", "2.5")
+    code, out, _ = run(capsys, "edge", "watch", "--mqtt", mosquitto.url, "--district", str(DEMO),
+                       "--duration", "2.5")
     thread.join()
     assert code == 0
     assert "V01-IN" in out and "0.05" in out and "good" in out
+
+
+@pytest.mark.parametrize("action", [["watch", "--duration", "1"], ["stations", "--gateway", "RX-1"],
+                                    ["buffer", "replay", "--buffer", "edge.db", "--gateway", "GW-B1"]])
+def test_district_is_the_file_and_an_id_is_refused_saying_so(capsys: pytest.CaptureFixture[str],
+                                                              action: list[str]) -> None:
+    code, _, err = run(capsys, "edge", *action, "--mqtt", "mqtt://127.0.0.1:9", "--district", "demo")
+    assert code == 1
+    assert "--district demo: no such file: --district is the district file in every command" in err

@@ -213,7 +213,8 @@ def test_edge_stations_lists_them_from_the_receivers_status(tmp_path: Path, mqtt
         await rtu.send(good)
         await rtu.answer(25)
         await asyncio.sleep(0.6)  # a status message with these counts
-        argv = ["edge", "stations", "--mqtt", mqtt_url, "--district", "demo", "--gateway", "RX-1"]
+        demo = Path(__file__).resolve().parents[3] / "examples" / "demo-district.yaml"  # district id demo
+        argv = ["edge", "stations", "--mqtt", mqtt_url, "--district", str(demo), "--gateway", "RX-1"]
         assert await asyncio.to_thread(main, argv) == 0
         assert await asyncio.to_thread(main, [*argv, "--json"]) == 0
 
