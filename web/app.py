@@ -416,7 +416,7 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/public/{run_id}")
     def public_run(request: Request, run_id: str) -> Response:
         row = ledger_call(lambda: issued_run(ledger, run_id))
-        return page(request, "public_run.html", run=row, townships=by_township(notice_rows(ledger, row.id)))
+        return page(request, "public_run.html", run=row, townships=by_township(notice_rows(ledger, row.id, district())))
 
     @app.get("/public/{run_id}/{unit_id}")
     def public_unit(request: Request, run_id: str, unit_id: str) -> Response:
@@ -432,7 +432,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
     def _notice_of(run_id: str, unit_id: str) -> tuple[Any, Any]:
         row = ledger_call(lambda: issued_run(ledger, run_id))
-        found = [n for n in notice_rows(ledger, row.id) if n.unit_id == unit_id]
+        found = [n for n in notice_rows(ledger, row.id, district()) if n.unit_id == unit_id]
         if not found:
             raise HTTPException(404, f"no issued bill of unit {unit_id!r} in run {row.id[:12]}")
         return row, found[0]
@@ -447,25 +447,20 @@ def _local_path(target: str) -> str:
     return target if target.startswith("/") and not target.startswith(("//", "/\\")) else "/"
 
 
-def _cell(value: Any) -> Any:
-    """A CSV cell that a spreadsheet will not run as a formula (numbers stay numbers)."""
-    formula = isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(value)
-    return "'" + value if formula else value
+def _cell(text: str) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _is_number(text: str) -> bool:
-    try:
-        Decimal(text)
-    except ArithmeticError:
-        return False
-    return True
+TEXT_COLUMNS = frozenset({"unit_name", "blocked_reason", "note"})  # free text from the district file or a clerk; the rest are ids and numbers
 
 
 def _csv(columns: tuple[str, ...], rows: Any, filename: str) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(columns)
-    writer.writerows([_cell(v) for v in r] for r in rows)
+    text = [c in TEXT_COLUMNS for c in columns]
+    writer.writerows([_cell(v) if t else v for v, t in zip(r, text, strict=True)] for r in rows)
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
