@@ -13,7 +13,7 @@ A tokens file's old roles still load: ``viewer`` as ``auditor``, ``manager`` as 
 Lists are paginated with ``offset`` and ``limit`` (≤ 500) and answer ``{items, offset, limit, total}``.
 Every answer has a declared model (``billing/schemas.py``; the document is at ``/openapi.json``):
 money is a decimal string to the fen (``"-12.50"``), never a float. Errors are JSON
-``{"detail": ...}`` (``ErrorResponse``): 401 no/unknown token, 403 role too low, 404 unknown id,
+``{"detail": ...}`` (``ErrorResponse``): 401 no/unknown token, 403 the role may not (or four eyes), 404 unknown id,
 409 lifecycle conflict (an issued run is final, and no other run may bill its window), 413 body
 over 1 MB, 422 invalid input (field and problem, without echoing the input), 503 InfluxDB down.
 """
