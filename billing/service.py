@@ -18,8 +18,8 @@ class ServiceConfig:
     influx_url: str | None = None
     influx_db: str = DEFAULT_INFLUX_DB
     influx_token: str | None = None
-    _loaded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _loaded: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)  # a copy (replace) loads afresh
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServiceConfig:

@@ -154,6 +154,11 @@ def test_a_billing_round_four_eyes_and_the_public_notice(config: WebConfig, day:
     (tmp_path / "notice.pdf").write_bytes(pdf.content)
     subprocess.run(["pdftoppm", "-png", "-r", "50", str(tmp_path / "notice.pdf"), str(tmp_path / "notice")], check=True)
     assert list(tmp_path.glob("notice*.png"))
+    # and it shows exactly the issued bill's figures: use, quota, each kind's sum and the total
+    text = subprocess.run(["pdftotext", str(tmp_path / "notice.pdf"), "-"], check=True, capture_output=True, text=True).stdout.split()
+    sums = {kind: str(sum((Decimal(ln["amount"]) for ln in v01["lines"] if ln["kind"] == kind), Decimal(0))) for kind in ("charge", "subsidy", "reward")}
+    for figure in (v01["volume_m3"], v01["quota_m3"], v01["total"], *sums.values()):
+        assert figure in text, f"{figure} not on the printed notice: {' '.join(text)}"
     # the CSV download: the columns of bills.csv, the ledger's totals
     rows = list(csv.reader(io.StringIO(admin.get(f"/runs/{run_id}/bills.csv").text)))
     assert tuple(rows[0]) == BILL_COLUMNS and len(rows) == len(bills) + 1
