@@ -2,16 +2,18 @@
 
 Every route but ``/health`` needs ``Authorization: Bearer <token>``; tokens come from a tokens
 file (YAML list of ``{user, role, sha256}`` or, for development, ``{user, role, token}``) and
-carry one role:
+carry one role of the web workbench's (``billing/roles.py``):
 
-- ``viewer``: read runs, bills, explanations, efficiency, the ledger;
-- ``clerk``: + start billing runs and record adjustments;
-- ``manager``: + approve and issue runs.
+- every role (``auditor``, ``clerk``, ``approver``, ``admin``): read runs, bills, explanations, efficiency, the ledger;
+- ``clerk``, ``admin``: + start billing runs, record VEE edits, adjustments and payments;
+- ``approver``, ``admin``: + approve (not a run they recorded: four eyes) and issue runs.
+
+A tokens file's old roles still load: ``viewer`` as ``auditor``, ``manager`` as ``admin`` (with a warning).
 
 Lists are paginated with ``offset`` and ``limit`` (≤ 500) and answer ``{items, offset, limit, total}``.
 Every answer has a declared model (``billing/schemas.py``; the document is at ``/openapi.json``):
 money is a decimal string to the fen (``"-12.50"``), never a float. Errors are JSON
-``{"detail": ...}`` (``ErrorResponse``): 401 no/unknown token, 403 role too low, 404 unknown id,
+``{"detail": ...}`` (``ErrorResponse``): 401 no/unknown token, 403 the role may not (or four eyes), 404 unknown id,
 409 lifecycle conflict (an issued run is final, and no other run may bill its window), 413 body
 over 1 MB, 422 invalid input (field and problem, without echoing the input), 503 InfluxDB down.
 """
@@ -36,7 +38,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import models_json_schema
 
-from billing.ledger import Ledger, LedgerError, open_ledger
+from billing.ledger import FourEyesError, Ledger, LedgerError, open_ledger
+from billing.roles import may, needs, role_of
 from billing.schemas import (
     AdjustmentMade,
     BillDocument,
@@ -57,10 +60,10 @@ from billing.schemas import (
     VolumeEdit,
     WaterUse,
 )
+from billing.service import ServiceConfig
 from canalflow.credentials import hash_api_token
 from canalflow.errors import CanalflowError
 
-ROLES = ("viewer", "clerk", "manager")
 MAX_PAGE = 500
 MAX_OFFSET = 1_000_000_000  # SQLite integers are 64-bit: a larger offset would be a 500, not a page
 MAX_BODY_BYTES = 1_000_000  # the largest legitimate body (an edit or adjustment) is well under 1 kB
@@ -97,12 +100,13 @@ def load_tokens(path: Path) -> dict[str, Principal]:
     tokens: dict[str, Principal] = {}
     for index, entry in enumerate(entries):
         where = f"{path}: entry {index + 1}"
-        if not isinstance(entry, dict) or "user" not in entry or entry.get("role") not in ROLES:
-            raise TokenFileError(f"{where}: needs user and role (one of {', '.join(ROLES)})")
+        if not isinstance(entry, dict) or "user" not in entry:
+            raise TokenFileError(f"{where}: needs user and role")
+        role = role_of(entry.get("role"), where, TokenFileError)
         digest = entry.get("sha256") or (hash_api_token(str(entry["token"])) if "token" in entry else None)
         if not digest:
             raise TokenFileError(f"{where}: needs sha256 (of the token) or token; make one with: python -c \"import hashlib,sys;print(hashlib.sha256(sys.argv[1].encode()).hexdigest())\" TOKEN")
-        tokens[str(digest).lower()] = Principal(str(entry["user"]), entry["role"])
+        tokens[str(digest).lower()] = Principal(str(entry["user"]), role)
     return tokens
 
 
@@ -178,17 +182,13 @@ class TransitionRequest(BaseModel):
 
 @dataclass
 class ApiConfig:
-    ledger_url: str
+    service: ServiceConfig
     tokens: dict[str, Principal]
-    district_path: Path | None = None
-    influx_url: str | None = None
-    influx_db: str = "canalflow"
-    influx_token: str | None = None
 
 
 ERRORS = {
     401: "no bearer token, or an unknown one",
-    403: "the token's role is too low for this route",
+    403: "the token's role may not do this (billing/roles.py), or its user recorded the run they approve (four eyes)",
     404: "no such run, bill, line or unit",
     409: "the lifecycle does not allow it (an issued run is final; no run may bill again a window an issued run bills)",
     413: "the request body is over 1 MB",
@@ -211,8 +211,8 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.add_middleware(BodyLimit)
     _influx_down_is_503(app)
     _validation_errors_without_input(app)
-    ledger = open_ledger(config.ledger_url)
-    state: dict[str, Any] = {}
+    service = config.service
+    ledger = open_ledger(service.ledger_url)
 
     def principal(request: Request) -> Principal:
         header = request.headers.get("authorization", "")
@@ -225,120 +225,116 @@ def create_app(config: ApiConfig) -> FastAPI:
                 return who
         raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
 
-    def require(role: str) -> Callable[[Principal], Principal]:
+    def require(action: str) -> Callable[[Principal], Principal]:
         def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
-            if ROLES.index(who.role) < ROLES.index(role):
-                raise HTTPException(403, f"{who.user} is a {who.role}; this needs the {role} role")
+            if not may(who.role, action):
+                raise HTTPException(403, f"{who.user} ({who.role}) may not do this; it needs the {needs(action)} role")
             return who
         return check
 
-    Viewer = Annotated[Principal, Depends(require("viewer"))]
-    Clerk = Annotated[Principal, Depends(require("clerk"))]
-    Manager = Annotated[Principal, Depends(require("manager"))]
+    def role(action: str) -> Any:
+        return Annotated[Principal, Depends(require(action))]
+
+    Reader, Starter, Editor, Adjuster = role("read"), role("start_run"), role("edit"), role("adjust")
+    Payer, Approver, Issuer = role("pay"), role("approve"), role("issue")
     Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
     Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
     def district() -> Any:
-        if config.district_path is None:
+        if service.district_path is None:
             raise HTTPException(503, "the API was started without --district")
-        if "district" not in state:
-            from canalflow.district import load_district
-
-            state["district"] = load_district(config.district_path)
-        return state["district"]
+        return service.district()
 
     def influx() -> Any:
-        if not config.influx_url:
+        if not service.influx_url:
             raise HTTPException(503, "the API was started without --influx")
-        from canalflow.influx import InfluxV1
-
-        return InfluxV1(config.influx_url, config.influx_db, token=config.influx_token)
+        return service.influx()
 
     @app.get("/health", tags=["meta"])
     def health() -> Health:
         return Health(status="ok")
 
     @app.get("/runs", tags=["runs"], responses=READ)
-    def list_runs(_: Viewer, offset: Offset = 0, limit: Limit = 50) -> Page[RunSummary]:
+    def list_runs(_: Reader, offset: Offset = 0, limit: Limit = 50) -> Page[RunSummary]:
         rows = ledger.runs(offset=offset, limit=limit)
         return Page[RunSummary](items=[_run_summary(r) for r in rows], offset=offset, limit=limit, total=ledger.count_runs())
 
     @app.get("/runs/{run_id}", tags=["runs"], responses=READ | errors(404))
-    def get_run(run_id: str, _: Viewer) -> RunDetail:
+    def get_run(run_id: str, _: Reader) -> RunDetail:
         row = ledger_call(lambda: ledger.run(run_id))
         events = [Event(action=e.action, user=e.user, at=e.at, note=e.note) for e in ledger.events(row.id)]
         return RunDetail(**_run_summary(row).model_dump(), events=events)
 
     @app.get("/runs/{run_id}/bills", tags=["bills"], responses=READ | errors(404))
-    def run_bills(run_id: str, _: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[StoredBill]:
+    def run_bills(run_id: str, _: Reader, offset: Offset = 0, limit: Limit = 100) -> Page[StoredBill]:
         row = ledger_call(lambda: ledger.run(run_id))
         bills = [doc | {"status": row.status} for doc in ledger.bills_of_run(row.id, offset=offset, limit=limit)]
         return Page[StoredBill].model_validate({"items": bills, "offset": offset, "limit": limit, "total": ledger.count_bills(row.id)})
 
     @app.post("/runs", tags=["runs"], status_code=201, responses=WRITE | errors(409, 503))
-    def start_run(body: RunRequest, who: Clerk) -> StartedRun:
+    def start_run(body: RunRequest, who: Starter) -> StartedRun:
         d = district()
         with influx() as client:
-            run = start_billing_run(d, client, config.ledger_url, body, who.user)
+            run = start_billing_run(d, client, service.ledger_url, body, who.user)
         return StartedRun.model_validate(run.manifest() | {"ledger": run.ledger_status})
 
     @app.post("/runs/{run_id}/approve", tags=["runs"], responses=WRITE | errors(404, 409))
-    def approve(run_id: str, who: Manager, body: TransitionRequest | None = None) -> Transition:
+    def approve(run_id: str, who: Approver, body: TransitionRequest | None = None) -> Transition:
         status = ledger_call(lambda: ledger.advance(run_id, "approved", who.user, body.note if body else ""))
         return Transition(run_id=run_id, status=status)
 
     @app.post("/runs/{run_id}/issue", tags=["runs"], responses=WRITE | errors(404, 409))
-    def issue(run_id: str, who: Manager, body: TransitionRequest | None = None) -> Transition:
+    def issue(run_id: str, who: Issuer, body: TransitionRequest | None = None) -> Transition:
         status = ledger_call(lambda: ledger.advance(run_id, "issued", who.user, body.note if body else ""))
         return Transition(run_id=run_id, status=status)
 
     @app.get("/bills/{bill_id}", tags=["bills"], responses=READ | errors(404))
-    def get_bill(bill_id: str, _: Viewer) -> StoredBill:
+    def get_bill(bill_id: str, _: Reader) -> StoredBill:
         return StoredBill.model_validate(ledger_call(lambda: ledger.bill(bill_id)))
 
     @app.get("/lines/{line_id}/explain", tags=["bills"], responses=READ | errors(404, 409))
-    def explain(line_id: str, _: Viewer) -> Explanation:
+    def explain(line_id: str, _: Reader) -> Explanation:
         from billing.explain import explain_line
 
         return Explanation.model_validate(ledger_call(lambda: explain_line(ledger, line_id)))
 
     @app.post("/bills/{bill_id}/adjustments", tags=["adjustments"], status_code=201, responses=WRITE | errors(404, 409))
-    def adjust(bill_id: str, body: AdjustmentRequest, who: Clerk) -> AdjustmentMade:
+    def adjust(bill_id: str, body: AdjustmentRequest, who: Adjuster) -> AdjustmentMade:
         adj_id = ledger_call(lambda: ledger.add_adjustment(bill_id, body.amount, body.reason, who.user))
         return AdjustmentMade(id=adj_id, bill_id=bill_id, amount=body.amount, reason=body.reason, by=who.user)
 
     @app.post("/bills/{bill_id}/paid", tags=["bills"], responses=WRITE | errors(404, 409))
-    def paid(bill_id: str, who: Clerk) -> Payment:
+    def paid(bill_id: str, who: Payer) -> Payment:
         ledger_call(lambda: ledger.mark_paid(bill_id, who.user))
         return Payment(bill_id=bill_id, paid="yes", by=who.user)
 
     @app.get("/adjustments", tags=["adjustments"], responses=READ | errors(503))
-    def pending(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[PendingAdjustment]:
+    def pending(_: Reader, offset: Offset = 0, limit: Limit = 100) -> Page[PendingAdjustment]:
         rows = ledger.pending_adjustments(district().id)
         items = [PendingAdjustment(id=a.id, unit=a.unit_id, bill_id=a.corrects_bill_id, amount=a.amount, reason=a.reason, by=a.created_by, at=a.created_at)
                  for a in rows[offset:offset + limit]]
         return Page[PendingAdjustment](items=items, offset=offset, limit=limit, total=len(rows))
 
     @app.post("/edits", tags=["vee"], status_code=201, responses=WRITE | errors(409, 503))
-    def add_edit(body: EditRequest, who: Clerk) -> VolumeEdit:
+    def add_edit(body: EditRequest, who: Editor) -> VolumeEdit:
         return record_edit(ledger, district(), body, who.user)
 
     @app.get("/edits", tags=["vee"], responses=READ | errors(503))
-    def list_edits(_: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[VolumeEdit]:
+    def list_edits(_: Reader, offset: Offset = 0, limit: Limit = 100) -> Page[VolumeEdit]:
         edits = ledger.edits(district().id)
         items = [VolumeEdit(id=e.id, point=e.point, start_ms=e.start_ms, end_ms=e.end_ms, volume_m3=e.volume_m3, by=e.user, reason=e.reason)
                  for e in edits[offset:offset + limit]]
         return Page[VolumeEdit](items=items, offset=offset, limit=limit, total=len(edits))
 
     @app.get("/units/{unit_id}/water-use", tags=["ledger"], responses=READ | errors(404, 503))
-    def water_use(unit_id: str, _: Viewer, offset: Offset = 0, limit: Limit = 100) -> Page[WaterUse]:
-        if config.district_path is not None and unit_id not in district().units:
+    def water_use(unit_id: str, _: Reader, offset: Offset = 0, limit: Limit = 100) -> Page[WaterUse]:
+        if service.district_path is not None and unit_id not in district().units:
             raise HTTPException(404, f"no billing unit {unit_id!r} in district {district().id}")
         entries = ledger.water_use(unit_id)
         return Page[WaterUse].model_validate({"items": entries[offset:offset + limit], "offset": offset, "limit": limit, "total": len(entries)})
 
     @app.get("/efficiency", tags=["efficiency"], responses=READ | errors(503))
-    def efficiency(_: Viewer, start: Annotated[dt.datetime, Query(alias="from")], end: Annotated[dt.datetime, Query(alias="to")]) -> Efficiency:
+    def efficiency(_: Reader, start: Annotated[dt.datetime, Query(alias="from")], end: Annotated[dt.datetime, Query(alias="to")]) -> Efficiency:
         try:
             check_datetimes(start, end)
             check_window(start, end)
@@ -354,9 +350,11 @@ def create_app(config: ApiConfig) -> FastAPI:
 
 
 def ledger_call(fn: Callable[[], Any]) -> Any:
-    """``fn()``, with a ledger refusal as HTTP 404 (no such run, bill, line) or 409 (the lifecycle)."""
+    """``fn()``, with a ledger refusal as HTTP 404 (no such run, bill, line), 403 (four eyes) or 409 (the lifecycle)."""
     try:
         return fn()
+    except FourEyesError as exc:
+        raise HTTPException(403, str(exc)) from exc
     except LedgerError as exc:
         text = str(exc)
         raise HTTPException(404 if text.startswith("no ") else 409, text) from exc
@@ -524,4 +522,4 @@ def redact_query_in_access_log(record: logging.LogRecord) -> bool:
     return True
 
 
-__all__ = ["ApiConfig", "Ledger", "create_app", "ledger_call", "load_tokens", "read_entries", "record_edit", "serve", "start_billing_run", "window_efficiency"]
+__all__ = ["ApiConfig", "Ledger", "ServiceConfig", "create_app", "ledger_call", "load_tokens", "read_entries", "record_edit", "serve", "start_billing_run", "window_efficiency"]

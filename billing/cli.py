@@ -164,7 +164,8 @@ SERVE_EXAMPLE = """examples:
   canalflow billing serve --district examples/demo-district.yaml --tokens tokens.yaml --port 8600 \\
       --influx http://127.0.0.1:8086 --db canalflow
 
-tokens.yaml lists {user, role, sha256} (role viewer, clerk or manager; sha256 of the token).
+tokens.yaml lists {user, role, sha256} (role auditor, clerk, approver or admin, as in the web
+workbench; the old viewer and manager load as auditor and admin; sha256 of the token).
 OpenAPI at /docs and /openapi.json. Stops cleanly on SIGTERM/SIGINT."""
 
 
@@ -213,7 +214,7 @@ def _add_serve(commands: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from billing.api import ApiConfig, load_tokens, serve
+    from billing.api import ApiConfig, ServiceConfig, load_tokens, serve
 
     tokens = load_tokens(args.tokens)
     if args.district is not None:
@@ -222,7 +223,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     ledger = make_url(args.ledger).render_as_string(hide_password=True)
     print(f"billing API on http://{args.host}:{args.port} (ledger {ledger}, {len(tokens)} token(s))", file=sys.stderr)
-    serve(ApiConfig(args.ledger, tokens, args.district, args.influx, args.db, args.token), args.host, args.port)
+    serve(ApiConfig(ServiceConfig.from_args(args), tokens), args.host, args.port)
     return 0
 
 

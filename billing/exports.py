@@ -1,6 +1,7 @@
 """A run's files: run.json, one JSON per bill, CSV tables, an XLSX workbook, PDF bills.
 
     write_outputs(run, Path("out"))            # run.json, bills/<unit>.json, bills.csv, bill_lines.csv, townships.csv, bills.xlsx
+    write_xlsx(manifest, bills, fh)             # the workbook of stored documents (the web workbench's download)
     write_pdfs(district, run, Path("out"))     # out/pdf/<unit>.pdf, out/statements/<village>.pdf
 
 Household statements (CSV per village, statements.xlsx, a PDF list per village) are written by
@@ -14,9 +15,10 @@ numbers formatted to the fen (Excel has no decimal type).
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from billing.bills import BillingRun
 from billing.pdf import render_bills_parallel
@@ -41,10 +43,15 @@ def write_outputs(run: BillingRun, out_dir: Path) -> list[Path]:
         path.write_text(bill.to_json(), encoding="utf-8")
         written.append(path)
     manifest = out_dir / "run.json"
-    manifest.write_text(document_json(run.document()), encoding="utf-8")
-    written += [manifest, _write_bills_csv(run, out_dir / "bills.csv"), _write_lines_csv(run, out_dir / "bill_lines.csv"),
-                _write_townships_csv(run, out_dir / "townships.csv")]
-    written.append(write_xlsx(run, out_dir / "bills.xlsx"))
+    document = run.document()
+    manifest.write_text(document_json(document), encoding="utf-8")
+    docs = [b.to_dict() for b in run.bills]
+    written += [manifest, _write_csv(out_dir / "bills.csv", BILL_COLUMNS, map(bill_row, docs)),
+                _write_csv(out_dir / "bill_lines.csv", LINE_COLUMNS, (row for doc in docs for row in line_rows(doc))),
+                _write_csv(out_dir / "townships.csv", TOWNSHIP_COLUMNS, township_totals(docs))]
+    with (out_dir / "bills.xlsx").open("wb") as fh:
+        write_xlsx(document.model_dump(mode="json"), docs, fh)
+    written.append(out_dir / "bills.xlsx")
     return written + write_statement_tables(run, out_dir)
 
 
@@ -54,89 +61,92 @@ def write_pdfs(district: District, run: BillingRun, out_dir: Path, *, locale: st
     return bills + write_statement_pdfs(district, run, out_dir, locale=locale)
 
 
-def _write_bills_csv(run: BillingRun, path: Path) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(BILL_COLUMNS)
-        for b in run.bills:
-            writer.writerow([b.bill_id, b.unit_id, b.unit_name, b.unit_kind, b.township, b.season_id, b.volume_m3, b.quota_m3, b.total, int(b.blocked), b.blocked_reason])
-    return path
+def bill_row(bill: Mapping[str, Any]) -> list[Any]:
+    """A bill document (bills/<unit>.json, the ledger's) as a row of :data:`BILL_COLUMNS`."""
+    unit = bill["unit"]
+    return [bill["bill_id"], unit["id"], unit["name"], unit["kind"], unit["township"], bill["season"]["id"], bill["volume_m3"], bill["quota_m3"],
+            bill["total"], int(bill["blocked"]), bill["blocked_reason"]]
 
 
-def township_totals(run: BillingRun) -> list[tuple[str, int, Decimal, Decimal, Decimal, int]]:
-    """Per township (乡镇): units, volume, quota and money summed from its units' bills."""
+def line_rows(bill: Mapping[str, Any]) -> list[list[Any]]:
+    """A bill document's lines as rows of :data:`LINE_COLUMNS`."""
+    return [[ln["id"], bill["bill_id"], bill["unit"]["id"], ln["kind"], ln["crop_class"], ln["component"], "" if ln["band"] is None else ln["band"],
+             ln["volume_m3"], ln["rate"], ln["amount"], ln["note"]] for ln in bill["lines"]]
+
+
+def township_totals(bills: Iterable[Mapping[str, Any]]) -> list[tuple[str, int, Decimal, Decimal, Decimal, int]]:
+    """Per township (乡镇): units, volume, quota and money summed from its units' bill documents."""
     sums: dict[str, list[Any]] = {}
-    for b in run.bills:
-        row = sums.setdefault(b.township, [0, Decimal(0), Decimal(0), Decimal(0), 0])
+    for b in bills:
+        row = sums.setdefault(b["unit"]["township"], [0, Decimal(0), Decimal(0), Decimal(0), 0])
         row[0] += 1
-        row[1] += b.volume_m3
-        row[2] += b.quota_m3
-        row[3] += b.total
-        row[4] += int(b.blocked)
+        row[1] += Decimal(b["volume_m3"])
+        row[2] += Decimal(b["quota_m3"])
+        row[3] += Decimal(b["total"])
+        row[4] += int(b["blocked"])
     return [(t, *values) for t, values in sorted(sums.items())]  # type: ignore[misc]
 
 
-def _write_townships_csv(run: BillingRun, path: Path) -> Path:
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(TOWNSHIP_COLUMNS)
-        writer.writerows(township_totals(run))
+        writer.writerow(columns)
+        writer.writerows(rows)
     return path
 
 
-def _write_lines_csv(run: BillingRun, path: Path) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(LINE_COLUMNS)
-        for b in run.bills:
-            for n, line in enumerate(b.lines, start=1):
-                d = line.to_dict()
-                writer.writerow([b.line_id(n), b.bill_id, b.unit_id, d["kind"], d["crop_class"], d["component"], "" if d["band"] is None else d["band"], d["volume_m3"], d["rate"], d["amount"], d["note"]])
-    return path
+def write_xlsx(manifest: Mapping[str, Any], bills: Sequence[Mapping[str, Any]], out: BinaryIO) -> None:
+    """A run's manifest and bill documents (all of them, or one bill's) as a workbook with sheets Bills,
+    Lines (up to ``MAX_LINE_ROWS``), Townships, Points and Run, written to ``out``.
 
-
-def write_xlsx(run: BillingRun, path: Path) -> Path:
-    """Write ``run`` as a workbook with sheets Bills, Lines (up to ``MAX_LINE_ROWS``), Townships, Points and Run.
     Money cells are numbers formatted to the fen (Excel has no decimal type); the exact strings are
-    in the CSV and JSON."""
+    in the CSV and JSON. The Run sheet's total is the total of the bills written."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
 
     wb = Workbook(write_only=True)
 
-    def money(ws: Any, value: Decimal) -> WriteOnlyCell:
+    def money(ws: Any, value: Decimal | str) -> WriteOnlyCell:
         cell = WriteOnlyCell(ws, value=float(value))
         cell.number_format = "0.00"
         return cell
 
-    bills = wb.create_sheet("Bills")
-    bills.append(list(BILL_COLUMNS))
-    for b in run.bills:
-        bills.append([b.bill_id, b.unit_id, b.unit_name, b.unit_kind, b.township, b.season_id, float(b.volume_m3), float(b.quota_m3),
-                      money(bills, b.total), int(b.blocked), b.blocked_reason])
-    n_lines = sum(len(b.lines) for b in run.bills)
+    def text(ws: Any, values: list[Any]) -> list[Any]:
+        """Strings as text cells: openpyxl would store a name like ``=HYPERLINK(...)`` as a formula."""
+        cells = []
+        for value in values:
+            if isinstance(value, str):
+                value = WriteOnlyCell(ws, value=value)
+                value.data_type = "s"
+            cells.append(value)
+        return cells
+
+    sheet = wb.create_sheet("Bills")
+    sheet.append(list(BILL_COLUMNS))
+    for b in bills:
+        row = bill_row(b)
+        sheet.append(text(sheet, [*row[:6], float(row[6]), float(row[7]), money(sheet, row[8]), *row[9:]]))
+    n_lines = sum(len(b["lines"]) for b in bills)
     if n_lines <= MAX_LINE_ROWS:
-        lines = wb.create_sheet("Lines")
-        lines.append(list(LINE_COLUMNS))
-        for b in run.bills:
-            for n, item in enumerate(b.lines, start=1):
-                lines.append([b.line_id(n), b.bill_id, b.unit_id, item.kind, item.crop_class, item.component, item.band,
-                              float(item.volume_m3), float(item.rate), money(lines, item.amount), item.note])
-    towns = wb.create_sheet("Townships")
-    towns.append(list(TOWNSHIP_COLUMNS))
-    for township, units, volume, quota, total, blocked in township_totals(run):
-        towns.append([township, units, float(volume), float(quota), money(towns, total), blocked])
-    points = wb.create_sheet("Points")
-    points.append(list(POINT_COLUMNS))
-    for pid in sorted(run.points):
-        s = run.points[pid].summary()
-        points.append([s["point"], s["volume_m3"], s["method"], s["coverage"], s["estimated_share"], int(s["incomplete"]), s["n_readings"], ",".join(s["flags"])])
-    meta = wb.create_sheet("Run")
-    for key, value in (("run_id", run.run_id), ("district", run.district_id), ("district_sha256", run.district_sha256), ("season", run.season_id),
-                       ("tariff", f"{run.tariff_id} v{run.tariff_version}"), ("t0_ms", run.t0_ms), ("t1_ms", run.t1_ms), ("as_of_ms", run.as_of_ms),
-                       ("total_yuan", str(run.total)),
+        sheet = wb.create_sheet("Lines")
+        sheet.append(list(LINE_COLUMNS))
+        for b in bills:
+            for row in line_rows(b):
+                sheet.append(text(sheet, [*row[:6], row[6] if row[6] != "" else None, float(row[7]), float(row[8]), money(sheet, row[9]), row[10]]))
+    sheet = wb.create_sheet("Townships")
+    sheet.append(list(TOWNSHIP_COLUMNS))
+    for township, units, volume, quota, total, blocked in township_totals(bills):
+        sheet.append(text(sheet, [township, units, float(volume), float(quota), money(sheet, total), blocked]))
+    sheet = wb.create_sheet("Points")
+    sheet.append(list(POINT_COLUMNS))
+    for s in sorted(manifest["points"], key=lambda p: p["point"]):
+        sheet.append(text(sheet, [s["point"], s["volume_m3"], s["method"], s["coverage"], s["estimated_share"], int(s["incomplete"]), s["n_readings"], ",".join(s["flags"])]))
+    sheet = wb.create_sheet("Run")
+    total = sum((Decimal(b["total"]) for b in bills), Decimal(0))
+    tariff = manifest["tariff"]
+    for key, value in (("run_id", manifest["run_id"]), ("district", manifest["district"]["id"]), ("district_sha256", manifest["district"]["sha256"]),
+                       ("season", manifest["season"]), ("tariff", f"{tariff['id']} v{tariff['version']}"), ("t0_ms", manifest["window"]["t0_ms"]),
+                       ("t1_ms", manifest["window"]["t1_ms"]), ("as_of_ms", manifest["as_of_ms"]), ("total_yuan", str(total)),
                        ("lines", "sheet Lines" if n_lines <= MAX_LINE_ROWS else f"{n_lines} lines: see bill_lines.csv")):
-        meta.append([key, value])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wb.save(path)
-    return path
+        sheet.append(text(sheet, [key, value]))
+    wb.save(out)

@@ -62,7 +62,12 @@ from billing.ledger_schema import (
 
 SYSTEM_USER = "system"  # who records a run that no person started (cron, the demo)
 
-__all__ = ["STATUSES", "Adjustment", "BillRow", "Event", "Ledger", "LedgerError", "LineRow", "Posting", "RunRow", "open_ledger"]
+
+class FourEyesError(LedgerError):
+    """Whoever recorded a run tried to approve it: the API's and the workbench's 403."""
+
+
+__all__ = ["STATUSES", "Adjustment", "BillRow", "Event", "FourEyesError", "Ledger", "LedgerError", "LineRow", "Posting", "RunRow", "open_ledger"]
 
 
 @dataclass(frozen=True)
@@ -257,7 +262,7 @@ class Ledger:
         """Four eyes: whoever recorded a run may not approve it (a run recorded by the system may be)."""
         creator = s.scalar(select(EventRow.user).where(EventRow.run_id == row.id, EventRow.action == "created").order_by(EventRow.id).limit(1))
         if creator == user and user != SYSTEM_USER:
-            raise LedgerError(f"run {row.id[:12]} was recorded by {user}: another approver must approve it (four eyes)")
+            raise FourEyesError(f"run {row.id[:12]} was recorded by {user}: another approver must approve it (four eyes)")
 
     def creator(self, run_id: str) -> str | None:
         """Who recorded the run."""

@@ -294,7 +294,6 @@ def generate_credentials(
 
 
 API_TOKENS_FILE = "api-tokens.yaml"
-API_ROLES = ("viewer", "clerk", "manager")
 
 
 def hash_api_token(token: str) -> str:
@@ -303,11 +302,13 @@ def hash_api_token(token: str) -> str:
 
 
 def parse_api_user(spec: str) -> tuple[str, str]:
-    """``NAME:ROLE`` from the command line, e.g. ``li:clerk``."""
+    """``NAME:ROLE`` from the command line, e.g. ``li:clerk``; the role is one of billing/roles.py (old ones mapped)."""
+    from billing.roles import ROLES, role_of
+
     name, _, role = spec.partition(":")
-    if not name or role not in API_ROLES:
-        raise CredentialsError(f"--api-user {spec!r}: expected NAME:ROLE with ROLE one of {', '.join(API_ROLES)}")
-    return name, role
+    if not name:
+        raise CredentialsError(f"--api-user {spec!r}: expected NAME:ROLE with ROLE one of {', '.join(ROLES)}")
+    return name, role_of(role, f"--api-user {spec!r}", CredentialsError)
 
 
 def generate_api_tokens(out_dir: Path | str, users: Sequence[tuple[str, str]], *, rotate: bool = False) -> GenerateReport:
@@ -618,7 +619,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--billing-user", action="append", metavar="NAME", help="billing service user: reads gateway status (repeatable; default: those of the last run)")
     parser.add_argument("--operator-user", action="append", metavar="NAME", help="operator user: sends gateway commands (repeatable; default: those of the last run)")
     parser.add_argument("--api-user", action="append", metavar="NAME:ROLE",
-                        help="billing API user and role (viewer, clerk, manager): a token in secrets/ and its digest in api-tokens.yaml (repeatable)")
+                        help="billing API user and role (auditor, clerk, approver, admin): a token in secrets/ and its digest in api-tokens.yaml (repeatable)")
     parser.add_argument("--rotate", nargs="*", metavar="USER", help="replace the secrets of these users (all users if none named)")
     parser.add_argument("--tls-host", action="append", metavar="HOST",
                         help="also make a CA and the broker's TLS certificate for this host name or IP (repeatable)")

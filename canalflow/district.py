@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from canalflow.contract import SOIL_DEPTHS_CM
 from canalflow.errors import CanalflowError
@@ -67,6 +67,7 @@ class Info(Model):
     name: str
     timezone: str = "Asia/Shanghai"
     locale: Literal["zh", "en"] = "zh"
+    public_household_names: StrictBool = False  # the public notice lists households by name (农户公示) only where set
 
 
 class Soil(Model):

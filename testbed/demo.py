@@ -21,6 +21,7 @@ from typing import Any
 
 from canalflow.district import District, load_district
 from testbed.pipeline import Pipeline, PipelineError, run_canalflow
+from testbed.screens import workbench_screens
 from testbed.services import ServiceStack
 
 DEMO_DISTRICT = Path(__file__).resolve().parents[1] / "examples" / "demo-district.yaml"
@@ -84,6 +85,7 @@ def run_demo(args: argparse.Namespace) -> int:
             pipeline.stop()
             keep_logs(workdir, out / "logs")
         summary = produce_outputs(district, stack.influx_url, pipeline.database, window, out, args.seed)
+        summary += workbench_screens(district, stack.influx_url, pipeline.database, out)
     say(f"done in {time.monotonic() - began:.0f} s; outputs in {out}/")
     print(summary)
     return 0

@@ -20,10 +20,11 @@ def run(out: Path, *extra: str) -> int:
 
 def test_tokens_are_accepted_by_the_api_and_kept_on_rerun(tmp_path, capsys):
     out = tmp_path / "cred"
-    assert run(out, "--api-user", "li:clerk", "--api-user", "wang:manager") == 0
+    assert run(out, "--api-user", "li:clerk", "--api-user", "wang:approver", "--api-user", "old:manager") == 0
     token = secret_file(out, "api-li").read_text().strip()
     tokens = load_tokens(out / API_TOKENS_FILE)
     assert tokens[hash_api_token(token)] == Principal("li", "clerk")
+    assert "role: admin" in (out / API_TOKENS_FILE).read_text()  # an old role is written as its new one
     assert token not in (out / API_TOKENS_FILE).read_text() and token not in capsys.readouterr().out
     assert stat.S_IMODE(secret_file(out, "api-li").stat().st_mode) == 0o600
     assert run(out, "--api-user", "li:clerk", "--api-user", "wang:manager") == 0
@@ -32,7 +33,8 @@ def test_tokens_are_accepted_by_the_api_and_kept_on_rerun(tmp_path, capsys):
     assert secret_file(out, "api-li").read_text().strip() != token
 
 
-@pytest.mark.parametrize("spec", ["li", "li:admin", ":clerk"])
-def test_bad_api_user_specs_say_what_is_expected(spec):
-    with pytest.raises(CredentialsError, match="NAME:ROLE"):
+@pytest.mark.parametrize(("spec", "expected"), [("li", "is not one of auditor, clerk, approver, admin"), ("li:boss", "role 'boss' is not one of"),
+                                              (":clerk", "expected NAME:ROLE")])
+def test_bad_api_user_specs_say_what_is_expected(spec, expected):
+    with pytest.raises(CredentialsError, match=expected):
         parse_api_user(spec)

@@ -30,8 +30,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing.api import AdjustmentRequest, EditRequest, RunRequest, ledger_call, record_edit, start_billing_run
-from billing.exports import BILL_COLUMNS
-from billing.ledger import open_ledger
+from billing.exports import BILL_COLUMNS, LINE_COLUMNS, bill_row, line_rows, write_xlsx
+from billing.ledger import FourEyesError, open_ledger
+from billing.service import ServiceConfig
 from canalflow.influx import InfluxUnavailable
 from web.auth import Account, Session, Sessions, same_token
 from web.i18n import LANGS, words
@@ -52,12 +53,8 @@ SECURITY_HEADERS = {
 
 @dataclass
 class WebConfig:
-    ledger_url: str
+    service: ServiceConfig  # the ledger, district and InfluxDB, as the billing API's
     accounts: dict[str, Account]
-    district_path: Path | None = None
-    influx_url: str | None = None
-    influx_db: str = "canalflow"
-    influx_token: str | None = None
     secure_cookies: bool = False  # set behind a TLS proxy that does not send X-Forwarded-Proto
 
 
@@ -108,21 +105,13 @@ class SignIn(Exception):
 
 def create_app(config: WebConfig) -> FastAPI:
     app = FastAPI(title="canalflow web", docs_url=None, redoc_url=None, openapi_url=None)
-    ledger = open_ledger(config.ledger_url)
+    service = config.service
+    ledger = open_ledger(service.ledger_url)
     sessions = Sessions(config.accounts)
     jobs = Jobs()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    state: dict[str, Any] = {}
-
-    def district() -> Any:
-        if config.district_path is None:
-            return None
-        if "district" not in state:
-            from canalflow.district import load_district
-
-            state["district"] = load_district(config.district_path)
-        return state["district"]
+    district = service.district
 
     def tz() -> ZoneInfo:
         d = district()
@@ -248,16 +237,14 @@ def create_app(config: WebConfig) -> FastAPI:
         session = signed_in(request, "start_run")
         form = await posted(request, session)
         d = district()
-        if d is None or not config.influx_url:
+        if d is None or not service.influx_url:
             raise HTTPException(503, "the workbench was started without --district and --influx: it can show runs but not start them")
         body = _validated(RunRequest, _run_fields(form, tz()))
         return back_to(f"/jobs/{jobs.start(lambda: _bill(d, body, session.user), session.user)}")
 
     def _bill(d: Any, body: RunRequest, user: str) -> str:
-        from canalflow.influx import InfluxV1
-
-        with InfluxV1(config.influx_url, config.influx_db, token=config.influx_token) as client:  # type: ignore[arg-type]
-            return start_billing_run(d, client, config.ledger_url, body, user).run_id
+        with service.influx() as client:
+            return start_billing_run(d, client, service.ledger_url, body, user).run_id
 
     @app.get("/jobs/{job_id}")
     def job_page(request: Request, job_id: str) -> Response:
@@ -289,9 +276,14 @@ def create_app(config: WebConfig) -> FastAPI:
         session = signed_in(request, "approve")
         form = await posted(request, session)
         row = ledger_call(lambda: ledger.run(run_id))
-        if ledger.creator(row.id) == session.user:
-            raise HTTPException(403, words(lang_of(request))["four_eyes"])
-        ledger_call(lambda: ledger.advance(row.id, "approved", session.user, form.get("note", "")[:500]))
+
+        def approved() -> str:
+            try:
+                return ledger.advance(row.id, "approved", session.user, form.get("note", "")[:500])
+            except FourEyesError:  # the ledger keeps four eyes; this only says it in the page's language
+                raise HTTPException(403, words(lang_of(request))["four_eyes"]) from None
+
+        ledger_call(approved)
         return back_to(f"/runs/{row.id}")
 
     @app.post("/runs/{run_id}/issue")
@@ -306,14 +298,14 @@ def create_app(config: WebConfig) -> FastAPI:
     def bills_csv(request: Request, run_id: str) -> Response:
         signed_in(request)
         row = ledger_call(lambda: ledger.run(run_id))
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(BILL_COLUMNS)  # the columns of the run's bills.csv (billing run --out)
-        for b in ledger.bills_of_run(row.id, limit=MAX_BILLS):
-            unit = b["unit"]
-            writer.writerow([b["bill_id"], unit["id"], _cell(unit["name"]), unit["kind"], unit["township"], b["season"]["id"], b["volume_m3"],
-                             b["quota_m3"], b["total"], int(b["blocked"]), _cell(b["blocked_reason"])])
-        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="bills-{row.id[:12]}.csv"'})
+        rows = map(bill_row, ledger.bills_of_run(row.id, limit=MAX_BILLS))  # the columns of the run's bills.csv (billing run --out)
+        return _csv(BILL_COLUMNS, rows, f"bills-{row.id[:12]}.csv")
+
+    @app.get("/runs/{run_id}/bills.xlsx")
+    def bills_xlsx(request: Request, run_id: str) -> Response:
+        signed_in(request)
+        row = ledger_call(lambda: ledger.run(run_id))
+        return _xlsx(row, ledger.bills_of_run(row.id, limit=MAX_BILLS), f"bills-{row.id[:12]}.xlsx")
 
     # --- bills -------------------------------------------------------------------------------
 
@@ -339,16 +331,27 @@ def create_app(config: WebConfig) -> FastAPI:
             content = path.read_bytes()
         return Response(content, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="bill-{bill["unit"]["id"]}.pdf"'})
 
+    @app.get("/bills/{bill_id}/bill.csv")
+    def bill_csv(request: Request, bill_id: str) -> Response:
+        signed_in(request)
+        bill = ledger_call(lambda: ledger.bill(bill_id))
+        return _csv(LINE_COLUMNS, line_rows(bill), f"bill-{bill['unit']['id']}.csv")
+
+    @app.get("/bills/{bill_id}/bill.xlsx")
+    def bill_xlsx(request: Request, bill_id: str) -> Response:
+        signed_in(request)
+        bill = ledger_call(lambda: ledger.bill(bill_id))
+        return _xlsx(ledger_call(lambda: ledger.run(bill["run_id"])), [bill], f"bill-{bill['unit']['id']}.xlsx")
+
     @app.get("/lines/{line_id}")
     def explain_page(request: Request, line_id: str) -> Response:
         signed_in(request)
         from billing.explain import explain_line
-        from canalflow.influx import InfluxUnavailable, InfluxV1
 
         explained = None
-        if config.influx_url:
+        if service.influx_url:
             try:
-                with InfluxV1(config.influx_url, config.influx_db, token=config.influx_token) as client:
+                with service.influx() as client:
                     explained = ledger_call(lambda: explain_line(ledger, line_id, client))
             except InfluxUnavailable:
                 explained = None  # shown without the readings
@@ -413,7 +416,7 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/public/{run_id}")
     def public_run(request: Request, run_id: str) -> Response:
         row = ledger_call(lambda: issued_run(ledger, run_id))
-        return page(request, "public_run.html", run=row, townships=by_township(notice_rows(ledger, row.id)))
+        return page(request, "public_run.html", run=row, townships=by_township(notice_rows(ledger, row.id, district())))
 
     @app.get("/public/{run_id}/{unit_id}")
     def public_unit(request: Request, run_id: str, unit_id: str) -> Response:
@@ -429,7 +432,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
     def _notice_of(run_id: str, unit_id: str) -> tuple[Any, Any]:
         row = ledger_call(lambda: issued_run(ledger, run_id))
-        found = [n for n in notice_rows(ledger, row.id) if n.unit_id == unit_id]
+        found = [n for n in notice_rows(ledger, row.id, district()) if n.unit_id == unit_id]
         if not found:
             raise HTTPException(404, f"no issued bill of unit {unit_id!r} in run {row.id[:12]}")
         return row, found[0]
@@ -447,6 +450,28 @@ def _local_path(target: str) -> str:
 def _cell(text: str) -> str:
     """A CSV cell that a spreadsheet will not run as a formula."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+TEXT_COLUMNS = frozenset({"unit_name", "blocked_reason", "note"})  # free text from the district file or a clerk; the rest are ids and numbers
+
+
+def _csv(columns: tuple[str, ...], rows: Any, filename: str) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    text = [c in TEXT_COLUMNS for c in columns]
+    writer.writerows([_cell(v) if t else v for v, t in zip(r, text, strict=True)] for r in rows)
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _xlsx(run: Any, bills: list[dict[str, Any]], filename: str) -> Response:
+    """The workbook of ``billing run --out`` (billing/exports.py) of stored bill documents."""
+    import json
+
+    out = io.BytesIO()
+    write_xlsx(json.loads(run.manifest), bills, out)
+    return Response(out.getvalue(), media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _run_fields(form: dict[str, str], tz: ZoneInfo) -> dict[str, Any]:

@@ -20,19 +20,9 @@ import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from billing.roles import ROLES, may
 from canalflow.errors import CanalflowError
 
-# The workbench's roles and what each may do; reading runs and bills needs only a session.
-ROLES = ("auditor", "clerk", "approver", "admin")
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "start_run": frozenset({"clerk", "admin"}),
-    "pay": frozenset({"clerk", "admin"}),
-    "adjust": frozenset({"clerk", "admin"}),
-    "edit": frozenset({"clerk", "admin"}),
-    "approve": frozenset({"approver", "admin"}),
-    "issue": frozenset({"approver", "admin"}),
-    "audit": frozenset({"auditor", "approver", "admin"}),
-}
 MAX_FAILURES = 5  # failed sign-ins of one user name before it is locked
 LOCKOUT_S = 15 * 60
 SESSION_S = 8 * 3600  # a working day
@@ -91,7 +81,7 @@ class Session:
     expires: float
 
     def may(self, action: str) -> bool:
-        return self.role in PERMISSIONS[action]
+        return may(self.role, action)
 
 
 @dataclass

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
 
 
 def register(subparsers: Any) -> None:
+    from billing.roles import ROLES
     from canalflow.cliopts import add_influx_arguments, add_ledger_argument
 
     parser = subparsers.add_parser("web", help="web workbench for billing clerks and the public water-use notice",
@@ -34,7 +35,7 @@ def register(subparsers: Any) -> None:
     add = commands.add_parser("add-user", help="add or replace an account (the password is read from the terminal or stdin)")
     add.add_argument("--users", type=Path, required=True)
     add.add_argument("--user", required=True)
-    add.add_argument("--role", required=True, choices=("auditor", "clerk", "approver", "admin"))
+    add.add_argument("--role", required=True, choices=ROLES, help="billing/roles.py: the same roles as the billing API's")
     add.set_defaults(func=cmd_add_user)
 
 
@@ -50,11 +51,12 @@ def cmd_add_user(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from billing.service import ServiceConfig
     from web.app import WebConfig, create_app
     from web.auth import load_users
 
     accounts = load_users(args.users)
-    config = WebConfig(args.ledger, accounts, args.district, args.influx, args.db, args.token, secure_cookies=args.behind_tls)
+    config = WebConfig(ServiceConfig.from_args(args), accounts, secure_cookies=args.behind_tls)
     print(f"web workbench on http://{args.host}:{args.port} ({len(accounts)} account(s)); public notice at /public", file=sys.stderr)
     uvicorn.run(create_app(config), host=args.host, port=args.port, proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips, log_level="info")
     return 0

@@ -26,7 +26,7 @@ WORDS: dict[str, dict[str, str]] = {
         "charge": "水费", "subsidy": "精准补贴", "reward": "节水奖励", "adjustments": "调整", "notice": "用水公示", "print": "打印公示表 (PDF)",
         "no_issued": "尚无已出具的账单。", "error": "出错了", "back": "返回", "language": "English", "downloads": "下载",
         "four_eyes": "审核须由另一人完成：批次创建人不能审核自己的批次", "forbidden": "您的角色无权执行此操作", "csrf": "表单已过期或来源不明，请刷新页面后重试",
-        "sign_in_needed": "请先登录", "pending_adjustments": "待计入的调整", "role": "角色", "run": "批次", "village_notice": "村级用水公示表",
+        "sign_in_needed": "请先登录", "pending_adjustments": "待计入的调整", "role": "角色", "run": "批次", "village_notice": "村级用水公示表", "households": "农户用水明细",
         "running": "正在计费，已用时", "ev:created": "创建", "ev:approved": "审核通过", "ev:issued": "出具", "ev:paid": "缴费", "ev:adjustment": "调整",
     },
     "en": {
@@ -45,7 +45,7 @@ WORDS: dict[str, dict[str, str]] = {
         "charge": "Charges", "subsidy": "Subsidies", "reward": "Rewards", "adjustments": "Adjustments", "notice": "Water-use notice", "print": "Print the notice (PDF)",
         "no_issued": "No bills issued yet.", "error": "Error", "back": "Back", "language": "中文", "downloads": "Downloads",
         "four_eyes": "Four eyes: the run's creator cannot approve it; another approver must", "forbidden": "Your role may not do this", "csrf": "The form expired or came from elsewhere; reload the page and try again",
-        "sign_in_needed": "Please sign in", "pending_adjustments": "Pending adjustments", "role": "Role", "run": "Run", "village_notice": "Village water-use notice",
+        "sign_in_needed": "Please sign in", "pending_adjustments": "Pending adjustments", "role": "Role", "run": "Run", "village_notice": "Village water-use notice", "households": "Households",
         "running": "Billing, running for", "ev:created": "created", "ev:approved": "approved", "ev:issued": "issued", "ev:paid": "paid", "ev:adjustment": "adjustment",
     },
 }

@@ -14,7 +14,7 @@ import pytest
 from billing_synth import DEMO, MIN, Meter, write_meter
 from fastapi.testclient import TestClient
 
-from billing.api import ApiConfig, Principal, TokenFileError, create_app, load_tokens
+from billing.api import ApiConfig, Principal, ServiceConfig, TokenFileError, create_app, load_tokens
 from billing.bills import build_run
 from billing.ledger import open_ledger
 from billing.volumes import PointVolume, charging_points
@@ -22,19 +22,22 @@ from billing.window import season_window
 from canalflow.credentials import hash_api_token as hash_token
 from canalflow.volume import VolumeResult
 
-TOKENS = {hash_token(t): Principal(u, r) for t, u, r in (("v-token", "zhao", "viewer"), ("c-token", "li", "clerk"), ("m-token", "wang", "manager"))}
-H = {role: {"Authorization": f"Bearer {role[0]}-token"} for role in ("viewer", "clerk", "manager")}
+TOKENS = {hash_token(t): Principal(u, r) for t, u, r in (("a-token", "zhao", "auditor"), ("c-token", "li", "clerk"), ("p-token", "wang", "approver"))}
+H = {role: {"Authorization": f"Bearer {t}-token"} for t, role in (("a", "auditor"), ("c", "clerk"), ("p", "approver"))}
 
 
-@pytest.fixture
-def api(demo, ledger_url):
-    url = ledger_url
+def recorded_run(demo, url):
     t0, t1 = season_window(demo, demo.seasons["2026-spring"])
     volumes = {p: PointVolume(p, VolumeResult(250_000.0, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(demo)}
     run = build_run(demo, volumes, t0, t1, season=demo.seasons["2026-spring"], as_of_ms=t1)
     open_ledger(url).record_run(run)
-    client = TestClient(create_app(ApiConfig(url, TOKENS, DEMO)))
-    return client, run
+    return run
+
+
+@pytest.fixture
+def api(demo, ledger_url):
+    run = recorded_run(demo, ledger_url)
+    return TestClient(create_app(ApiConfig(ServiceConfig(ledger_url, DEMO), TOKENS))), run
 
 
 def test_every_route_needs_a_token_and_the_right_role(api):
@@ -44,18 +47,21 @@ def test_every_route_needs_a_token_and_the_right_role(api):
     for path in reads:
         assert client.get(path).status_code == 401, path
         assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
-        assert client.get(path, headers=H["viewer"]).status_code == 200, path
+        assert client.get(path, headers=H["auditor"]).status_code == 200, path
     edit = {"point": "V01-IN", "from": "2026-03-12T00:00:00+08:00", "to": "2026-03-13T00:00:00+08:00", "volume_m3": 100, "reason": "gate log"}
-    writes = [(f"/runs/{run.run_id}/approve", "manager", {}), (f"/bills/{bill}/adjustments", "clerk", {"amount": "1.00", "reason": "test"}),
+    writes = [(f"/runs/{run.run_id}/approve", "approver", {}), (f"/bills/{bill}/adjustments", "clerk", {"amount": "1.00", "reason": "test"}),
               ("/runs", "clerk", {"season": "2026-spring"}), ("/edits", "clerk", edit)]
     for path, needed, body in writes:
         assert client.post(path, json=body).status_code == 401, path
-        assert client.post(path, json=body, headers=H["viewer"]).status_code == 403, path
-        if needed == "manager":
+        assert client.post(path, json=body, headers=H["auditor"]).status_code == 403, path
+        if needed == "approver":
             answer = client.post(path, json=body, headers=H["clerk"])
-            assert answer.status_code == 403 and "needs the manager role" in answer.json()["detail"]
+            assert answer.status_code == 403 and "needs the approver or admin role" in answer.json()["detail"]
+        else:
+            answer = client.post(path, json=body, headers=H["approver"])
+            assert answer.status_code == 403 and "needs the clerk or admin role" in answer.json()["detail"]
     made = client.post("/edits", json=edit, headers=H["clerk"])
-    assert made.status_code == 201 and client.get("/edits", headers=H["viewer"]).json()["items"][0]["by"] == "li"
+    assert made.status_code == 201 and client.get("/edits", headers=H["auditor"]).json()["items"][0]["by"] == "li"
     assert client.post("/edits", json=edit | {"point": "NOPE"}, headers=H["clerk"]).status_code == 422
     assert client.get("/health").status_code == 200
     assert "/runs/{run_id}/approve" in client.get("/openapi.json").json()["paths"]
@@ -66,27 +72,27 @@ def test_lifecycle_and_adjustments_over_http(api):
     bill = run.bill_of("V03").bill_id
     early = client.post(f"/bills/{bill}/adjustments", json={"amount": "-10.00", "reason": "over-read"}, headers=H["clerk"])
     assert early.status_code == 409 and "rerun the draft" in early.json()["detail"]
-    assert client.post(f"/runs/{run.run_id}/issue", headers=H["manager"]).status_code == 409
-    assert client.post(f"/runs/{run.run_id[:12]}/approve", json={"note": "checked"}, headers=H["manager"]).json()["status"] == "approved"
-    assert client.post(f"/runs/{run.run_id[:12]}/issue", headers=H["manager"]).json()["status"] == "issued"
+    assert client.post(f"/runs/{run.run_id}/issue", headers=H["approver"]).status_code == 409
+    assert client.post(f"/runs/{run.run_id[:12]}/approve", json={"note": "checked"}, headers=H["approver"]).json()["status"] == "approved"
+    assert client.post(f"/runs/{run.run_id[:12]}/issue", headers=H["approver"]).json()["status"] == "issued"
     made = client.post(f"/bills/{bill}/adjustments", json={"amount": "-10.00", "reason": "meter over-read"}, headers=H["clerk"])
     assert made.status_code == 201 and made.json()["by"] == "li"
-    pending = client.get("/adjustments", headers=H["viewer"]).json()
+    pending = client.get("/adjustments", headers=H["auditor"]).json()
     assert pending["total"] == 1 and pending["items"][0]["amount"] == "-10.00"
-    events = client.get(f"/runs/{run.run_id}", headers=H["viewer"]).json()["events"]
+    events = client.get(f"/runs/{run.run_id}", headers=H["auditor"]).json()["events"]
     assert [(e["action"], e["user"]) for e in events] == [("created", "system"), ("approved", "wang"), ("issued", "wang"), ("adjustment", "li")]
-    assert client.get("/units/V03/water-use", headers=H["viewer"]).json()["items"][0]["bill_id"] == bill
+    assert client.get("/units/V03/water-use", headers=H["auditor"]).json()["items"][0]["bill_id"] == bill
 
 
 def test_pagination_and_clear_4xx(api):
     client, run = api
-    first = client.get(f"/runs/{run.run_id}/bills?offset=0&limit=5", headers=H["viewer"]).json()
-    rest = client.get(f"/runs/{run.run_id}/bills?offset=5&limit=500", headers=H["viewer"]).json()
+    first = client.get(f"/runs/{run.run_id}/bills?offset=0&limit=5", headers=H["auditor"]).json()
+    rest = client.get(f"/runs/{run.run_id}/bills?offset=5&limit=500", headers=H["auditor"]).json()
     assert first["total"] == rest["total"] == 14 and len(first["items"]) == 5 and len(rest["items"]) == 9
     assert {b["unit"]["id"] for b in first["items"] + rest["items"]} == set(run.unit_volumes)
-    assert client.get("/runs?limit=501", headers=H["viewer"]).status_code == 422
-    assert client.get("/runs/ffffffff", headers=H["viewer"]).status_code == 404
-    assert client.get("/bills/nope", headers=H["viewer"]).status_code == 404
+    assert client.get("/runs?limit=501", headers=H["auditor"]).status_code == 422
+    assert client.get("/runs/ffffffff", headers=H["auditor"]).status_code == 404
+    assert client.get("/bills/nope", headers=H["auditor"]).status_code == 404
     bad = client.post("/runs", json={"season": "2026-spring", "from": "2026-03-01T00:00:00+08:00"}, headers=H["clerk"])
     assert bad.status_code == 422 and "either season" in bad.text
     naive = client.post("/runs", json={"from": "2026-03-01T00:00:00", "to": "2026-03-02T00:00:00+08:00"}, headers=H["clerk"])
@@ -97,12 +103,31 @@ def test_pagination_and_clear_4xx(api):
 
 def test_token_file(tmp_path):
     path = tmp_path / "tokens.yaml"
-    path.write_text(f"- {{user: li, role: clerk, sha256: {hash_token('s3cret')}}}\n- {{user: dev, role: viewer, token: devtoken}}\n", encoding="utf-8")
+    path.write_text(f"- {{user: li, role: clerk, sha256: {hash_token('s3cret')}}}\n- {{user: dev, role: approver, token: devtoken}}\n", encoding="utf-8")
     tokens = load_tokens(path)
-    assert tokens[hash_token("s3cret")] == Principal("li", "clerk") and tokens[hash_token("devtoken")].role == "viewer"
-    path.write_text("- {user: li, role: admin, token: x}\n", encoding="utf-8")
+    assert tokens[hash_token("s3cret")] == Principal("li", "clerk") and tokens[hash_token("devtoken")].role == "approver"
+    path.write_text("- {role: admin, token: x}\n", encoding="utf-8")
     with pytest.raises(TokenFileError, match="entry 1: needs user and role"):
         load_tokens(path)
+    path.write_text("- {user: li, role: clerk, token: x}\n- {user: boss, role: boss, token: y}\n", encoding="utf-8")
+    with pytest.raises(TokenFileError, match=r"tokens.yaml: entry 2: role 'boss' is not one of auditor, clerk, approver, admin"):
+        load_tokens(path)
+
+
+def test_a_token_file_of_the_old_roles_still_loads_mapped(demo, ledger_url, tmp_path, caplog):
+    """viewer and manager (the API's roles before the workbench's) load as auditor and admin, with a warning naming the entry."""
+    run = recorded_run(demo, ledger_url)
+    path = tmp_path / "tokens.yaml"
+    path.write_text("- {user: zhao, role: viewer, token: old-v}\n- {user: wang, role: manager, token: old-m}\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        tokens = load_tokens(path)
+    assert sorted(p.role for p in tokens.values()) == ["admin", "auditor"]
+    assert f"{path}: entry 2: role manager is now admin; write role: admin there" in caplog.text
+    client = TestClient(create_app(ApiConfig(ServiceConfig(ledger_url, DEMO), tokens)))
+    viewer, manager = ({"Authorization": f"Bearer {t}"} for t in ("old-v", "old-m"))
+    assert client.get("/runs", headers=viewer).status_code == 200
+    assert client.post(f"/runs/{run.run_id}/approve", headers=viewer).status_code == 403
+    assert client.post(f"/runs/{run.run_id}/approve", headers=manager).json()["status"] == "approved"  # as a manager could
 
 
 def test_served_for_real_starts_a_run_and_stops_on_sigterm(influx, demo, tmp_path):

@@ -20,7 +20,7 @@ from billing_synth import DEMO, MIN, Meter, write_meter
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from billing.api import ApiConfig, Principal, create_app
+from billing.api import ApiConfig, Principal, ServiceConfig, create_app
 from billing.run import run_billing
 from billing.schemas import MONEY_PATTERN, BillDocument, BillLine, ErrorResponse, RunManifest, document_json
 from billing.window import season_window
@@ -28,8 +28,8 @@ from canalflow.credentials import hash_api_token
 from canalflow.district import District
 from canalflow.influx import InfluxV1
 
-TOKENS = {hash_api_token(f"{r}-token"): Principal(u, r) for u, r in (("zhao", "viewer"), ("li", "clerk"), ("wang", "manager"))}
-AUTH = {role: {"Authorization": f"Bearer {role}-token"} for role in ("viewer", "clerk", "manager")}
+TOKENS = {hash_api_token(f"{r}-token"): Principal(u, r) for u, r in (("zhao", "auditor"), ("li", "clerk"), ("wang", "approver"))}
+AUTH = {role: {"Authorization": f"Bearer {role}-token"} for role in ("auditor", "clerk", "approver")}
 DAY_MS = 86_400_000
 ANNOTATIONS = {"title", "description", "examples", "default", "format"}  # keywords that do not constrain a value
 
@@ -158,7 +158,7 @@ def walk_properties(schema: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_the_openapi_document_declares_every_answer_and_one_error_model(tmp_path: Path) -> None:
-    client = TestClient(create_app(ApiConfig(f"sqlite:///{tmp_path}/ledger.db", TOKENS)))
+    client = TestClient(create_app(ApiConfig(ServiceConfig(f"sqlite:///{tmp_path}/ledger.db"), TOKENS)))
     served = client.get("/openapi.json")  # served without a token, as /docs and /redoc show it
     assert served.status_code == 200 and client.get("/docs").status_code == client.get("/redoc").status_code == 200
     doc = served.json()
@@ -192,7 +192,7 @@ def test_the_openapi_document_declares_every_answer_and_one_error_model(tmp_path
 
 def test_the_checker_and_the_models_refuse_what_the_document_does_not_allow(tmp_path: Path) -> None:
     """The checker used below can fail: a float amount, an undeclared key, a missing one, a wrong type."""
-    doc = create_app(ApiConfig(f"sqlite:///{tmp_path}/ledger.db", TOKENS)).openapi()
+    doc = create_app(ApiConfig(ServiceConfig(f"sqlite:///{tmp_path}/ledger.db"), TOKENS)).openapi()
     line = {"id": "3f2a9c1d04e5-V01-L1", "kind": "charge", "crop_class": "grain", "component": "backbone", "band": 0,
             "volume_m3": "8571", "rate": "0.0875", "amount": "749.96", "note": ""}
     schema = component("BillLine")
@@ -228,7 +228,7 @@ class Checked:
         self.routes = [(route.path, method) for route in client.app.routes for method in getattr(route, "methods", ())]  # type: ignore[attr-defined]
         self.answered: set[tuple[str, str]] = set()
 
-    def __call__(self, method: str, url: str, status: int, role: str | None = "viewer", **kwargs: Any) -> Any:
+    def __call__(self, method: str, url: str, status: int, role: str | None = "auditor", **kwargs: Any) -> Any:
         headers = (AUTH[role] if role else {}) | kwargs.pop("headers", {})
         answer = self.client.request(method, url, headers=headers, **kwargs)
         assert answer.status_code == status, f"{method} {url}: {answer.status_code} {answer.text[:300]}"
@@ -263,7 +263,7 @@ def billed(demo: District, influx: InfluxV1, ledger_url: str, tmp_path: Path) ->
 
 def test_real_answers_and_bill_files_match_the_document(billed: tuple[Any, Path], influx: InfluxV1, ledger_url: str) -> None:
     run, out = billed
-    app = create_app(ApiConfig(ledger_url, TOKENS, DEMO, influx.url, influx.database))
+    app = create_app(ApiConfig(ServiceConfig(ledger_url, DEMO, influx.url, influx.database), TOKENS))
     api = Checked(TestClient(app))
     doc = api.doc
     bill = run.bill_of("V01").bill_id
@@ -288,8 +288,8 @@ def test_real_answers_and_bill_files_match_the_document(billed: tuple[Any, Path]
     api("GET", f"/runs/{run.run_id[:12]}", 200)
     assert api("GET", f"/bills/{bill}", 200)["total"] == str(run.bill_of("V01").total)
     assert api("GET", f"/lines/{bill}-L1/explain", 200)["line"]["id"] == f"{bill}-L1"
-    api("POST", f"/runs/{run.run_id}/approve", 200, "manager", json={"note": "checked"})
-    api("POST", f"/runs/{run.run_id}/issue", 200, "manager")
+    api("POST", f"/runs/{run.run_id}/approve", 200, "approver", json={"note": "checked"})
+    api("POST", f"/runs/{run.run_id}/issue", 200, "approver")
     assert api("POST", f"/bills/{bill}/adjustments", 201, "clerk", json={"amount": "-12.34", "reason": "meter over-read"})["amount"] == "-12.34"
     api("POST", f"/bills/{bill}/paid", 200, "clerk")
     assert api("GET", "/adjustments", 200)["items"][0]["amount"] == "-12.34"
@@ -308,16 +308,16 @@ def test_real_answers_and_bill_files_match_the_document(billed: tuple[Any, Path]
     assert api.answered == routes, f"routes whose success answer is not checked: {routes - api.answered}"
     # every kind of error, in the one error model
     assert "bearer" in api("GET", "/runs", 401, role=None)["detail"]
-    assert "manager role" in api("POST", f"/runs/{later['run_id']}/approve", 403, "clerk")["detail"]
+    assert "approver or admin role" in api("POST", f"/runs/{later['run_id']}/approve", 403, "clerk")["detail"]
     assert "no bill" in api("GET", "/bills/nope", 404)["detail"]
-    assert "issued is final" in api("POST", f"/runs/{run.run_id}/issue", 409, "manager")["detail"]
+    assert "issued is final" in api("POST", f"/runs/{run.run_id}/issue", 409, "approver")["detail"]
     assert "over" in api("POST", "/edits", 413, "clerk", content=json.dumps(edit | {"reason": "x" * 2_000_000}),
                          headers={"content-type": "application/json"})["detail"]
     issues = api("GET", "/runs?limit=501", 422)["detail"]
     assert issues[0]["loc"] == ["query", "limit"] and "input" not in issues[0]
     assert "unknown season" in api("POST", "/runs", 422, "clerk", json={"season": "nope"})["detail"]
     assert ErrorResponse.model_validate(api("GET", "/runs?limit=501", 422))
-    down = Checked(TestClient(create_app(ApiConfig(ledger_url, TOKENS, DEMO, closed_port_url(), influx.database))))
+    down = Checked(TestClient(create_app(ApiConfig(ServiceConfig(ledger_url, DEMO, closed_port_url(), influx.database), TOKENS))))
     assert "retry when InfluxDB is back" in down("GET", "/efficiency", 503, params=day2)["detail"]
-    without = Checked(TestClient(create_app(ApiConfig(ledger_url, TOKENS, DEMO))))
+    without = Checked(TestClient(create_app(ApiConfig(ServiceConfig(ledger_url, DEMO), TOKENS))))
     assert "without --influx" in without("POST", "/runs", 503, "clerk", json=day2)["detail"]

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.pool import NullPool
 
-from billing.api import ApiConfig, Principal, create_app
+from billing.api import ApiConfig, Principal, ServiceConfig, create_app
 from billing.bills import PendingAdjustment
 from billing.ledger import BillRow, Ledger, LedgerError, LineRow, RunRow, open_ledger
 from billing.ledger_schema import m3, unscaled, yuan
@@ -165,9 +165,9 @@ def test_hostile_ids_and_nul_text_over_http_are_4xx_and_change_nothing(ledger_ur
     ledger = open_ledger(ledger_url)
     run = issued(ledger, fixed_run(demo, 0))
     bill = run.bill_of("V01").bill_id
-    tokens = {hash_api_token("c-token"): Principal("li", "clerk"), hash_api_token("m-token"): Principal("wang", "manager")}
+    tokens = {hash_api_token("c-token"): Principal("li", "clerk"), hash_api_token("m-token"): Principal("wang", "admin")}
     clerk, manager = ({"Authorization": f"Bearer {t}"} for t in ("c-token", "m-token"))
-    client = TestClient(create_app(ApiConfig(ledger_url, tokens)), raise_server_exceptions=False)
+    client = TestClient(create_app(ApiConfig(ServiceConfig(ledger_url), tokens)), raise_server_exceptions=False)
     for hostile in ("%00", "V01%00", "x" * 5000, "%25", "_"):
         for method, path in (("GET", "/runs/{}"), ("GET", "/runs/{}/bills"), ("GET", "/bills/{}"), ("GET", "/lines/{}-L1/explain"),
                              ("POST", "/runs/{}/approve"), ("POST", "/bills/{}/paid"), ("GET", "/units/{}/water-use")):

@@ -64,6 +64,22 @@ def test_blocked_bill_pdf_says_why(demo, season_run, tmp_path):
     assert "本账单暂停出具" in pdftext(path) and "V02-IN coverage 50%" in pdftext(path)
 
 
+def test_xlsx_keeps_a_formula_like_name_as_text(season_run):
+    import io
+
+    from openpyxl import load_workbook
+
+    from billing.exports import write_xlsx
+
+    hostile = '=HYPERLINK("http://evil.example","click")'
+    doc = season_run.bill_of("V01").to_dict()
+    doc["unit"]["name"] = hostile
+    out = io.BytesIO()
+    write_xlsx(season_run.document().model_dump(mode="json"), [doc], out)
+    cell = load_workbook(io.BytesIO(out.getvalue()))["Bills"]["C2"]
+    assert cell.value == hostile and cell.data_type == "s"
+
+
 def test_xlsx_lines_add_up_to_bills(season_run, tmp_path):
     from openpyxl import load_workbook
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "billing"))
 from billing_synth import DEMO, MIN, Meter, write_meter
 from web_accounts import ACCOUNTS, HOSTILE, password
 
+from billing.service import ServiceConfig
 from billing.window import season_window
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
@@ -58,4 +59,4 @@ def day(district: District, influx: InfluxV1) -> tuple[int, int]:
 
 @pytest.fixture
 def config(tmp_path: Path, users_file: Path, district_path: Path, influx: InfluxV1) -> WebConfig:
-    return WebConfig(f"sqlite:///{tmp_path}/ledger.db", load_users(users_file), district_path, influx.url, influx.database)
+    return WebConfig(ServiceConfig(f"sqlite:///{tmp_path}/ledger.db", district_path, influx.url, influx.database), load_users(users_file))

@@ -8,9 +8,6 @@ in them (fonts-wqy-zenhei, installed by scripts/install-system-deps.sh).
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -19,42 +16,24 @@ from typing import Any
 import pytest
 from web_accounts import HOSTILE, local, password
 
+from testbed.screens import CHROMIUM, chromium, served, sign_in
 from web.app import WebConfig, create_app
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture
 def server(config: WebConfig) -> Iterator[tuple[str, Any]]:
     """The workbench served by uvicorn on a free loopback port; yields (base URL, the app)."""
-    import uvicorn
-
     app = create_app(config)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    uv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with served(app) as base:
+        yield base, app
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install-system-deps.sh (it installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright  # the dev extra
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -65,14 +44,7 @@ def shots(tmp_path: Path) -> Path:
 
 
 def signed_in(browser: Any, base: str, user: str, **context: Any) -> Any:
-    page = browser.new_context(**context).new_page()
-    page.goto(f"{base}/login")
-    page.fill("input[name=user]", user)
-    page.fill("input[name=password]", password(user))
-    page.click("#sign-in")
-    page.wait_for_url(f"{base}/runs")
-    return page
-
+    return sign_in(browser, base, user, password(user), **context)
 
 
 def start_run(page: Any, base: str, window: tuple[int, int]) -> str:

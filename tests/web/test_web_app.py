@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 import subprocess
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from openpyxl import load_workbook
 from web_accounts import HOSTILE, local, password
 
-from billing.exports import BILL_COLUMNS
+from billing.exports import BILL_COLUMNS, LINE_COLUMNS
+from billing.service import ServiceConfig
 from canalflow.influx import InfluxV1
 from web.app import WebConfig, create_app
 from web.auth import MAX_FAILURES, load_users
@@ -24,7 +27,7 @@ from web.auth import MAX_FAILURES, load_users
 def config(request: pytest.FixtureRequest, tmp_path: Path, users_file: Path, district_path: Path, influx: InfluxV1) -> WebConfig:
     """The workbench's configuration on each ledger backend we deploy (a fresh PostgreSQL database per test)."""
     url = f"sqlite:///{tmp_path}/ledger.db" if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
-    return WebConfig(url, load_users(users_file), district_path, influx.url, influx.database)
+    return WebConfig(ServiceConfig(url, district_path, influx.url, influx.database), load_users(users_file))
 
 
 CLERK_PAGES = ("/runs", "/vee", "/audit", "/runs/abc", "/bills/abc-V01", "/bills/abc-V01/bill.pdf", "/lines/abc-V01-L1", "/runs/abc/bills.csv", "/jobs/abc")
@@ -151,10 +154,28 @@ def test_a_billing_round_four_eyes_and_the_public_notice(config: WebConfig, day:
     (tmp_path / "notice.pdf").write_bytes(pdf.content)
     subprocess.run(["pdftoppm", "-png", "-r", "50", str(tmp_path / "notice.pdf"), str(tmp_path / "notice")], check=True)
     assert list(tmp_path.glob("notice*.png"))
+    # and it shows exactly the issued bill's figures: use, quota, each kind's sum and the total
+    text = subprocess.run(["pdftotext", str(tmp_path / "notice.pdf"), "-"], check=True, capture_output=True, text=True).stdout.split()
+    sums = {kind: str(sum((Decimal(ln["amount"]) for ln in v01["lines"] if ln["kind"] == kind), Decimal(0))) for kind in ("charge", "subsidy", "reward")}
+    for figure in (v01["volume_m3"], v01["quota_m3"], v01["total"], *sums.values()):
+        assert figure in text, f"{figure} not on the printed notice: {' '.join(text)}"
     # the CSV download: the columns of bills.csv, the ledger's totals
     rows = list(csv.reader(io.StringIO(admin.get(f"/runs/{run_id}/bills.csv").text)))
     assert tuple(rows[0]) == BILL_COLUMNS and len(rows) == len(bills) + 1
     assert {r[0]: r[8] for r in rows[1:]} == {b["bill_id"]: b["total"] for b in bills}
+    # the XLSX downloads (the workbook of billing run --out): the run's and one bill's figures are the ledger's
+    book = load_workbook(io.BytesIO(admin.get(f"/runs/{run_id}/bills.xlsx").content), read_only=True)
+    sheet = list(book["Bills"].values)
+    assert sheet[0] == BILL_COLUMNS
+    assert {r[0]: (Decimal(str(r[6])), Decimal(str(r[8])).quantize(Decimal("0.01"))) for r in sheet[1:]} == {
+        b["bill_id"]: (Decimal(b["volume_m3"]), Decimal(b["total"])) for b in bills}
+    assert dict(book["Run"].values)["total_yuan"] == str(total)
+    one = load_workbook(io.BytesIO(admin.get(f"/bills/{v01['bill_id']}/bill.xlsx").content), read_only=True)
+    lines = list(one["Lines"].values)[1:]
+    assert [(r[0], Decimal(str(r[9])).quantize(Decimal("0.01"))) for r in lines] == [(ln["id"], Decimal(ln["amount"])) for ln in v01["lines"]]
+    assert dict(one["Run"].values)["total_yuan"] == v01["total"] and [r[0] for r in list(one["Bills"].values)[1:]] == [v01["bill_id"]]
+    bill_csv = list(csv.reader(io.StringIO(admin.get(f"/bills/{v01['bill_id']}/bill.csv").text)))
+    assert tuple(bill_csv[0]) == LINE_COLUMNS and [r[9] for r in bill_csv[1:]] == [ln["amount"] for ln in v01["lines"]]
 
 
 def test_a_rerun_of_a_draft_window_is_compared_with_the_previous_run(config: WebConfig, day: tuple[int, int]) -> None:
@@ -184,8 +205,7 @@ def test_a_run_with_influxdb_down_says_so_on_its_job_page(config: WebConfig, day
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-    config.influx_url = closed
-    client = TestClient(create_app(config))
+    client = TestClient(create_app(dataclasses.replace(config, service=dataclasses.replace(config.service, influx_url=closed))))
     sign_in(client, "li")
     answer = post(client, "/runs", "/runs", **{"from": local(day[0]), "to": local(day[1])})
     job = answer.headers["location"]
