@@ -95,6 +95,9 @@ def billed(stack: ComposeStack) -> dict[str, Any]:
     day_balance = (f'SELECT count("loss_m3") FROM {source_of(M.balance)} WHERE "incomplete" = false '
                    f"AND time >= {start}ms AND time < {end}ms")
     wait(lambda: bool(db.query(day_balance)), 30, f"complete reach balances of {DAY.date()} (ingest's rollup loop)", stack)
+    # the "today" panels read the new day's first hourly rollup: look once it exists, as a manager would after 01:00
+    today = f"SELECT count(\"volume_m3\") FROM {source_of(M.volume)} WHERE \"interval\" = '1h' AND time >= {end}ms"
+    wait(lambda: bool(db.query(today)), 60, "the first hourly rollup of the next day", stack)
     return {"run": run, "now_ms": clock.now_ms()}
 
 
