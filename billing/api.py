@@ -2,7 +2,7 @@
 
 Every route but ``/health`` needs ``Authorization: Bearer <token>``; tokens come from a tokens
 file (YAML list of ``{user, role, sha256}`` or, for development, ``{user, role, token}``) and
-carry one role of the web workbench's (``billing/roles.py``):
+carry one role of the web workbench's (``canalflow/roles.py``):
 
 - every role (``auditor``, ``clerk``, ``approver``, ``admin``): read runs, bills, explanations, efficiency, the ledger;
 - ``clerk``, ``admin``: + start billing runs, record VEE edits, adjustments and payments;
@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import models_json_schema
 
 from billing.ledger import FourEyesError, Ledger, LedgerError, open_ledger
-from billing.roles import may, needs, role_of
 from billing.schemas import (
     AdjustmentMade,
     BillDocument,
@@ -63,6 +62,7 @@ from billing.schemas import (
 from billing.service import ServiceConfig
 from canalflow.credentials import hash_api_token
 from canalflow.errors import CanalflowError
+from canalflow.roles import may, needs, role_of
 
 MAX_PAGE = 500
 MAX_OFFSET = 1_000_000_000  # SQLite integers are 64-bit: a larger offset would be a 500, not a page
@@ -188,7 +188,7 @@ class ApiConfig:
 
 ERRORS = {
     401: "no bearer token, or an unknown one",
-    403: "the token's role may not do this (billing/roles.py), or its user recorded the run they approve (four eyes)",
+    403: "the token's role may not do this (canalflow/roles.py), or its user recorded the run they approve (four eyes)",
     404: "no such run, bill, line or unit",
     409: "the lifecycle does not allow it (an issued run is final; no run may bill again a window an issued run bills)",
     413: "the request body is over 1 MB",

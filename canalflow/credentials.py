@@ -302,8 +302,8 @@ def hash_api_token(token: str) -> str:
 
 
 def parse_api_user(spec: str) -> tuple[str, str]:
-    """``NAME:ROLE`` from the command line, e.g. ``li:clerk``; the role is one of billing/roles.py (old ones mapped)."""
-    from billing.roles import ROLES, role_of
+    """``NAME:ROLE`` from the command line, e.g. ``li:clerk``; the role is one of canalflow/roles.py (old ones mapped)."""
+    from canalflow.roles import ROLES, role_of
 
     name, _, role = spec.partition(":")
     if not name:

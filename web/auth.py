@@ -20,8 +20,8 @@ import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from billing.roles import ROLES, may
 from canalflow.errors import CanalflowError
+from canalflow.roles import ROLES, may
 
 MAX_FAILURES = 5  # failed sign-ins of one user name before it is locked
 LOCKOUT_S = 15 * 60

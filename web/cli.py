@@ -16,8 +16,8 @@ EXAMPLES = """examples:
 
 
 def register(subparsers: Any) -> None:
-    from billing.roles import ROLES
     from canalflow.cliopts import add_influx_arguments, add_ledger_argument
+    from canalflow.roles import ROLES
 
     parser = subparsers.add_parser("web", help="web workbench for billing clerks and the public water-use notice",
                                    epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
     add = commands.add_parser("add-user", help="add or replace an account (the password is read from the terminal or stdin)")
     add.add_argument("--users", type=Path, required=True)
     add.add_argument("--user", required=True)
-    add.add_argument("--role", required=True, choices=ROLES, help="billing/roles.py: the same roles as the billing API's")
+    add.add_argument("--role", required=True, choices=ROLES, help="canalflow/roles.py: the same roles as the billing API's")
     add.set_defaults(func=cmd_add_user)
 
 

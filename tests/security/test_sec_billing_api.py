@@ -44,7 +44,7 @@ DAY_MS = 86_400_000
 SECRET = {role: f"{role}-{secrets.token_urlsafe(18)}" for role in ("auditor", "clerk", "approver", "admin")}
 TOKENS = {hash_api_token(token): Principal(f"{role}-user", role) for role, token in SECRET.items()}
 AUTH = {role: {"Authorization": f"Bearer {token}"} for role, token in SECRET.items()}
-# Who may use a route of each kind (billing/roles.py, written out here so that a change of it shows).
+# Who may use a route of each kind (canalflow/roles.py, written out here so that a change of it shows).
 ALLOWED = {"read": ("auditor", "clerk", "approver", "admin"), "clerk": ("clerk", "admin"), "approver": ("approver", "admin")}
 
 # The kind of each route. A route in the OpenAPI schema but not here fails the first test until it is classified.
@@ -388,7 +388,7 @@ def test_served_api_never_logs_a_token(tmp_path: Path) -> None:
     """`canalflow billing serve` for real: stdout, stderr and uvicorn's access log hold no token."""
     tokens = tmp_path / "tokens.yaml"
     wrong = f"wrong-{secrets.token_urlsafe(18)}"
-    # a tokens file of the roles before billing/roles.py: viewer and manager load as auditor and admin
+    # a tokens file of the roles before canalflow/roles.py: viewer and manager load as auditor and admin
     tokens.write_text(f"- {{user: zhao, role: viewer, token: {SECRET['auditor']}}}\n"
                       f"- {{user: li, role: clerk, sha256: {hash_api_token(SECRET['clerk'])}}}\n"
                       f"- {{user: wang, role: manager, token: {SECRET['admin']}}}\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""One role model (billing/roles.py): the same person with the same role is allowed and refused the same
+"""One role model (canalflow/roles.py): the same person with the same role is allowed and refused the same
 actions by the web workbench and by the billing API, and four eyes is the ledger's refusal in both."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from canalflow.credentials import API_TOKENS_FILE, generate_api_tokens, secret_f
 from canalflow.district import District
 from web.app import WebConfig, create_app
 
-# What each account may do here, written out (not derived from billing/roles.py, so that a change of it shows).
+# What each account may do here, written out (not derived from canalflow/roles.py, so that a change of it shows).
 ALLOWED = {"li": {"adjust", "edit"}, "wang": {"approve"}, "chen": {"approve"}, "zhou": set(), "zhang": {"adjust", "edit", "approve"}}
 EDIT = {"point": "V01-IN", "from": "2026-03-12T00:00", "to": "2026-03-13T00:00", "volume_m3": "10", "reason": "gate log"}
 
