@@ -55,6 +55,12 @@ log = logging.getLogger("canalflow.edge.agent")
 T = TypeVar("T")
 
 
+def edge_client_id(district_id: str, gateway: str) -> str:
+    """A gateway's default MQTT client id: stable, so that its session (and confirmations sent while
+    it was away) survives a reconnect."""
+    return f"canalflow-edge-{district_id}-{gateway}"
+
+
 class AgentFailed(CanalflowError, RuntimeError):
     """A background task kept failing: the agent stopped so that systemd (Restart=) starts it afresh."""
 
@@ -288,7 +294,7 @@ class EdgeAgent:
         opts = self.config.mqtt
         assert self._loop is not None
         return MqttLink(
-            opts.target(), opts.client_id or f"canalflow-edge-{self.district_id}-{self.gateway}", loop=self._loop,
+            opts.target(), opts.client_id or edge_client_id(self.district_id, self.gateway), loop=self._loop,
             will=(status_topic(self.district_id, self.gateway), self._status("offline")),
             subscribe=[cmd_topic(self.district_id, self.gateway), self._confirm_topic], on_connect=self._on_connect,
             on_disconnect=self._on_disconnect, on_ack=self._on_ack, on_message=self._on_message,

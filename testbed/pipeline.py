@@ -28,6 +28,7 @@ from canalflow.clock import SimClock
 from canalflow.district import District
 from canalflow.errors import CanalflowError
 from canalflow.influx import InfluxV1
+from edge.agent import edge_client_id
 from ingest.worker import ingest_client_id
 from testbed.services import Influxd, Mosquitto, end_mqtt_session, free_port
 
@@ -181,8 +182,12 @@ class Pipeline:
         """Start fleet, ingest and one edge agent per gateway (a receiver and its simulated stations
         for a gateway of stations); return once every point has reported.
 
-        The edges start only once ingest has subscribed (see :meth:`start_ingest`)."""
+        The edges start only once ingest has subscribed (see :meth:`start_ingest`), each on a fresh
+        MQTT session: on a broker shared between tests, a gateway's session left by an earlier test
+        holds confirmations of other runs' sequence numbers."""
         run_canalflow("ingest", "setup", "--influx", self.influxd.url, "--db", self.database)
+        for gateway in self.district.gateways:
+            end_mqtt_session(self.mqtt_url, edge_client_id(self.district.id, gateway))
         clock = self.start_fleet(start, speed, seed, scenario)
         self.start_ingest(ingest_workers)
         received = {self.district.points[s.point].gateway for s in self.district.spec.stations}
