@@ -8,7 +8,9 @@ run``) -> Debian's InfluxDB 1.6. Figures:
 - raw InfluxDB: pre-built line protocol in gzip batches of 5,000 from 1 and from 2 concurrent
   clients, points/s (the better of the two is the ceiling the ratios use);
 - end to end with 1 and 2 workers: readings/s from the first publish until every row is in
-  InfluxDB (so acknowledged), with the ratio to each raw limit, and the peak RSS per worker.
+  InfluxDB (so acknowledged), with the ratio to each raw limit, and the peak RSS per worker;
+- where the CPU of an end-to-end run goes: CPU µs per reading of InfluxDB, Mosquitto, the
+  publishers and the ingest workers (the machine's cores are what these share).
 
     python -m benchmarks ingest          # BENCH_INGEST_MESSAGES=200 messages per point by default
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -135,8 +138,24 @@ def _worker_pids(parent: int) -> list[int]:
     return [p for p in pids if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
-def end_to_end(stack: ServiceStack, workers: int, workdir: Path, writes_in_flight: int = 2) -> tuple[float, float]:
-    """(readings/s, peak RSS MB of one worker) with ``workers`` ingest workers."""
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds a live process has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def end_to_end(stack: ServiceStack, workers: int, workdir: Path, writes_in_flight: int = 2,
+               cpu: dict[str, float] | None = None) -> tuple[float, float]:
+    """(readings/s, peak RSS MB of one worker) with ``workers`` ingest workers; ``cpu`` (if given)
+    gets the CPU µs per reading of each part."""
     db = f"e2e{workers}w{writes_in_flight}"
     with InfluxV1(stack.influx_url, db) as client:
         setup_database(client)
@@ -150,6 +169,9 @@ def end_to_end(stack: ServiceStack, workers: int, workdir: Path, writes_in_fligh
                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait_subscribed(workdir / f"ingest-{db}.log", workers)
+            servers = {"InfluxDB": stack.influxd.pid, "Mosquitto": stack.mosquitto.pid}
+            before = {name: _cpu_s(pid) for name, pid in servers.items()}
+            before["ingest workers"] = sum(_cpu_s(pid) for pid in _worker_pids(ingest.pid))
             start_at = time.time() + 3.0
             publishers = _start_publishers(stack.mqtt_url, start_at)
             expected = _total_readings()
@@ -160,12 +182,18 @@ def end_to_end(stack: ServiceStack, workers: int, workdir: Path, writes_in_fligh
                 # the workers' own count of acknowledged readings: cheaper than COUNT(*) on a growing database
                 written = sum(_metric(metrics_port + i, "canalflow_ingest_readings_total") for i in range(workers))
                 if written >= expected:
+                    used = {name: _cpu_s(pid) for name, pid in servers.items()}
+                    used["ingest workers"] = sum(_cpu_s(pid) for pid in _worker_pids(ingest.pid))
                     break
                 if time.time() > start_at + 300 or ingest.poll() is not None:
                     raise RuntimeError(f"end to end ({workers} workers) did not finish: {written} of {expected}")
                 time.sleep(0.05)
             seconds = time.time() - start_at
+            children = _children_cpu_s()
             _finish(publishers)
+            if cpu is not None:
+                cpu |= {name: 1e6 * (used[name] - before[name]) / expected for name in used}
+                cpu["publishers"] = 1e6 * (_children_cpu_s() - children) / expected
             rows = client.query_points(f'SELECT COUNT("qcode") AS n FROM {source_of(M.readings)}')
             if not rows or rows[0]["n"] != expected:
                 raise RuntimeError(f"end to end ({workers} workers): {rows} rows in InfluxDB, expected {expected}")
@@ -214,14 +242,19 @@ def run() -> list[dict]:
         one_at_a_time, _ = end_to_end(stack, 1, workdir, writes_in_flight=1)
         rows.append({"name": "end to end, 1 worker, 1 write in flight", "value": one_at_a_time, "unit": "readings/s",
                      "ratio": round(one_at_a_time / limit, 3), "note": "before two writes in flight: the comparison"})
+        cpu: dict[str, float] = {}
         for workers in (1, 2):
-            rate, rss = end_to_end(stack, workers, workdir)
+            rate, rss = end_to_end(stack, workers, workdir, cpu=cpu if workers == 1 else None)
             rows.append({"name": f"end to end, {workers} worker(s)", "value": rate, "unit": "readings/s",
                          "ratio": round(rate / limit, 3),
                          "goal": f">= {GOAL_READINGS_PER_S:,} and >= {GOAL_RATIO}" if workers == 2 else f">= {GOAL_RATIO}",
                          "note": f"ratio to min(raw MQTT, best raw InfluxDB); to MQTT {rate / mqtt_limit:.2f}, to InfluxDB {rate / influx_limit:.2f}"})
             rows.append({"name": f"peak RSS per worker, {workers} worker(s)", "value": rss, "unit": "MB",
                          "goal": f"<= {GOAL_RSS_MB}"})
+        total = sum(cpu.values())
+        for part, micros in sorted(cpu.items(), key=lambda item: -item[1]):
+            rows.append({"name": f"CPU per reading, 1 worker: {part}", "value": micros, "unit": "µs",
+                         "note": f"{micros / total:.0%} of the run's {total:.1f} µs on {os.cpu_count()} cores"})
     return rows
 
 

@@ -428,10 +428,13 @@ def reading_lines(batch: ReadingBatch, canal: str, role: str) -> list[str]:
     tags = {"district": batch.district, "point": batch.point, "gateway": batch.gateway, "canal": canal, "role": role}
     prefix = escape_tag(M.readings) + "".join(f",{k}={escape_tag(v)}" for k, v in sorted(tags.items()) if v) + " "
     tail = f",seq={batch.seq}i,historical={'true' if batch.historical else 'false'} "
+    keys = _FIELD_KEYS
+    quality = _QUALITY_FIELDS
     out = []
     for reading in batch.readings:
-        values = ",".join([_field_key(k) + repr(float(v)) for k, v in reading.values.items()])
-        fields = _quality_fields(reading.quality, reading.flags)
+        # the caches inline (a call per value was a third of the encoding time)
+        values = ",".join([(keys.get(k) or _field_key(k)) + repr(float(v)) for k, v in reading.values.items()])
+        fields = quality.get((reading.quality, reading.flags)) or _quality_fields(reading.quality, reading.flags)
         out.append(f"{prefix}{values},{fields}{tail}{reading.ts}" if values else f"{prefix}{fields}{tail}{reading.ts}")
     return out
 

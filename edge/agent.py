@@ -39,6 +39,7 @@ from canalflow.contract import (
     status_topic,
 )
 from canalflow.errors import CanalflowError
+from canalflow.supervise import RESTART_DELAY_S, RestartBudget
 from edge.buffer import Buffer, BufferStorageError, Row, batch_payload
 from edge.config import EdgeConfig, EndpointSpec, edge_config_from_district
 from edge.metrics import EdgeMetrics
@@ -52,8 +53,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("canalflow.edge.agent")
 T = TypeVar("T")
-RESTART_DELAY_S = 1.0
-MAX_FAILURES_PER_MINUTE = 5  # a task failing more often stops the agent (exit 1) for its service manager to restart
+
+
+def edge_client_id(district_id: str, gateway: str) -> str:
+    """A gateway's default MQTT client id: stable, so that its session (and confirmations sent while
+    it was away) survives a reconnect."""
+    return f"canalflow-edge-{district_id}-{gateway}"
 
 
 class AgentFailed(CanalflowError, RuntimeError):
@@ -181,7 +186,7 @@ class EdgeAgent:
         """Run a background loop; when it raises, log it and start it again, and stop the agent if it keeps failing.
 
         A loop that returns has finished on purpose (stopping); cancelling is how the agent ends one."""
-        failures: list[float] = []
+        budget = RestartBudget()
         while True:
             try:
                 await loop()
@@ -189,11 +194,10 @@ class EdgeAgent:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                now = time.monotonic()
-                failures = [t for t in failures if t > now - 60] + [now]
+                budget.failed()
                 self.metrics.task_failed(name)
-                if len(failures) >= MAX_FAILURES_PER_MINUTE:
-                    self.failure = f"the {name} task failed {len(failures)} times within a minute, last with {exc!r}"
+                if budget.exhausted:
+                    self.failure = budget.verdict(f"{name} task", repr(exc))
                     log.critical("gateway %s: %s; stopping the agent (exit 1) so that its service manager restarts it",
                                  self.gateway, self.failure, exc_info=exc)
                     self.stop()
@@ -289,7 +293,7 @@ class EdgeAgent:
         opts = self.config.mqtt
         assert self._loop is not None
         return MqttLink(
-            opts.target(), opts.client_id or f"canalflow-edge-{self.district_id}-{self.gateway}", loop=self._loop,
+            opts.target(), opts.client_id or edge_client_id(self.district_id, self.gateway), loop=self._loop,
             will=(status_topic(self.district_id, self.gateway), self._status("offline")),
             subscribe=[cmd_topic(self.district_id, self.gateway), self._confirm_topic], on_connect=self._on_connect,
             on_disconnect=self._on_disconnect, on_ack=self._on_ack, on_message=self._on_message,

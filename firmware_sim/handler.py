@@ -41,24 +41,35 @@ class RequestHandler(ServerRequestHandler):
         """Replaced by the task started in callback_data (pymodbus schedules this too)."""
 
     async def _answer(self, request: ModbusPDU, addr: tuple | None) -> None:
+        """Answer one request. Nothing may escape: a task's exception would go unretrieved (logged only
+        when the task is collected) and the master would just time out; a fault is logged with its
+        traceback and answered 0x04, and the gateway serves on."""
+        try:
+            response = await self._response(request)
+        except Exception:
+            log.exception("device %s failed to answer function %s", request.dev_id, request.function_code)
+            response = ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE)
+        if response is None:
+            return  # silence: the master times out
+        try:
+            self._send(request, response, addr)
+        except Exception:  # e.g. a register value a frame cannot hold
+            log.exception("device %s: its answer to function %s cannot be sent", request.dev_id, request.function_code)
+            self._send(request, ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE), addr)
+
+    async def _response(self, request: ModbusPDU) -> ModbusPDU | None:
         if request.dev_id not in getattr(self.server, "unit_ids", (request.dev_id,)):
             if self.server.absent_units == "silent":
-                return  # like a gateway that lets the master time out
-            response: ModbusPDU = ExceptionResponse(request.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
-            response.transaction_id = request.transaction_id
-            response.dev_id = request.dev_id
-            if self.transport is not None:
-                self.server_send(response, addr)
-            return
+                return None  # like a gateway that lets the master time out
+            return ExceptionResponse(request.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
         try:
-            response = await request.datastore_update(self.server.context, request.dev_id)
+            return await request.datastore_update(self.server.context, request.dev_id)
         except NoSuchIdException:
             if self.server.ignore_missing_devices:
-                return  # the device stays silent; the master times out
-            response = ExceptionResponse(request.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
-        except Exception:  # a fault in a simulated device must not kill the gateway
-            log.exception("device %s failed to answer", request.dev_id)
-            response = ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE)
+                return None  # the device stays silent; the master times out
+            return ExceptionResponse(request.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+
+    def _send(self, request: ModbusPDU, response: ModbusPDU, addr: tuple | None) -> None:
         response.transaction_id = request.transaction_id
         response.dev_id = request.dev_id
         if self.transport is not None:

@@ -162,6 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise OptionError("--inflight must be between 1 and 65535 (MQTT receive maximum)")
     if args.writes_in_flight < 1:
         raise OptionError("--writes-in-flight must be at least 1")
+    if not args.group or any(c in args.group for c in "/+#"):
+        raise OptionError(f"--group {args.group!r}: a shared-subscription group name cannot be empty or hold '/', '+' or '#'")
     config = WorkerConfig(
         district=args.district.resolve(), mqtt=target, influx_url=args.influx, db=args.db,
         deadletter=args.deadletter.resolve(), group=args.group, token=args.token,

@@ -10,8 +10,13 @@ import sys
 import threading
 import time
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
+from canalflow.supervise import RESTART_DELAY_S, RestartBudget
 from ingest.worker import IngestWorker, WorkerConfig
+
+if TYPE_CHECKING:
+    from canalflow.district import District
 
 log = logging.getLogger("canalflow.ingest")
 
@@ -42,7 +47,10 @@ def _run_in_process(config: WorkerConfig, log_level: int) -> None:
 
 
 class Supervisor:
-    """Keeps ``workers`` worker processes running; worker i gets index i and so its own MQTT session."""
+    """Keeps ``workers`` worker processes running; worker i gets index i and so its own MQTT session.
+
+    A worker that exits is restarted (canalflow.supervise's rule): one that exits too often within a
+    minute, or a rollup loop that died, stops ingest with exit status 1 for its service manager."""
 
     def __init__(self, config: WorkerConfig, workers: int, *, log_level: int = logging.INFO, rollup_every_s: float = 0.0) -> None:
         if workers < 1:
@@ -54,6 +62,8 @@ class Supervisor:
         self.stop = threading.Event()
         self._context = multiprocessing.get_context("spawn")
         self._procs: dict[int, BaseProcess] = {}
+        self._budgets = {index: RestartBudget() for index in range(workers)}
+        self._rollup: threading.Thread | None = None
 
     def _config_for(self, index: int) -> WorkerConfig:
         # Only the first worker subscribes to gateway status (a plain, not shared, subscription).
@@ -74,25 +84,44 @@ class Supervisor:
         for index in range(self.workers):
             self._start(index)
         if self.rollup_every_s > 0:
-            threading.Thread(target=self._rollup_loop, name="rollup", daemon=True).start()
+            from canalflow.district import load_district
+
+            district = load_district(self.config.district)  # here, not in the thread: a bad file fails the start
+            self._rollup = threading.Thread(target=self._rollup_loop, args=(district,), name="rollup", daemon=True)
+            self._rollup.start()
         try:
             while not self.stop.wait(0.5):
-                for index, proc in list(self._procs.items()):
-                    if not proc.is_alive():
-                        log.error("worker %d (pid %s) exited with code %s; restarting it", index, proc.pid, proc.exitcode)
-                        time.sleep(0.5)
-                        self._start(index)
+                failure = self._check()
+                if failure:
+                    log.critical("%s; stopping ingest (exit 1) so that its service manager restarts it", failure)
+                    return 1
         finally:
             self._stop_all()
         return 0
 
-    def _rollup_loop(self) -> None:
-        """Recompute the rollup windows that the workers' writes touched, every ``rollup_every_s``."""
-        from canalflow.district import load_district
+    def _check(self) -> str | None:
+        """Restart the workers that exited; return why ingest must stop, if it must."""
+        if self._rollup is not None and not self._rollup.is_alive() and not self.stop.is_set():
+            return "the rollup loop died (its traceback is above)"
+        for index, proc in list(self._procs.items()):
+            if proc.is_alive() or self.stop.is_set():
+                continue
+            budget = self._budgets[index]
+            budget.failed()
+            if budget.exhausted:
+                return budget.verdict(f"worker {index}", f"exit code {proc.exitcode}")
+            log.error("worker %d (pid %s) exited with code %s; restarting it", index, proc.pid, proc.exitcode)
+            time.sleep(RESTART_DELAY_S)
+            self._start(index)
+        return None
+
+    def _rollup_loop(self, district: District) -> None:
+        """Recompute the rollup windows that the workers' writes touched, every ``rollup_every_s``.
+
+        A failed round is logged and tried again at the next one (InfluxDB down is the usual cause)."""
         from canalflow.influx import InfluxError, InfluxV1
         from ingest.rollup import DirtyWindows, run_dirty
 
-        district = load_district(self.config.district)
         while not self.stop.wait(self.rollup_every_s):
             try:
                 with InfluxV1(self.config.influx_url, self.config.db, token=self.config.token, timeout=60) as client:

@@ -66,12 +66,17 @@ class WorkerConfig:
 
     @property
     def client_id(self) -> str:
-        # Stable across restarts: the broker keeps this worker's session and redelivers its unacked messages.
-        return f"canalflow-ingest-{self.group}-{self.instance}-{self.index}"[:128]
+        return ingest_client_id(self.group, self.instance, self.index)
 
     @property
     def name(self) -> str:
         return f"{self.instance}-{self.index}"
+
+
+def ingest_client_id(group: str, instance: str, index: int) -> str:
+    """The MQTT client id of worker ``index``: stable across restarts, so the broker keeps its session
+    and redelivers its unacknowledged messages."""
+    return f"canalflow-ingest-{group}-{instance}-{index}"[:128]
 
 
 @dataclass
@@ -193,13 +198,17 @@ class IngestWorker:
             writer.start()
         next_report = time.monotonic() + self.config.stats_interval_s
         try:
-            while not self.stop.is_set() and all(w.is_alive() for w in writers):
+            while not self.stop.is_set() and all(w.is_alive() for w in writers) and self._network_alive():
                 batch = self._collect(timeout=0.5)
                 if batch:
                     self._submit(self._prepare(batch))
                 if time.monotonic() >= next_report:
                     self._report()
                     next_report = time.monotonic() + self.config.stats_interval_s
+            if not self._network_alive():
+                log.critical("worker %s: the MQTT network thread died (its traceback is above); stopping so that the "
+                             "supervisor restarts this worker", self.config.name)
+                self._failed = True
             self._drain(writers, grace_s)
             self._report()  # the final counts, so ingest_stats adds up after a clean stop
         finally:
@@ -210,6 +219,11 @@ class IngestWorker:
             self.dirty.close()
         log.info("worker %s: stopped", self.config.name)
         return 1 if self._failed else 0
+
+    def _network_alive(self) -> bool:
+        """paho's loop thread: an exception in a callback ends it, and the worker would wait forever."""
+        thread = getattr(self.client, "_thread", None)  # paho keeps it private; loop_start() set it
+        return thread is not None and thread.is_alive()
 
     def _submit(self, job: _Job) -> None:
         job.order = self._submitted

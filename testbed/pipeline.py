@@ -28,7 +28,9 @@ from canalflow.clock import SimClock
 from canalflow.district import District
 from canalflow.errors import CanalflowError
 from canalflow.influx import InfluxV1
-from testbed.services import Influxd, Mosquitto, free_port
+from edge.agent import edge_client_id
+from ingest.worker import ingest_client_id
+from testbed.services import Influxd, Mosquitto, end_mqtt_session, free_port
 
 CANALFLOW = [sys.executable, "-m", "canalflow.cli"]
 INGEST_READY = "subscribed (ready)"  # what an ingest worker logs once its subscription is in place
@@ -81,6 +83,14 @@ class Pipeline:
     database: str
     procs: dict[str, Proc] = field(default_factory=dict)
     manifest_path: Path | None = None
+    ingest_sessions: list[str] = field(default_factory=list)  # MQTT client ids of the ingest workers started
+
+    @property
+    def ingest_group(self) -> str:
+        """This pipeline's shared-subscription group. Tests share one broker: with the default group
+        and instance, every pipeline's worker 0 would take over the persistent session of the one
+        before, with the backlog of everything published since (other tests' readings included)."""
+        return f"pipeline-{self.database}"
 
     @property
     def mqtt_url(self) -> str:
@@ -125,11 +135,13 @@ class Pipeline:
     def start_ingest(self, workers: int = 1) -> Proc:
         """Start ingest and wait until every worker has subscribed: the broker drops messages
         published to a shared-subscription group before its first member joins."""
+        instance = "testbed"
         proc = self.spawn("ingest", [
             "ingest", "run", "--district", str(self.district.path), "--mqtt", self.mqtt_url,
             "--influx", self.influxd.url, "--db", self.database, "--workers", str(workers),
-            "--deadletter", str(self.workdir / "deadletter.db"),
+            "--deadletter", str(self.workdir / "deadletter.db"), "--group", self.ingest_group, "--instance", instance,
         ])
+        self.ingest_sessions += [ingest_client_id(self.ingest_group, instance, i) for i in range(workers)]
 
         def subscribed() -> bool:
             self.check_alive()
@@ -170,8 +182,12 @@ class Pipeline:
         """Start fleet, ingest and one edge agent per gateway (a receiver and its simulated stations
         for a gateway of stations); return once every point has reported.
 
-        The edges start only once ingest has subscribed (see :meth:`start_ingest`)."""
+        The edges start only once ingest has subscribed (see :meth:`start_ingest`), each on a fresh
+        MQTT session: on a broker shared between tests, a gateway's session left by an earlier test
+        holds confirmations of other runs' sequence numbers."""
         run_canalflow("ingest", "setup", "--influx", self.influxd.url, "--db", self.database)
+        for gateway in self.district.gateways:
+            end_mqtt_session(self.mqtt_url, edge_client_id(self.district.id, gateway))
         clock = self.start_fleet(start, speed, seed, scenario)
         self.start_ingest(ingest_workers)
         received = {self.district.points[s.point].gateway for s in self.district.spec.stations}
@@ -256,6 +272,10 @@ class Pipeline:
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.procs.pop(name).stop()
+        if self.mosquitto.running:
+            for client_id in self.ingest_sessions:
+                end_mqtt_session(self.mqtt_url, client_id)
+        self.ingest_sessions.clear()
 
 
 def run_canalflow(*args: str) -> str:

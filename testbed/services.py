@@ -54,6 +54,7 @@ __all__ = [
     "ServiceMissing",
     "ServiceStack",
     "TlsFiles",
+    "end_mqtt_session",
     "free_port",
 ]
 
@@ -455,6 +456,27 @@ def _close_quietly(client: object) -> None:
     sock = client.socket()  # type: ignore[attr-defined]
     if sock is not None:
         sock.close()
+
+
+def end_mqtt_session(url: str, client_id: str) -> None:
+    """Drop a stopped client's persistent session, so that a broker shared between tests stops
+    queueing messages for it (the next client taking that id would be handed them)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from canalflow.mqtt import MqttTarget
+
+    target = MqttTarget.from_url(url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    with contextlib.suppress(OSError):  # a broker stopped by its test has no sessions left to drop
+        client.connect(target.host, target.port, clean_start=True, properties=props)
+        client.loop_start()
+        time.sleep(0.1)
+        client.disconnect()
+        client.loop_stop()
 
 
 # --------------------------------------------------------------------------------------------

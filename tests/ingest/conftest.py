@@ -11,6 +11,8 @@ import pytest
 from ingest_helpers import DEMO, IngestProcess
 
 from canalflow.influx import InfluxV1
+from ingest.worker import ingest_client_id
+from testbed.services import end_mqtt_session
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def start_ingest(tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
         ]
         process = IngestProcess(args, tmp_path / f"ingest-{len(started)}.log")
         started.append(process)
-        sessions.extend((mqtt_url, f"canalflow-ingest-{group}-{instance}-{i}") for i in range(workers))
+        sessions.extend((mqtt_url, ingest_client_id(group, instance, i)) for i in range(workers))
         if wait:
             process.wait_ready(workers)
         return process
@@ -39,28 +41,5 @@ def start_ingest(tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
     for process in started:
         process.stop()
     for url, client_id in sessions:
-        end_session(url, client_id)
-
-
-def end_session(url: str, client_id: str) -> None:
-    """Drop a stopped worker's persistent session, so the session-wide broker stops queueing for it."""
-    import contextlib
-
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from canalflow.mqtt import MqttTarget
-
-    target = MqttTarget.from_url(url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 0
-    with contextlib.suppress(OSError):  # a broker stopped by its test has no sessions left to drop
-        client.connect(target.host, target.port, clean_start=True, properties=props)
-        client.loop_start()
-        time.sleep(0.1)
-        client.disconnect()
-        client.loop_stop()
-
+        end_mqtt_session(url, client_id)
 

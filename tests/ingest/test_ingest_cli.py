@@ -31,6 +31,8 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     (["run", "--district", str(DEMO), "--mqtt", "http://127.0.0.1:1", "--influx", "http://127.0.0.1:1", "--db", "x"], "scheme 'http' is not supported"),
     (["run", "--district", str(DEMO), "--mqtt", "mqtt://127.0.0.1:1", "--influx", "http://127.0.0.1:1", "--db", "x",
       "--inflight", "0"], "--inflight"),
+    (["run", "--district", str(DEMO), "--mqtt", "mqtt://127.0.0.1:1", "--influx", "http://127.0.0.1:1", "--db", "x",
+      "--group", "a/b"], "--group 'a/b'"),
     (["rollup", "--district", str(DEMO), "--influx", "http://127.0.0.1:1", "--db", "x", "--from", "2026-03-02",
       "--to", "2026-03-01"], "--to must be after --from"),
     (["rollup", "--district", str(DEMO), "--influx", "http://127.0.0.1:1", "--db", "x", "--from", "yesterday",

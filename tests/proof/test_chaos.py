@@ -126,10 +126,12 @@ def test_broker_killed_9_under_load(chaos, make_mosquitto, influxd):
     assert_nothing_lost_or_duplicated(pipeline, finish(pipeline))
 
 
-@pytest.mark.xfail(strict=False, reason="once in the full suite of session 3 (not alone, not in the run before the last "
-                   "merges) GW-MAIN's stored rows far exceeded its confirmed count (14203 vs 820): under investigation, "
-                   "see the session-3 note; nothing was lost in that run")
 def test_influxdb_restarted_under_load(chaos, mosquitto, make_influxd):
+    """Ingest's writes fail while InfluxDB is down and are retried; nothing is acknowledged meanwhile.
+
+    On the session-wide broker this test once stored far more rows than confirmed: its ingest took
+    over the persistent MQTT session an earlier pipeline had left (same group and instance), queued
+    full of other tests' readings. Each pipeline now has its own group and ends its sessions."""
     server = make_influxd()
     pipeline = chaos(mosquitto, server)
     load(pipeline, BEFORE_S)
