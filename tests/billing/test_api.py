@@ -21,6 +21,7 @@ from billing.volumes import PointVolume, charging_points
 from billing.window import season_window
 from canalflow.credentials import hash_api_token as hash_token
 from canalflow.volume import VolumeResult
+from testbed.steady import steady_share
 
 TOKENS = {hash_token(t): Principal(u, r) for t, u, r in (("v-token", "zhao", "viewer"), ("c-token", "li", "clerk"), ("m-token", "wang", "manager"))}
 H = {role: {"Authorization": f"Bearer {role[0]}-token"} for role in ("viewer", "clerk", "manager")}
@@ -30,7 +31,8 @@ H = {role: {"Authorization": f"Bearer {role[0]}-token"} for role in ("viewer", "
 def api(demo, ledger_url):
     url = ledger_url
     t0, t1 = season_window(demo, demo.seasons["2026-spring"])
-    volumes = {p: PointVolume(p, VolumeResult(250_000.0, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(demo)}
+    steady = steady_share(demo, 250_000.0)
+    volumes = {p: PointVolume(p, VolumeResult(steady[p], 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(demo)}
     run = build_run(demo, volumes, t0, t1, season=demo.seasons["2026-spring"], as_of_ms=t1)
     open_ledger(url).record_run(run)
     client = TestClient(create_app(ApiConfig(url, TOKENS, DEMO)))
@@ -108,8 +110,8 @@ def test_token_file(tmp_path):
 def test_served_for_real_starts_a_run_and_stops_on_sigterm(influx, demo, tmp_path):
     """`canalflow billing serve` as deployed: uvicorn on a port, a clerk starts a run from InfluxDB."""
     t0 = season_window(demo, demo.seasons["2026-spring"])[0] + 10 * 24 * 60 * MIN
-    for point in charging_points(demo):
-        write_meter(influx, demo, point, Meter(0.1, swing=0.0), t0 - 60 * MIN, t0 + 25 * 60 * MIN, step_ms=15 * MIN)
+    for point, flow in steady_share(demo, 0.1).items():
+        write_meter(influx, demo, point, Meter(flow, swing=0.0), t0 - 60 * MIN, t0 + 25 * 60 * MIN, step_ms=15 * MIN)
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("- {user: li, role: clerk, token: c-token}\n", encoding="utf-8")
     with socket.socket() as s:

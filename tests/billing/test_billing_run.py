@@ -166,10 +166,12 @@ def test_unpaid_units_get_no_subsidy_and_short_windows_a_prorated_quota(demo):
     from billing.volumes import PointVolume, charging_points
     from billing.window import quota_share
     from canalflow.volume import VolumeResult
+    from testbed.steady import steady_share
 
     season = demo.seasons["2026-spring"]
     t0, t1 = season_window(demo, season)
-    volumes = {p: PointVolume(p, VolumeResult(100_000.0, 1.0, 0.0, "flow", [], False, 9)) for p in charging_points(demo)}
+    steady = steady_share(demo, 100_000.0)
+    volumes = {p: PointVolume(p, VolumeResult(steady[p], 1.0, 0.0, "flow", [], False, 9)) for p in charging_points(demo)}
     run = build_run(demo, volumes, t0, t1, season=season, as_of_ms=t1, unpaid_units=["V03"])
     assert not any(line.kind == "subsidy" for line in run.bill_of("V03").lines)
     assert any("unpaid fees" in n for n in run.bill_of("V03").notes)

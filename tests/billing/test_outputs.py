@@ -18,6 +18,7 @@ from billing.run import run_billing
 from billing.volumes import PointVolume, charging_points
 from billing.window import season_window
 from canalflow.volume import VolumeResult
+from testbed.steady import steady_share
 
 MONTHS = (("2026-03", 100_000.0), ("2026-04", 150_000.0), ("2026-05", 50_000.0))
 
@@ -25,7 +26,8 @@ MONTHS = (("2026-03", 100_000.0), ("2026-04", 150_000.0), ("2026-05", 50_000.0))
 @pytest.fixture(scope="module")
 def season_run(demo):
     t0, t1 = season_window(demo, demo.seasons["2026-spring"])
-    volumes = {p: PointVolume(p, VolumeResult(300_000.0, 0.98, 0.01, "flow", [], False, 999), MONTHS) for p in charging_points(demo)}
+    steady = steady_share(demo, 300_000.0)
+    volumes = {p: PointVolume(p, VolumeResult(steady[p], 0.98, 0.01, "flow", [], False, 999), MONTHS) for p in charging_points(demo)}
     return build_run(demo, volumes, t0, t1, season=demo.seasons["2026-spring"], as_of_ms=t1)
 
 
