@@ -70,7 +70,7 @@ def township_totals(run: BillingRun) -> list[tuple[str, int, Decimal, Decimal, D
         row = sums.setdefault(b.township, [0, Decimal(0), Decimal(0), Decimal(0), 0])
         row[0] += 1
         row[1] += b.volume_m3
-        row[2] += b.quota_m3
+        row[2] += b.quota_m3 if b.parent is None else 0  # an entity's quota is inside its parent's: counted once
         row[3] += b.total
         row[4] += int(b.blocked)
     return [(t, *values) for t, values in sorted(sums.items())]  # type: ignore[misc]

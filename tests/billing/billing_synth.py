@@ -16,7 +16,7 @@ from canalflow.contract import Quality, Reading, ReadingBatch, reading_lines
 from canalflow.district import District
 from canalflow.influx import InfluxV1
 from canalflow.volume import VolumeResult
-from testbed.steady import steady_share
+from testbed.steady import below_meters, steady_share
 
 MIN = 60_000
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
@@ -79,7 +79,8 @@ def network_volumes(district: District, deliveries: dict[str, float], eta_of_rea
     """Consistent true volumes at every point: each reach passes ``eta`` of its inflow downstream.
 
     Walks canals from the leaves up: a reach's inflow = (its outflow points + the next reach's
-    inflow) / eta; a canal's inflow is what its diversion point measures.
+    inflow) / eta; a canal's inflow is what its diversion point measures. Sub-meters get their
+    share of their intake's delivery (:func:`testbed.steady.below_meters`).
     """
     outfalls = outfalls or {}
     volumes: dict[str, float] = {**deliveries, **outfalls}
@@ -107,7 +108,7 @@ def network_volumes(district: District, deliveries: dict[str, float], eta_of_rea
         if canal.source in district.headworks:
             head = district.diversion_point(canal.id)
             volumes[head.id] = canal_inflow(canal.id)
-    return volumes
+    return volumes | below_meters(district, volumes)  # sub-meters: inside their intakes' water
 
 
 def write_constant_flows(influx: InfluxV1, district: District, volumes: dict[str, float], t0_ms: int, t1_ms: int,
