@@ -249,7 +249,7 @@ def units_by_point(district: District) -> dict[str, list[BillingUnit]]:
     sharing: dict[str, list[BillingUnit]] = {}
     for unit in district.spec.units:
         for point_id in unit.charging_points:
-            sharing.setdefault(point_id, []).append(unit)
+            sharing.setdefault(point_id, []).append(district.units[unit.id])  # with its entities' crops
     return sharing
 
 

@@ -262,6 +262,11 @@ def build_run(
     )
 
 
+def tree_bills(district: District, run: BillingRun, unit_id: str) -> list[Bill]:
+    """The bills of a unit and of the entities below it (households sharing a bill have none): together, its meter's water."""
+    return [run.bill_of(u.id) for u in district.tree_of(unit_id) if district.is_charged(u.id)]
+
+
 def _bill(
     district: District, run_id: str, unit_id: str, season: Season, tariff: Tariff, volumes: UnitVolumes,
     point_volumes: Mapping[str, PointVolume], t0_ms: int, t1_ms: int, adjustments: list[PendingAdjustment], unpaid: bool,

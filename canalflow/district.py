@@ -473,6 +473,10 @@ class District:
         """Units charged at the canal (no parent), in the file's order."""
         return [self.units[u.id] for u in self.spec.units if u.parent is None]
 
+    def tree_of(self, unit_id: str) -> list[BillingUnit]:
+        """The unit and every entity below it, depth first in the file's order."""
+        return [self.units[unit_id], *(u for sub in self.below_of(unit_id) for u in self.tree_of(sub.id))]
+
     def root_of(self, unit_id: str) -> BillingUnit:
         unit = self.units[unit_id]
         while unit.parent is not None:
@@ -639,7 +643,7 @@ class District:
         return [self.points[p] for p in self.units[unit_id].charging_points]
 
     def units_sharing(self, point_id: str) -> list[BillingUnit]:
-        return [u for u in self.spec.units if point_id in u.charging_points]
+        return [self.units[u.id] for u in self.spec.units if point_id in u.charging_points]
 
     def season_for(self, day: dt.date) -> Season | None:
         for season in self.spec.seasons:

@@ -92,7 +92,7 @@ def _losses(bill: dict[str, Any]) -> str:
 def _loss_lines(district: District, root: BillingUnit, bills: Bills, measured: dict[str, Decimal]) -> list[str]:
     """One sentence per meter with metered entities below it: its loss and how it was shared."""
     out = []
-    for unit in _walk(district, root):
+    for unit in district.tree_of(root.id):
         metered = [u for u in district.below_of(unit.id) if u.charging_points]
         if not metered or not unit.charging_points:
             continue
@@ -115,7 +115,7 @@ def _loss_lines(district: District, root: BillingUnit, bills: Bills, measured: d
 
 def _check_rows(district: District, root: BillingUnit, bills: Bills, measured: dict[str, Decimal]) -> list[str]:
     rows = []
-    for unit in _walk(district, root):
+    for unit in district.tree_of(root.id):
         if not unit.charging_points or unit.id not in bills:
             continue
         metered = sum((measured.get(p, Decimal(0)) for p in unit.charging_points), Decimal(0))
@@ -133,10 +133,6 @@ def _behind(district: District, unit: BillingUnit, bills: Bills) -> Decimal:
 def _tree_billed(district: District, unit: BillingUnit, bills: Bills) -> Decimal:
     own = Decimal(bills[unit.id]["volume_m3"]) if unit.id in bills else Decimal(0)
     return own + sum((_tree_billed(district, u, bills) for u in district.below_of(unit.id)), Decimal(0))
-
-
-def _walk(district: District, unit: BillingUnit) -> list[BillingUnit]:
-    return [unit, *(u for sub in district.below_of(unit.id) for u in _walk(district, sub))]
 
 
 def _m3(value: Any) -> str:
