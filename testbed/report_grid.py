@@ -101,6 +101,7 @@ def _loss_lines(district: District, root: BillingUnit, bills: Bills, measured: d
         loss = inflow - sum(subs, Decimal(0))
         shares = [(x["method"], u.id, x["volume_m3"]) for u in metered for x in bills[u.id]["losses"] if x["below"] == unit.id]
         where, minus = "+".join(unit.charging_points), " + ".join(f"{_m3(v)} ({u.id})" for u, v in zip(metered, subs, strict=True))
+        minus = f"({minus})" if len(metered) > 1 else minus
         unmetered = [u.id for u in district.below_of(unit.id) if not u.charging_points]
         if unmetered:
             out.append(f"- Below {where}: {_m3(inflow)} − {minus} = {_m3(loss)} m³ not measured by a sub-meter, the loss included: "
@@ -136,4 +137,6 @@ def _tree_billed(district: District, unit: BillingUnit, bills: Bills) -> Decimal
 
 
 def _m3(value: Any) -> str:
-    return f"{Decimal(str(value)):,.0f}" if Decimal(str(value)) == Decimal(str(value)).to_integral() else f"{Decimal(str(value)):,.3f}"
+    """Whole m³ as they are; a household's share to the litre, without trailing zeros."""
+    number = Decimal(str(value))
+    return f"{number:,.0f}" if number == number.to_integral() else f"{number:,.3f}".rstrip("0")

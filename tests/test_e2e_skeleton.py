@@ -101,7 +101,7 @@ def test_the_demo_report_shows_the_village_hierarchy_and_billed_equals_metered(d
     measured = {p["point"]: quantize_volume(p["volume_m3"]) for p in json.loads((tmp_path / "bills" / "run.json").read_text(encoding="utf-8"))["points"]}
     subs = measured["V15-B1"] + measured["V15-B2"]
     assert 0 < subs < measured["V15-IN"]  # the sub-meters measured less than the intake: a loss
-    assert f"- Loss below V15-IN: {measured['V15-IN']:,.0f} − {measured['V15-B1']:,.0f} (V15-B1) + {measured['V15-B2']:,.0f} (V15-B2) = " \
+    assert f"- Loss below V15-IN: {measured['V15-IN']:,.0f} − ({measured['V15-B1']:,.0f} (V15-B1) + {measured['V15-B2']:,.0f} (V15-B2)) = " \
            f"{measured['V15-IN'] - subs:,.0f} m³, a loss line on each bill below it, shared by metered:" in section
     for meter, unit in (("V15-IN", "V15"), ("V15-B1", "V15-B1"), ("V15-B2", "V15-B2"), ("V15-B2-H3", "V15-B2-H3")):
         assert f"| {meter} | {unit} | {measured[meter]:,.0f} | {measured[meter]:,.0f} | yes |" in section, (meter, section)
