@@ -16,7 +16,9 @@ measured; the loss below a meter (its volume minus the metered entities below it
 them by the parent's ``loss:`` method (metered volume, area, quota) or borne by the parent
 (``parent``), as loss lines; entities without a meter share the rest of their parent's volume by
 ``share:`` (area or quota). Households are not charged: they get a statement, a share of their
-parent's bill. :func:`conservation` proves, for every charging meter, that what is billed behind
+parent's bill; a household with its own sub-meter is billed what it measured, and beside it the
+rest of its parent's volume (loss included) stays on the parent's bill, which the other
+households' statements split. :func:`conservation` proves, for every charging meter, that what is billed behind
 it adds up to what it measured.
 """
 
@@ -151,13 +153,15 @@ def distribute(
     if not below:
         out[unit.id] = EntityVolume(unit.id, inflow, inflow, source, losses)
         return
+    if len(below) < len(district.below_of(unit.id)):  # metered households beside households sharing this bill
+        _keep_rest(district, unit, below, inflow, point_volumes, quantum, out, losses, source, season_kind)
+        return
     metered = [u for u in below if u.charging_points]
     shared = [u for u in below if not u.charging_points]
-    measured = [sum((quantize_volume(point_volumes.get(p, 0.0), quantum) for p in u.charging_points), Decimal(0)) for u in metered]
+    measured = [_measured(u, point_volumes, quantum) for u in metered]
     rest = inflow - sum(measured, Decimal(0))
     if rest < 0:
-        subs = ", ".join(f"{u.id} {m} m3 at {'+'.join(u.charging_points)}" for u, m in zip(metered, measured, strict=True))
-        raise ConservationError(f"below {unit.id} ({'+'.join(unit.charging_points) or 'its share'}: {inflow} m3) the sub-meters measured more ({subs}): check the meters or estimate with VEE, then rerun")
+        _too_much(unit, inflow, metered, measured)
     own_losses = losses
     loss_parts = [Decimal(0)] * len(metered)
     weights = measured if unit.loss in ("metered", "parent") else [weight_of(district, u, unit.loss, season_kind) for u in metered]
@@ -173,6 +177,30 @@ def distribute(
         shares = (LossShare(sub.id, unit.id, unit.charging_points, unit.loss, weight, loss),) if loss else ()
         distribute(district, sub, volume, point_volumes, quantum, out, shares, season_kind=season_kind)
     out[unit.id] = EntityVolume(unit.id, inflow, Decimal(0), "passed down", own_losses)
+
+
+def _keep_rest(
+    district: District, unit: BillingUnit, metered: list[BillingUnit], inflow: Decimal, point_volumes: Mapping[str, float],
+    quantum: Decimal, out: dict[str, EntityVolume], losses: tuple[LossShare, ...], source: str, season_kind: str | None,
+) -> None:
+    """Metered entities take what their meters measured; the rest, loss included, is this entity's own use,
+    which the households sharing its bill split by their statements."""
+    measured = [_measured(u, point_volumes, quantum) for u in metered]
+    rest = inflow - sum(measured, Decimal(0))
+    if rest < 0:
+        _too_much(unit, inflow, metered, measured)
+    for sub, volume in zip(metered, measured, strict=True):
+        distribute(district, sub, volume, point_volumes, quantum, out, season_kind=season_kind)
+    out[unit.id] = EntityVolume(unit.id, inflow, rest, source, losses)
+
+
+def _measured(unit: BillingUnit, point_volumes: Mapping[str, float], quantum: Decimal) -> Decimal:
+    return sum((quantize_volume(point_volumes.get(p, 0.0), quantum) for p in unit.charging_points), Decimal(0))
+
+
+def _too_much(unit: BillingUnit, inflow: Decimal, metered: list[BillingUnit], measured: list[Decimal]) -> None:
+    subs = ", ".join(f"{u.id} {m} m3 at {'+'.join(u.charging_points)}" for u, m in zip(metered, measured, strict=True))
+    raise ConservationError(f"below {unit.id} ({'+'.join(unit.charging_points) or 'its share'}: {inflow} m3) the sub-meters measured more ({subs}): check the meters or estimate with VEE, then rerun")
 
 
 def weight_of(district: District, unit: BillingUnit, method: str, season_kind: str | None) -> Decimal:
@@ -221,7 +249,7 @@ def units_by_point(district: District) -> dict[str, list[BillingUnit]]:
     sharing: dict[str, list[BillingUnit]] = {}
     for unit in district.spec.units:
         for point_id in unit.charging_points:
-            sharing.setdefault(point_id, []).append(unit)
+            sharing.setdefault(point_id, []).append(district.units[unit.id])  # with its entities' crops
     return sharing
 
 

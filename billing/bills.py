@@ -123,7 +123,7 @@ class Bill:
 
 @dataclass(frozen=True)
 class Statement:
-    """A household's statement: its share (by area or quota) of every line of its parent's bill."""
+    """A household's statement: its share (by area or quota) of every line of its parent's bill, or its own bill (method ``meter``)."""
 
     unit_id: str
     unit_name: str
@@ -262,6 +262,11 @@ def build_run(
     )
 
 
+def tree_bills(district: District, run: BillingRun, unit_id: str) -> list[Bill]:
+    """The bills of a unit and of the entities below it (households sharing a bill have none): together, its meter's water."""
+    return [run.bill_of(u.id) for u in district.tree_of(unit_id) if district.is_charged(u.id)]
+
+
 def _bill(
     district: District, run_id: str, unit_id: str, season: Season, tariff: Tariff, volumes: UnitVolumes,
     point_volumes: Mapping[str, PointVolume], t0_ms: int, t1_ms: int, adjustments: list[PendingAdjustment], unpaid: bool,
@@ -279,7 +284,7 @@ def _bill(
     for loss in entity.losses:
         lines += loss_lines(district, unit_id, loss.volume_m3, season.kind, tariff, _loss_note(loss))
     if entity.source != "passed down":  # an entity whose land is its blocks' pays no fixed charge of its own
-        lines += fixed_lines(unit, tariff, share)
+        lines += fixed_lines(district.tariff_unit(unit_id), tariff, share)
     lines += [Line("adjustment", "", "adjustment", None, Decimal(0), Decimal(0), to_fen(a.amount), f"#{a.id} corrects {a.corrects_bill_id}: {a.reason}") for a in adjustments]
     reason = ""
     if missing or incomplete:
@@ -356,6 +361,10 @@ def household_statements(district: District, bills: Sequence[Bill], season_kind:
     """
     out: list[Statement] = []
     for bill in bills:
+        if bill.unit_kind == "household":  # a household with its own meter: its statement is its bill
+            out.append(Statement(bill.unit_id, bill.unit_name, bill.parent or "", bill.bill_id, district.root_of(bill.unit_id).id, "meter",
+                                 Decimal(1), bill.volume_m3, sum((x.volume_m3 for x in bill.losses), Decimal(0)), bill.lines))
+            continue
         households = [u for u in district.below_of(bill.unit_id) if not district.is_charged(u.id)]
         if not households:
             continue

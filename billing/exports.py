@@ -81,7 +81,7 @@ def township_totals(bills: Iterable[Mapping[str, Any]]) -> list[tuple[str, int, 
         row = sums.setdefault(b["unit"]["township"], [0, Decimal(0), Decimal(0), Decimal(0), 0])
         row[0] += 1
         row[1] += Decimal(b["volume_m3"])
-        row[2] += Decimal(b["quota_m3"])
+        row[2] += Decimal(b["quota_m3"]) if b.get("parent") is None else 0  # an entity's quota is inside its parent's: counted once
         row[3] += Decimal(b["total"])
         row[4] += int(b["blocked"])
     return [(t, *values) for t, values in sorted(sums.items())]  # type: ignore[misc]

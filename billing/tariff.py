@@ -177,7 +177,7 @@ def apply_tariff(
 
 def class_shares(district: District, unit_id: str, volume_m3: Decimal, season_kind: str, quota_share: Decimal = Decimal(1)) -> tuple[ClassShare, ...]:
     """A unit's volume shared among its crop classes by quota (by area without any quota), exactly."""
-    per_class = class_quotas(district.units[unit_id], district.crops, season_kind)
+    per_class = class_quotas(district.tariff_unit(unit_id), district.crops, season_kind)
     if quota_share != 1:
         per_class = {c: (area, (quota * quota_share).quantize(VOLUME_QUANTUM)) for c, (area, quota) in per_class.items()}
     classes = list(per_class)

@@ -222,7 +222,7 @@ class UnitKind(StrEnum):
     association = "association"  # water-user association (农民用水协会)
     operator = "operator"  # large land-lease operator
     block = "block"  # a block or water-user group inside a unit (地块, 用水小组)
-    household = "household"  # a farm household (农户): gets a statement, a share of its parent's bill
+    household = "household"  # a farm household (农户): a statement, its share of its parent's bill (or its own meter's bill)
 
 
 ShareMethod = Literal["area", "quota"]
@@ -476,6 +476,10 @@ class District:
         """Units charged at the canal (no parent), in the file's order."""
         return [self.units[u.id] for u in self.spec.units if u.parent is None]
 
+    def tree_of(self, unit_id: str) -> list[BillingUnit]:
+        """The unit and every entity below it, depth first in the file's order."""
+        return [self.units[unit_id], *(u for sub in self.below_of(unit_id) for u in self.tree_of(sub.id))]
+
     def root_of(self, unit_id: str) -> BillingUnit:
         unit = self.units[unit_id]
         while unit.parent is not None:
@@ -483,8 +487,26 @@ class District:
         return unit
 
     def is_charged(self, unit_id: str) -> bool:
-        """Charged entities get a bill of their own; households get a statement, a share of their parent's."""
-        return self.units[unit_id].kind is not UnitKind.household
+        """Charged entities get a bill of their own; households get a statement, a share of their parent's.
+
+        A household with its own sub-meter is charged: its bill is what its meter measured.
+        """
+        unit = self.units[unit_id]
+        return unit.kind is not UnitKind.household or bool(unit.charging_points)
+
+    def tariff_unit(self, unit_id: str) -> BillingUnit:
+        """The unit as its own tariff lines see it (quota, fixed charge).
+
+        An entity whose own use is shared by households while other entities below it have bills
+        of their own (metered households) keeps for itself only the sharing households' crops.
+        """
+        unit = self.units[unit_id]
+        below = self.sub_entities.get(unit_id, [])
+        sharing = [u for u in below if not self.is_charged(u.id)]
+        if not sharing or len(sharing) == len(below):
+            return unit
+        crops = tuple(c for u in sharing for c in self.units[u.id].crops)
+        return unit.model_copy(update={"crops": crops})
 
     def _with_crops(self, unit: BillingUnit) -> BillingUnit:
         if unit.crops or unit.id not in self.sub_entities:
@@ -624,7 +646,7 @@ class District:
         return [self.points[p] for p in self.units[unit_id].charging_points]
 
     def units_sharing(self, point_id: str) -> list[BillingUnit]:
-        return [u for u in self.spec.units if point_id in u.charging_points]
+        return [self.units[u.id] for u in self.spec.units if point_id in u.charging_points]
 
     def season_for(self, day: dt.date) -> Season | None:
         for season in self.spec.seasons:
@@ -1206,8 +1228,8 @@ def _check_entity(unit: BillingUnit, at: tuple[str, int], parent: BillingUnit | 
             if point is not None and point.below is not None:
                 rep.add((*at, "charging_points", c_index), f"point {point_id!r} is a sub-meter below {point.below!r}: its water is billed there already", f"declare parent: <the unit charged at {point.below}>")
         return
-    if unit.kind is UnitKind.household and (unit.charging_points or has_subs):
-        rep.add((*at, "charging_points" if unit.charging_points else "kind"), f"household {unit.id!r} must be a leaf with a share of its parent", "remove its charging points (meter the block instead) and set share: area")
+    if unit.kind is UnitKind.household and has_subs:
+        rep.add((*at, "kind"), f"household {unit.id!r} has entities below it: a household is a leaf", "make it a block (kind: block), or give its entities another parent")
     if unit.charging_points and unit.share is not None:
         rep.add((*at, "share"), f"entity {unit.id!r} has its own meter and a share of {parent.id!r}: its volume must come from one place", "remove share: or charging_points:")
     elif not unit.charging_points and unit.share is None:

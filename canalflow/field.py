@@ -117,6 +117,8 @@ def aggregate(district: District, plot_eta: Mapping[str, float]) -> FieldAggrega
     weighted = total = measured = 0.0
     fallback: set[str] = set()
     for unit in district.spec.units:
+        if not unit.crops:
+            continue  # its crops are those of the entities below it: their areas count there, once
         u_weighted = u_total = 0.0
         for crop in unit.crops:
             area = float(crop.area_mu)

@@ -36,15 +36,17 @@ def bills_table(district: District, bills_dir: Path, truth: Truth, t0: int, t1: 
     rows = ["| unit | name | kind | township | billed m³ | true m³ | difference | meter class | bill total (元) |",
             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     grand = Decimal(0)
-    for unit in district.spec.units:
-        bill = json.loads((bills_dir / "bills" / f"{unit.id}.json").read_text(encoding="utf-8"))
-        billed = float(bill["volume_m3"])
+    for unit in district.root_units:  # with the entities below it: their bills add up to its intake
+        tree = [json.loads((bills_dir / "bills" / f"{u.id}.json").read_text(encoding="utf-8"))
+                for u in district.spec.units if district.root_of(u.id).id == unit.id and district.is_charged(u.id)]
+        billed = float(sum(Decimal(b["volume_m3"]) for b in tree))
         true_m3 = unit_true_m3(district, truth, unit.id, t0, t1)
         accuracy = max(district.profile_of(p).accuracy_pct for p in unit.charging_points)
         diff = (billed - true_m3) / true_m3 if true_m3 else 0.0
-        total = Decimal(bill["total"])
+        total = sum((Decimal(b["total"]) for b in tree), Decimal(0))
         grand += total
-        status = " (blocked: " + bill["blocked_reason"] + ")" if bill["blocked"] else ""
+        blocked = [b["blocked_reason"] for b in tree if b["blocked"]]
+        status = " (blocked: " + blocked[0] + ")" if blocked else ""
         rows.append(f"| {unit.id} | {unit.name} | {unit.kind.value} | {district.townships[unit.township].name} | "
                     f"{billed:,.0f} | {true_m3:,.0f} | {diff:+.2%} | ±{accuracy:g}% | {total:,.2f}{status} |")
     return rows, grand
@@ -94,6 +96,17 @@ def efficiency_lines(efficiency: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _hierarchy(district: District, bills_dir: Path) -> list[str]:
+    from testbed.report_grid import hierarchy_lines
+
+    lines = hierarchy_lines(district, bills_dir)
+    if not lines:
+        return []
+    intro = ("Units with blocks and households below them: each entity's volume comes from its own meter or a share "
+             "of its parent's; a unit's row above sums its whole tree (bills of the entities below it included).")
+    return ["## Grid charging below the village", "", intro, "", *lines]
+
+
 def demo_report(district: District, out: Path, window: tuple[int, int], efficiency: dict[str, Any], *, seed: int) -> str:
     t0, t1 = window
     truth = Truth(district, seed=seed)
@@ -110,6 +123,7 @@ def demo_report(district: District, out: Path, window: tuple[int, int], efficien
         "",
         f"Sum of all bills: {grand:,.2f} 元. A negative total is a water-saving reward larger than the charges.",
         "",
+        *_hierarchy(district, out / "bills"),
         "## Efficiency against ground truth",
         "",
         *ground_truth_lines(efficiency, truth.system_balance(t0, t1).eta),

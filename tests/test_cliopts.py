@@ -110,7 +110,8 @@ def _write_three_days(influx: InfluxV1) -> list[str]:
     """Every point with a totaliser flows 0.1, 0.2 and 0.4 m3/s on the local days around D
     (readings every 10 minutes, as ingest writes them); returns those points."""
     lines: list[str] = []
-    totalised = [p for p in DISTRICT.points if DISTRICT.profile_of(p).by_quantity("totaliser") is not None]
+    # meters on the canals only: sub-meters measuring as much as their intake would stop the billing run
+    totalised = [p for p, point in DISTRICT.points.items() if DISTRICT.profile_of(p).by_quantity("totaliser") is not None and point.below is None]
     first = min(RATES)
     for point_id in totalised:
         point = DISTRICT.points[point_id]

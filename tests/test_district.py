@@ -47,8 +47,8 @@ def test_demo_district_meets_the_skeleton_requirements(demo):
     assert levels.count("main") == 1 and levels.count("branch") == 3 and levels.count("lateral") >= 8
     assert [c.id for c in demo.skip_level_canals] == ["LS1"]
     villages = [u for u in spec.units if u.kind.value == "village"]
-    assert len(villages) == 12 and len({u.township for u in villages}) == 3
-    assert {u.kind.value for u in spec.units} == {"village", "association", "operator"}
+    assert len(villages) == 13 and len({u.township for u in villages}) == 3
+    assert {u.kind.value for u in spec.units} == {"village", "association", "operator", "block", "household"}
     assert len(spec.points) >= 30
     kinds = {demo.profile_of(p.id).kind for p in spec.points}
     assert {"pipe", "level", "area_velocity"} <= kinds

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from billing.bills import tree_bills
 from billing.run import run_billing
 from canalflow.contract import M, source_of
 from canalflow.district import District, load_district
@@ -60,21 +61,51 @@ def test_billed_volume_equals_true_volume_within_meter_accuracy(district, one_ho
     run = run_billing(district, pipeline.influx, t0, t1, out_dir=tmp_path / "bills")
     truth = Truth(district, seed=SEED)
     checked = 0
-    for unit in district.spec.units:
-        bill = run.bill_of(unit.id)
-        assert not bill.blocked, (bill.blocked_reason, bill.sources, t0, t1)
+    for unit in district.root_units:  # with the entities below it, billed what its intake measured
+        bills = tree_bills(district, run, unit.id)
+        assert not any(b.blocked for b in bills), [(b.blocked_reason, b.sources, t0, t1) for b in bills]
+        volume = sum(b.volume_m3 for b in bills)
         true_m3 = sum(true_unit_share(district, truth, unit.id, p, t0, t1) for p in unit.charging_points)
         accuracy = max(district.profile_of(p).accuracy_pct for p in unit.charging_points) / 100
         assert true_m3 > 100, f"{unit.id} should be irrigating in round S1"
         tolerance = accuracy * true_m3 + 1.0  # + the 1 m3 quantum a bill volume is rounded to
-        assert abs(float(bill.volume_m3) - true_m3) <= tolerance, (unit.id, bill.volume_m3, true_m3)
-        charges = [line for line in bill.lines if line.kind == "charge"]
-        assert sum(line.volume_m3 for line in charges if line.component == "backbone") == bill.volume_m3
+        assert abs(float(volume) - true_m3) <= tolerance, (unit.id, volume, true_m3)
+        charges = [line for bill in bills for line in bill.lines if line.kind in ("charge", "loss")]
+        assert sum(line.volume_m3 for line in charges if line.component == "backbone") == volume
         assert all(isinstance(line.amount, Decimal) and line.amount >= 0 for line in charges)
         assert sum(line.amount for line in charges) > 0
         checked += 1
-    assert checked == 14
+    assert checked == 15
+    for point in (p for p in district.points.values() if p.below is not None):  # V15's sub-meters, inside its intake's water
+        accuracy = district.profile_of(point.id).accuracy_pct / 100
+        true_m3 = truth.volume_m3(point.id, t0, t1)
+        assert true_m3 > 10 and abs(run.points[point.id].result.volume_m3 - true_m3) <= accuracy * true_m3 + 1.0, point.id
     assert (tmp_path / "bills" / "run.json").exists()
+
+
+def test_the_demo_report_shows_the_village_hierarchy_and_billed_equals_metered(district, one_hour, tmp_path):
+    """`canalflow demo`'s report on what came through the pipeline: V15's tree below its intake, the
+    loss line with its method, and billed = metered at each of its meters, with the numbers."""
+    from billing.allocation import quantize_volume
+    from testbed.report import demo_report
+
+    pipeline, (t0, t1) = one_hour
+    common = ["--district", str(DEMO), "--influx", pipeline.influxd.url, "--db", pipeline.database, "--from", _iso(t0), "--to", _iso(t1)]
+    run_canalflow("billing", "run", *common, "--out", str(tmp_path / "bills"))
+    efficiency = json.loads(run_canalflow("billing", "efficiency", *common, "--json"))
+    text = demo_report(district, tmp_path, (t0, t1), efficiency, seed=SEED)
+    section = text.split("## Grid charging below the village\n")[1].split("\n## ")[0]
+    assert "### V15 杨庄村" in section
+    assert "| V15-B1-H1 杨大户 | household | statement: share of V15-B1's bill by area (weight 160) |" in section.replace("&nbsp;", "").replace("└ ", "")
+    assert "| V15-B2-H3 杨三户 | household | own meter V15-B2-H3 |" in section.replace("&nbsp;", "").replace("└ ", "")
+    measured = {p["point"]: quantize_volume(p["volume_m3"]) for p in json.loads((tmp_path / "bills" / "run.json").read_text(encoding="utf-8"))["points"]}
+    subs = measured["V15-B1"] + measured["V15-B2"]
+    assert 0 < subs < measured["V15-IN"]  # the sub-meters measured less than the intake: a loss
+    assert f"- Loss below V15-IN: {measured['V15-IN']:,.0f} − ({measured['V15-B1']:,.0f} (V15-B1) + {measured['V15-B2']:,.0f} (V15-B2)) = " \
+           f"{measured['V15-IN'] - subs:,.0f} m³, a loss line on each bill below it, shared by metered:" in section
+    for meter, unit in (("V15-IN", "V15"), ("V15-B1", "V15-B1"), ("V15-B2", "V15-B2"), ("V15-B2-H3", "V15-B2-H3")):
+        assert f"| {meter} | {unit} | {measured[meter]:,.0f} | {measured[meter]:,.0f} | yes |" in section, (meter, section)
+    assert "**NO**" not in text
 
 
 def true_unit_share(district: District, truth: Truth, unit_id: str, point_id: str, t0: int, t1: int) -> float:

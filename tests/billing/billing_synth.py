@@ -16,6 +16,7 @@ from canalflow.contract import Quality, Reading, ReadingBatch, reading_lines
 from canalflow.district import District
 from canalflow.influx import InfluxV1
 from canalflow.volume import VolumeResult
+from testbed.steady import below_meters, steady_share
 
 MIN = 60_000
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
@@ -78,7 +79,8 @@ def network_volumes(district: District, deliveries: dict[str, float], eta_of_rea
     """Consistent true volumes at every point: each reach passes ``eta`` of its inflow downstream.
 
     Walks canals from the leaves up: a reach's inflow = (its outflow points + the next reach's
-    inflow) / eta; a canal's inflow is what its diversion point measures.
+    inflow) / eta; a canal's inflow is what its diversion point measures. Sub-meters get their
+    share of their intake's delivery (:func:`testbed.steady.below_meters`).
     """
     outfalls = outfalls or {}
     volumes: dict[str, float] = {**deliveries, **outfalls}
@@ -106,7 +108,7 @@ def network_volumes(district: District, deliveries: dict[str, float], eta_of_rea
         if canal.source in district.headworks:
             head = district.diversion_point(canal.id)
             volumes[head.id] = canal_inflow(canal.id)
-    return volumes
+    return volumes | below_meters(district, volumes)  # sub-meters: inside their intakes' water
 
 
 def write_constant_flows(influx: InfluxV1, district: District, volumes: dict[str, float], t0_ms: int, t1_ms: int,
@@ -133,9 +135,10 @@ DAY_MS = 86_400_000
 
 
 def fixed_run(district: District, day: int, days: int = 1, volume_m3: float = 123_456.789, **kwargs: Any) -> BillingRun:
-    """A run over ``days`` days from the ``day``-th of the spring season, every charging point at ``volume_m3``."""
+    """A run over ``days`` days from the ``day``-th of the spring season, every meter on a canal at ``volume_m3`` (sub-meters: :func:`steady_share`)."""
     t0 = season_window(district, district.seasons["2026-spring"])[0] + day * DAY_MS
-    volumes = {p: PointVolume(p, VolumeResult(volume_m3, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
+    steady = steady_share(district, volume_m3)
+    volumes = {p: PointVolume(p, VolumeResult(steady[p], 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
     kwargs.setdefault("as_of_ms", t0 + days * DAY_MS)
     return build_run(district, volumes, t0, t0 + days * DAY_MS, season=district.seasons["2026-spring"], **kwargs)
 

@@ -21,6 +21,7 @@ from billing.volumes import PointVolume, charging_points
 from billing.window import season_window
 from canalflow.credentials import hash_api_token as hash_token
 from canalflow.volume import VolumeResult
+from testbed.steady import steady_share
 
 TOKENS = {hash_token(t): Principal(u, r) for t, u, r in (("a-token", "zhao", "auditor"), ("c-token", "li", "clerk"), ("p-token", "wang", "approver"))}
 H = {role: {"Authorization": f"Bearer {t}-token"} for t, role in (("a", "auditor"), ("c", "clerk"), ("p", "approver"))}
@@ -28,7 +29,8 @@ H = {role: {"Authorization": f"Bearer {t}-token"} for t, role in (("a", "auditor
 
 def recorded_run(demo, url):
     t0, t1 = season_window(demo, demo.seasons["2026-spring"])
-    volumes = {p: PointVolume(p, VolumeResult(250_000.0, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(demo)}
+    steady = steady_share(demo, 250_000.0)
+    volumes = {p: PointVolume(p, VolumeResult(steady[p], 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(demo)}
     run = build_run(demo, volumes, t0, t1, season=demo.seasons["2026-spring"], as_of_ms=t1)
     open_ledger(url).record_run(run)
     return run
@@ -88,7 +90,7 @@ def test_pagination_and_clear_4xx(api):
     client, run = api
     first = client.get(f"/runs/{run.run_id}/bills?offset=0&limit=5", headers=H["auditor"]).json()
     rest = client.get(f"/runs/{run.run_id}/bills?offset=5&limit=500", headers=H["auditor"]).json()
-    assert first["total"] == rest["total"] == 14 and len(first["items"]) == 5 and len(rest["items"]) == 9
+    assert first["total"] == rest["total"] == 18 and len(first["items"]) == 5 and len(rest["items"]) == 13  # 14 units + V15's blocks and metered household
     assert {b["unit"]["id"] for b in first["items"] + rest["items"]} == set(run.unit_volumes)
     assert client.get("/runs?limit=501", headers=H["auditor"]).status_code == 422
     assert client.get("/runs/ffffffff", headers=H["auditor"]).status_code == 404
@@ -133,8 +135,8 @@ def test_a_token_file_of_the_old_roles_still_loads_mapped(demo, ledger_url, tmp_
 def test_served_for_real_starts_a_run_and_stops_on_sigterm(influx, demo, tmp_path):
     """`canalflow billing serve` as deployed: uvicorn on a port, a clerk starts a run from InfluxDB."""
     t0 = season_window(demo, demo.seasons["2026-spring"])[0] + 10 * 24 * 60 * MIN
-    for point in charging_points(demo):
-        write_meter(influx, demo, point, Meter(0.1, swing=0.0), t0 - 60 * MIN, t0 + 25 * 60 * MIN, step_ms=15 * MIN)
+    for point, flow in steady_share(demo, 0.1).items():
+        write_meter(influx, demo, point, Meter(flow, swing=0.0), t0 - 60 * MIN, t0 + 25 * 60 * MIN, step_ms=15 * MIN)
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("- {user: li, role: clerk, token: c-token}\n", encoding="utf-8")
     with socket.socket() as s:

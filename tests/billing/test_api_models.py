@@ -27,6 +27,7 @@ from billing.window import season_window
 from canalflow.credentials import hash_api_token
 from canalflow.district import District
 from canalflow.influx import InfluxV1
+from testbed.steady import steady_flows
 
 TOKENS = {hash_api_token(f"{r}-token"): Principal(u, r) for u, r in (("zhao", "auditor"), ("li", "clerk"), ("wang", "approver"))}
 AUTH = {role: {"Authorization": f"Bearer {role}-token"} for role in ("auditor", "clerk", "approver")}
@@ -254,8 +255,8 @@ class Checked:
 def billed(demo: District, influx: InfluxV1, ledger_url: str, tmp_path: Path) -> tuple[Any, Path]:
     """Two days of steady readings at every point; the first day billed as an operator bills it (files and ledger)."""
     t0 = season_window(demo, demo.seasons["2026-spring"])[0] + 10 * DAY_MS
-    for point in demo.points:
-        write_meter(influx, demo, point, Meter(0.1, swing=0.0), t0 - 60 * MIN, t0 + 2 * DAY_MS + 60 * MIN, step_ms=15 * MIN)
+    for point, flow in steady_flows(demo, 0.1).items():
+        write_meter(influx, demo, point, Meter(flow, swing=0.0), t0 - 60 * MIN, t0 + 2 * DAY_MS + 60 * MIN, step_ms=15 * MIN)
     out = tmp_path / "out"
     run = run_billing(demo, influx, t0, t0 + DAY_MS, out_dir=out, ledger_url=ledger_url, as_of_ms=t0 + 2 * DAY_MS)
     return run, out
@@ -269,7 +270,7 @@ def test_real_answers_and_bill_files_match_the_document(billed: tuple[Any, Path]
     bill = run.bill_of("V01").bill_id
     # the bill files and the run manifest: the document's models, and what the ledger serves
     files = sorted((out / "bills").glob("*.json"))
-    assert len(files) == len(run.bills) == 14
+    assert len(files) == len(run.bills) == 18  # 14 units, V15's two blocks and its metered household
     served = {b["bill_id"]: b for b in api("GET", f"/runs/{run.run_id}/bills?limit=500", 200)["items"]}
     for path in files:
         text = path.read_text(encoding="utf-8")

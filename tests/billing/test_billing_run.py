@@ -16,6 +16,7 @@ from billing.window import DAY_MS, season_window
 from canalflow.cli import main as canalflow
 from canalflow.contract import M, line, policy_of, source_of
 from canalflow.influx import InfluxV1
+from testbed.steady import below_meters
 
 HOUR = 3_600_000
 # A spring-season day, 06:00 to 12:00 Beijing time.
@@ -36,12 +37,18 @@ METERS = {
     "V10-IN": Meter(0.22, integer_totaliser=True),
     "V11-IN": Meter(0.10, integer_totaliser=True),
     "V12-IN": Meter(0.20, integer_totaliser=True),
+    "V15-IN": Meter(0.09, swing=0.0),  # its sub-meters: below_meters
 }
+
+
+def all_meters(demo) -> dict[str, Meter]:
+    """METERS and the sub-meters behind V15-IN, steady at their share of its flow."""
+    return METERS | {p: Meter(q, swing=0.0) for p, q in below_meters(demo, {p: m.base_m3s for p, m in METERS.items()}).items()}
 
 
 @pytest.fixture
 def metered(influx: InfluxV1, demo):
-    for point, meter in METERS.items():
+    for point, meter in all_meters(demo).items():
         write_meter(influx, demo, point, meter, T0 - HOUR, T1 + HOUR)
     return influx
 
@@ -75,7 +82,7 @@ def test_billing_and_efficiency_take_the_same_point_volumes(influx, demo):
     from billing.efficiency import efficiency_from_influx
 
     wraps = Meter(0.20, swing=0.0, totaliser_start=42_949_672.96 - 1500.0, rollover=42_949_672.96)  # 1500 m3 after T0 - 1 h
-    for point, meter in (METERS | {"V01-IN": wraps}).items():
+    for point, meter in (all_meters(demo) | {"V01-IN": wraps}).items():
         write_meter(influx, demo, point, meter, T0 - HOUR, T1 + HOUR)
     run = run_billing(demo, influx, T0, T1, as_of_ms=T1 + 2 * HOUR)
     assert "totaliser_rollover" in run.points["V01-IN"].result.flags
@@ -93,7 +100,7 @@ def test_rerun_gives_identical_bills_and_is_idempotent(metered, demo, tmp_path, 
     first = run_billing(demo, metered, T0, T1, out_dir=tmp_path / "a", ledger_url=ledger_url, as_of_ms=T1 + HOUR)
     second = run_billing(demo, metered, T0, T1, out_dir=tmp_path / "b", ledger_url=ledger_url, as_of_ms=T1 + HOUR)
     assert first.run_id == second.run_id and second.ledger_status == "unchanged"
-    for name in ["run.json", "bills.csv", "bill_lines.csv", "townships.csv", *(f"bills/{u}.json" for u in demo.units)]:
+    for name in ["run.json", "bills.csv", "bill_lines.csv", "townships.csv", *(f"bills/{u}.json" for u in demo.units if demo.is_charged(u))]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert len(open_ledger(ledger_url).runs()) == 1
 
@@ -118,7 +125,7 @@ def test_gap_blocks_the_bill_and_approval(influx, demo, ledger_url):
         "V06-IN": lambda t: t >= T0 + 4 * HOUR,  # last reading at T0+3h55: 3h55 of 6h covered
         "V07-IN": lambda t: T0 + HOUR <= t <= T0 + 3 * HOUR,  # comm outage inside the window
     }
-    for point, meter in METERS.items():
+    for point, meter in all_meters(demo).items():
         write_meter(influx, demo, point, meter, T0 - HOUR, T1 + HOUR, skip=silent.get(point, lambda t: False))
     run = run_billing(demo, influx, T0, T1, ledger_url=ledger_url, as_of_ms=T1 + HOUR)
     bill = run.bill_of("V06")
@@ -166,10 +173,12 @@ def test_unpaid_units_get_no_subsidy_and_short_windows_a_prorated_quota(demo):
     from billing.volumes import PointVolume, charging_points
     from billing.window import quota_share
     from canalflow.volume import VolumeResult
+    from testbed.steady import steady_share
 
     season = demo.seasons["2026-spring"]
     t0, t1 = season_window(demo, season)
-    volumes = {p: PointVolume(p, VolumeResult(100_000.0, 1.0, 0.0, "flow", [], False, 9)) for p in charging_points(demo)}
+    steady = steady_share(demo, 100_000.0)
+    volumes = {p: PointVolume(p, VolumeResult(steady[p], 1.0, 0.0, "flow", [], False, 9)) for p in charging_points(demo)}
     run = build_run(demo, volumes, t0, t1, season=season, as_of_ms=t1, unpaid_units=["V03"])
     assert not any(line.kind == "subsidy" for line in run.bill_of("V03").lines)
     assert any("unpaid fees" in n for n in run.bill_of("V03").notes)
@@ -247,7 +256,7 @@ def test_rollups_ingest_writes_bill_like_the_readings(influx, demo, capsys):
     writes them, `ingest rollup` writes the daily rollups into their policy, and billing finds them there."""
     t0 = T0 - 6 * HOUR  # local midnight, 2026-03-12
     t1 = t0 + 3 * DAY_MS
-    for point, meter in METERS.items():
+    for point, meter in all_meters(demo).items():
         write_meter(influx, demo, point, meter, t0 - HOUR, t1 + HOUR, step_ms=10 * MIN)
     local = dt.timezone(dt.timedelta(hours=8))
     window = [dt.datetime.fromtimestamp(t / 1000, local).isoformat() for t in (t0, t1)]

@@ -20,6 +20,7 @@ from billing.volumes import PointVolume, charging_points
 from billing.window import BillingError
 from canalflow.district import check_district, load_district
 from canalflow.volume import VolumeResult
+from testbed.steady import steady_share
 
 T0 = 1_772_294_400_000  # 2026-03-01 00:00 +08: the whole spring season, its whole quota
 T1 = 1_780_243_200_000  # 2026-06-01 00:00 +08
@@ -31,7 +32,9 @@ def grid(tmp_path_factory):
 
 
 def run_of(district, volumes: dict[str, float], default: float = 10_000.0, **kw):
-    pvs = {p: PointVolume(p, VolumeResult(volumes.get(p, default), 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
+    """A run with ``volumes`` at their points and the other points at a steady, consistent ``default``."""
+    steady = steady_share(district, default) | volumes
+    pvs = {p: PointVolume(p, VolumeResult(steady[p], 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
     return build_run(district, pvs, T0, T1, season=district.seasons["2026-spring"], as_of_ms=T1, **kw)
 
 
@@ -84,6 +87,59 @@ def test_households_share_their_block_by_area_to_the_fen(grid):
     assert "G1-B1-H1" not in {b.unit_id for b in run.bills}  # a household gets a statement, not a bill
 
 
+METERED_HOUSEHOLD = (
+    ("  - {id: G1-B2, name: 王家村二组分水表,",
+     "  - {id: G1-B1-H5, name: 王五户水表, role: intake, canal: L12, km: 2.8, below: G1-B1, gateway: GW-B1, unit_id: 47, profile: em-pipe}\n  - {id: G1-B2, name: 王家村二组分水表,"),
+    ("  - {id: G1-B2, name: 王家村二组, kind: block,",
+     "  - {id: G1-B1-H5, name: 王五户, kind: household, township: T1, parent: G1-B1, charging_points: [G1-B1-H5], crops: [{crop: vegetables, area_mu: 50}]}\n"
+     "  - {id: G1-B2, name: 王家村二组, kind: block,"),
+)
+
+
+def test_a_household_with_its_own_meter_beside_households_sharing_by_area(tmp_path: Path):
+    # H5 (vegetables 50 mu, quota 7,500) has its own meter below G1-B1: 12,000 m3, over quota.
+    # B1 keeps 40,000 - 12,000 = 28,000 m3 for H1 and H2 (wheat 300 mu, quota 36,000: in quota),
+    # and the 3,077 m3 of G1's loss it was given (40:25 of 5,000, as without H5).
+    assert refusals(tmp_path, *METERED_HOUSEHOLD) == []
+    district = load_district(tmp_path / "grid-district.yaml")
+    run = run_of(district, {**G1, "G1-B1-H5": 12_000.0})
+    h5, b1 = run.bill_of("G1-B1-H5"), run.bill_of("G1-B1")
+    assert (h5.volume_m3, h5.quota_m3, h5.losses) == (D(12_000), D(7_500), ())
+    assert amounts(h5) == [
+        ("charge", "cash", "backbone", 0, D("825.00")),   # 7,500 x 0.110
+        ("charge", "cash", "terminal", 0, D("300.00")),   # 7,500 x 0.040
+        ("charge", "cash", "backbone", 1, D("247.50")),   # 1,500 (to 120 %) x 0.165
+        ("charge", "cash", "terminal", 1, D("90.00")),    # 1,500 x 0.060
+        ("charge", "cash", "backbone", 2, D("660.00")),   # 3,000 x 0.220
+        ("charge", "cash", "terminal", 2, D("240.00")),   # 3,000 x 0.080
+    ]
+    assert h5.total == D("2362.50")
+    assert (b1.own_m3, b1.volume_m3, b1.quota_m3) == (D(28_000), D(31_077), D(36_000))
+    assert amounts(b1) == [
+        ("charge", "grain", "backbone", 0, D("2240.00")),  # 28,000 x 0.080
+        ("charge", "grain", "terminal", 0, D("840.00")),   # 28,000 x 0.030
+        ("subsidy", "grain", "subsidy", None, D("-560.00")),  # 28,000 x 0.020
+        ("reward", "grain", "reward", None, D("-400.00")),    # 8,000 saved x 0.050
+        ("loss", "grain", "backbone", None, D("246.16")),  # 3,077 x 0.080
+        ("loss", "grain", "terminal", None, D("92.31")),   # 3,077 x 0.030
+    ]
+    assert b1.total == D("2458.47")
+    assert [(e.unit, e.source, e.billed_m3) for e in b1.entities] == [("G1-B1-H5", "meter", D(12_000))]
+    h1, h2, own = (s for s in run.statements if s.parent_id == "G1-B1")
+    assert [line.amount for line in h1.lines] == [D("746.67"), D("280.00"), D("-186.67"), D("-133.33"), D("82.05"), D("30.77")]
+    assert [line.amount for line in h2.lines] == [D("1493.33"), D("560.00"), D("-373.33"), D("-266.67"), D("164.11"), D("61.54")]
+    assert (h1.total, h2.total, h1.total + h2.total) == (D("819.49"), D("1638.98"), b1.total)
+    assert (own.unit_id, own.method, own.volume_m3, own.total) == ("G1-B1-H5", "meter", D(12_000), D("2362.50"))
+    assert run.bill_of("G1-B2").total == D("3708.45")  # unchanged by H5
+    assert run.bill_of("G1-B1").total + h5.total + run.bill_of("G1-B2").total == D("2458.47") + D("2362.50") + D("3708.45")
+
+
+def test_a_household_with_entities_below_it_is_refused(tmp_path: Path):
+    problems = refusals(tmp_path, *METERED_HOUSEHOLD, ("parent: G1-B1, share: area, crops: [{crop: wheat, area_mu: 200}]",
+                                                      "parent: G1-B1-H5, share: area, crops: [{crop: wheat, area_mu: 200}]"))
+    assert any("household 'G1-B1-H5' has entities below it" in message for _, message in problems), problems
+
+
 def test_loss_borne_by_the_village_and_a_grain_block_in_quota_keeps_its_subsidy(grid):
     # G2: quota 24,000 + 15,000 = 39,000 < 50,000: over as a whole; C1 (wheat) in quota, C2 over.
     run = run_of(grid, G1)
@@ -113,7 +169,8 @@ def test_sub_meters_that_measured_more_than_their_intake_stop_the_run(grid):
 
 
 def test_a_blocked_intake_blocks_the_bills_behind_it(grid):
-    pvs = {p: PointVolume(p, VolumeResult(G1.get(p, 10_000.0), 0.5 if p == "G1-IN" else 1.0, 0.0, "flow", [], p == "G1-IN", 99)) for p in charging_points(grid)}
+    steady = steady_share(grid, 10_000.0) | G1
+    pvs = {p: PointVolume(p, VolumeResult(steady[p], 0.5 if p == "G1-IN" else 1.0, 0.0, "flow", [], p == "G1-IN", 99)) for p in charging_points(grid)}
     run = build_run(grid, pvs, T0, T1, season=grid.seasons["2026-spring"], as_of_ms=T1)
     assert run.bill_of("G1-B1").blocked and "G1-IN coverage 50%" in run.bill_of("G1-B1").blocked_reason
     assert not run.bill_of("G2-C1").blocked
@@ -254,7 +311,7 @@ CROPS = ("wheat", "cotton", "vegetables")
 
 @st.composite
 def hierarchies(draw):
-    """A village (intake R-IN) with 1-4 blocks, metered or sharing by area or quota; households below some."""
+    """A village (intake R-IN) with 1-4 blocks, metered or sharing by area or quota; households below some, metered or by area."""
     loss = draw(st.sampled_from(["metered", "area", "quota", "parent"]))
     n = draw(st.integers(1, 4))
     metered = draw(st.lists(st.booleans(), min_size=n, max_size=n))
@@ -273,9 +330,14 @@ def hierarchies(draw):
         else:
             units.append(f"  - {{id: {block}, name: {block}, kind: block, township: T1, parent: R, share: {share}{crops}}}")
         for h in range(households):
-            area = draw(st.integers(1, 300))
-            units.append(f"  - {{id: {block}-H{h}, name: H{h}, kind: household, township: T1, parent: {block}, share: area, crops: [{{crop: {draw(st.sampled_from(CROPS))}, area_mu: {area}}}]}}")
-    volumes["R-IN"] = sum(volumes.values()) + draw(st.floats(0, 50_000, allow_nan=False)) + 1  # + the loss
+            area, crop, house = draw(st.integers(1, 300)), draw(st.sampled_from(CROPS)), f"{block}-H{h}"
+            if metered[i] and h > 0 and draw(st.booleans()):  # a household with its own meter, beside H0 sharing by area
+                points.append(f"  - {{id: {house}, role: intake, canal: L12, km: 2.8, below: {block}, gateway: GW-B1, unit_id: {60 + 4 * i + h}, profile: em-pipe}}")
+                units.append(f"  - {{id: {house}, name: H{h}, kind: household, township: T1, parent: {block}, charging_points: [{house}], crops: [{{crop: {crop}, area_mu: {area}}}]}}")
+                volumes[house] = draw(st.floats(0, volumes[block] / 3, allow_nan=False))
+                continue
+            units.append(f"  - {{id: {house}, name: H{h}, kind: household, township: T1, parent: {block}, share: area, crops: [{{crop: {crop}, area_mu: {area}}}]}}")
+    volumes["R-IN"] = sum(v for p, v in volumes.items() if "-H" not in p) + draw(st.floats(0, 50_000, allow_nan=False)) + 1  # + the loss
     return "\n".join(points) + "\n", "\n".join(units) + "\n", volumes
 
 
@@ -289,11 +351,12 @@ def test_billed_equals_metered_at_every_charging_meter(tmp_path: Path, layout):
     intake = D(round(volumes["R-IN"]))
     assert sum((b.volume_m3 for b in tree), D(0)) == intake
     for bill in tree:
-        if district.units[bill.unit_id].charging_points and bill.parent:  # a sub-metered block uses what its meter measured
-            assert bill.own_m3 == D(round(volumes[bill.unit_id]))
+        if district.units[bill.unit_id].charging_points and bill.parent:  # a sub-metered entity uses what its meter measured
+            metered_below = sum((D(round(volumes[e.unit])) for e in bill.entities), D(0))  # less its metered households'
+            assert bill.own_m3 + metered_below == D(round(volumes[bill.unit_id]))
         assert bill.total == sum((line.amount for line in bill.lines), D(0))
         assert bill.volume_m3 == bill.own_m3 + sum((x.volume_m3 for x in bill.losses), D(0))
-        statements = [s for s in run.statements if s.parent_id == bill.unit_id]
+        statements = [s for s in run.statements if s.parent_id == bill.unit_id and s.method != "meter"]
         if statements:
             assert sum((s.total for s in statements), D(0)) == bill.total
             assert sum((s.volume_m3 for s in statements), D(0)) == bill.volume_m3
@@ -310,7 +373,7 @@ def test_statements_are_listed_per_village_as_csv_xlsx_and_one_pdf(grid, tmp_pat
     assert tmp_path / "statements.xlsx" in written
     pdfs = write_pdfs(grid, run, tmp_path, workers=1)
     assert tmp_path / "statements" / "G1.pdf" in pdfs and (tmp_path / "statements" / "G1.pdf").read_bytes().startswith(b"%PDF")
-    assert [p.name for p in pdfs if p.parent.name == "statements"] == ["G1.pdf"]  # one list per village
+    assert [p.name for p in pdfs if p.parent.name == "statements"] == ["G1.pdf", "V15.pdf"]  # one list per village with households (V15: the demo's)
     import json
     village = json.loads((tmp_path / "bills" / "G1.json").read_text(encoding="utf-8"))
     assert [e["unit"] for e in village["entities"]] == ["G1-B1", "G1-B2"]

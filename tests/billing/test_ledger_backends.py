@@ -91,7 +91,7 @@ def test_bills_sort_by_unit_id_code_point_whatever_the_database_locale(ledger_ur
     run = fixed_run(district, 0)
     ledger = open_ledger(ledger_url)
     ledger.record_run(run)
-    code_point_order = sorted(district.units)
+    code_point_order = sorted(u for u in district.units if district.is_charged(u))  # households sharing a bill have none
     assert [b.unit_id for b in run.bills] == code_point_order
     pages = [ledger.bills_of_run(run.run_id, offset=offset, limit=4) for offset in range(0, len(code_point_order), 4)]
     assert [b["unit"]["id"] for page in pages for b in page] == code_point_order

@@ -47,7 +47,7 @@ def test_agent_with_credentials_from_its_config_on_a_broker_with_acl(
                           buffer_path=tmp_path / "edge.db")
         task = asyncio.create_task(agent.run())
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len({p for p, _ in collector.readings()}) < 7:
+        while time.monotonic() < deadline and len({p for p, _ in collector.readings()}) < 11:
             await asyncio.sleep(0.05)
         agent.stop()
         await asyncio.wait_for(task, 10)
@@ -55,7 +55,7 @@ def test_agent_with_credentials_from_its_config_on_a_broker_with_acl(
 
     asyncio.run(serve_and_run())
     collector.close()
-    assert len({p for p, _ in collector.readings()}) == 7
+    assert len({p for p, _ in collector.readings()}) == 11  # GW-B1's meters
     statuses = [GatewayStatus.model_validate(json.loads(p)) for t, p, _ in collector.raw if t.endswith("/status")]
     assert statuses and statuses[-1].state == "offline"
 

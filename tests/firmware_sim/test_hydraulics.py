@@ -58,7 +58,10 @@ def test_intakes_deliver_their_quota_share(demo: District, demo_truth: Truth, fi
     for unit in demo.spec.units:
         if not unit.charging_points or len(demo.units_sharing(unit.charging_points[0])) > 1:
             continue  # a household shares its block's meter; a shared intake serves two units
-        kept = 0.94 if unit.parent else 1.0  # a block's sub-meter: its quota less the default sub_meter_loss_fraction
+        depth, up = 0, unit
+        while up.parent is not None:
+            depth, up = depth + 1, demo.units[up.parent]
+        kept = 0.94 ** depth  # a sub-meter: its quota less the default sub_meter_loss_fraction, once per meter above it
         expected = float(demo.quota_m3(unit.id, season.kind)) * share * kept
         assert demo_truth.volume_m3(unit.charging_points[0], t0, t1) == pytest.approx(expected, rel=1e-9)
 

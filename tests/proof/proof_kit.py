@@ -212,6 +212,7 @@ class BillVerdict:
 
 
 def bill_verdicts(result: SeasonResult) -> dict[str, BillVerdict]:
+    from billing.bills import tree_bills
     from billing.run import run_billing
     from firmware_sim.scenario import load_scenario
     from firmware_sim.truth import Truth
@@ -221,11 +222,12 @@ def bill_verdicts(result: SeasonResult) -> dict[str, BillVerdict]:
     run = run_billing(district, result.pipeline.influx, t0, t1)
     truth = Truth(district, load_scenario(result.plan.scenario_path, district), seed=result.plan.seed)
     verdicts = {}
-    for unit in district.spec.units:
-        bill = run.bill_of(unit.id)
+    for unit in district.root_units:  # with the entities below it, billed what its intake measured
+        bills = tree_bills(district, run, unit.id)
         true_m3 = sum(true_unit_share(district, truth, unit.id, p, t0, t1) for p in unit.charging_points)
         accuracy = max(district.profile_of(p).accuracy_pct for p in unit.charging_points) / 100
-        verdicts[unit.id] = BillVerdict(unit.id, true_m3, float(bill.volume_m3), accuracy * true_m3 + 1.0, bill_flag(bill))
+        flag = "; ".join(f for f in (bill_flag(b) for b in bills) if f)
+        verdicts[unit.id] = BillVerdict(unit.id, true_m3, float(sum(b.volume_m3 for b in bills)), accuracy * true_m3 + 1.0, flag)
     return verdicts
 
 

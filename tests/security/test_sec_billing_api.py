@@ -39,6 +39,7 @@ from canalflow.credentials import hash_api_token
 from canalflow.district import District
 from canalflow.influx import InfluxV1
 from canalflow.volume import VolumeResult
+from testbed.steady import steady_share
 
 DAY_MS = 86_400_000
 SECRET = {role: f"{role}-{secrets.token_urlsafe(18)}" for role in ("auditor", "clerk", "approver", "admin")}
@@ -95,7 +96,8 @@ class Api:
 
 
 def fixed_run(district: District, t0: int, t1: int, volume_m3: float) -> BillingRun:
-    volumes = {p: PointVolume(p, VolumeResult(volume_m3, 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
+    steady = steady_share(district, volume_m3)
+    volumes = {p: PointVolume(p, VolumeResult(steady[p], 1.0, 0.0, "flow", [], False, 99)) for p in charging_points(district)}
     return build_run(district, volumes, t0, t1, season=district.seasons["2026-spring"], as_of_ms=t1)
 
 
@@ -199,11 +201,11 @@ def issued_snapshot(api: Api) -> dict[str, Any]:
 
 
 def write_readings(influx: InfluxV1, district: District, t0: int, t1: int, flow_m3s: float = 0.1, step_ms: int = 900_000) -> None:
-    """A steady flow at every charging point (flow and totaliser), through the wire contract."""
+    """A steady flow at every charging point (flow and totaliser; sub-meters by :func:`steady_share`), through the wire contract."""
     lines: list[str] = []
-    for point in charging_points(district):
+    for point, flow in steady_share(district, flow_m3s).items():
         p = district.points[point]
-        readings = tuple(Reading(ts=t, values={"flow": flow_m3s, "totaliser": 1000.0 + flow_m3s * (t - t0) / 1000}, quality=Quality.good)
+        readings = tuple(Reading(ts=t, values={"flow": flow, "totaliser": 1000.0 + flow * (t - t0) / 1000}, quality=Quality.good)
                          for t in range(t0, t1 + 1, step_ms))
         lines += reading_lines(ReadingBatch(district=district.id, gateway=p.gateway, point=point, seq=0, readings=readings), p.canal, p.role.value)
     influx.write_lines(lines)

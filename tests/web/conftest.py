@@ -20,6 +20,7 @@ from billing.service import ServiceConfig
 from billing.window import season_window
 from canalflow.district import District, load_district
 from canalflow.influx import InfluxV1
+from testbed.steady import steady_flows
 from web.app import WebConfig
 from web.auth import add_user, load_users
 
@@ -52,8 +53,8 @@ def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def day(district: District, influx: InfluxV1) -> tuple[int, int]:
     """Two days of steady readings at every point; returns the first day's window (ms)."""
     t0 = season_window(district, district.seasons["2026-spring"])[0] + 10 * DAY_MS
-    for point in district.points:
-        write_meter(influx, district, point, Meter(0.1, swing=0.0), t0 - 60 * MIN, t0 + 2 * DAY_MS + 60 * MIN, step_ms=15 * MIN)
+    for point, flow in steady_flows(district, 0.1).items():
+        write_meter(influx, district, point, Meter(flow, swing=0.0), t0 - 60 * MIN, t0 + 2 * DAY_MS + 60 * MIN, step_ms=15 * MIN)
     return t0, t0 + DAY_MS
 
 
