@@ -287,7 +287,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
 
     district = load_district(args.district)
     t0, t1, season_id = resolve_window(args, district)
-    # head-tail needs whole-season net depths, so a season kind only for a --season window
+    # --season: the head-tail figure is checked against its kind; else the season holding the window's start
     season = district.seasons[season_id] if season_id else None
     with influx_from_args(args) as influx, reported_as_errors(ValueError):  # e.g. --travel-time with rollups
         print(f"efficiency {district.id}: reading {args.influx} db={args.db} ...", file=sys.stderr)
