@@ -10,14 +10,13 @@ district) and whole district within 2 % (issue 15's numbers).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from canalflow.district import load_district
 from firmware_sim.truth import Truth
+from testbed.pipeline import run_canalflow
 from testbed.report import field_truth
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
@@ -27,8 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    done = subprocess.run([sys.executable, "-m", "canalflow", "demo", "--out", str(out)], capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_canalflow("demo", "--out", str(out))  # as a person runs it: the defaults
     efficiency = json.loads((out / "efficiency.json").read_text(encoding="utf-8"))
     district = load_district(DEMO)
     t0, t1 = efficiency["window"]["t0_ms"], efficiency["window"]["t1_ms"]
