@@ -53,6 +53,9 @@ class CanalLevel(StrEnum):
         return list(CanalLevel).index(self)
 
 
+DEFAULT_CAPACITY_M3S = 50.0  # a point's capacity when neither its canal nor the headworks gives one
+
+
 class PointRole(StrEnum):
     diversion = "diversion"  # at the head of a canal: what the canal takes from its source
     section = "section"  # on a canal between reaches
@@ -571,6 +574,16 @@ class District:
             if point.role is PointRole.diversion and self.fed_canal(point) == canal_id:
                 return point
         return None
+
+    def capacity_m3s(self, point_id: str) -> float:
+        """The most water that can pass a point: the capacity of the canal it measures (its own or,
+        for a diversion, the canal it feeds), else the smallest headworks capacity."""
+        point = self.points[point_id]
+        canal = self.canals.get(self.fed_canal(point) or point.canal)
+        if canal is not None and canal.capacity_m3s:
+            return canal.capacity_m3s
+        heads = [h.capacity_m3s for h in self.spec.headworks]
+        return min(heads) if heads else DEFAULT_CAPACITY_M3S
 
     def fed_canal(self, point: Point) -> str | None:
         """For a diversion point, the canal whose inflow it measures."""
