@@ -31,13 +31,15 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from billing.allocation import units_by_point
+from billing.edits import Edit
 from billing.plots import plot_irrigations
+from billing.vee import findings_text, validate_measured
 from billing.volumes import volume_source
 from billing.window import quota_share
 from canalflow.coefficients import DEFINITION, SystemBalance, SystemPoints, system_points
@@ -656,21 +658,26 @@ def kpi_lines(report: EfficiencyReport, ts_ms: int | None = None) -> list[str]:
 
 def efficiency_from_influx(
     district: District, influx: InfluxV1, t0_ms: int, t1_ms: int, *, season_kind: str | None = None, write_kpis: bool = False,
-    travel_time: bool = False, source: str = "readings",
+    travel_time: bool = False, source: str = "readings", edits: Sequence[Edit] = (),
 ) -> EfficiencyReport:
     """Read every metering point's volumes for the window and build the report (optionally write KPIs).
 
     ``source``: ``readings`` (raw, re-rated; ``travel_time`` shifts each point's window by the
     travel time from the headworks) or ``rollups`` (the daily ``volume`` rollups, whole days);
-    the same volumes as billing's (:mod:`billing.volumes`).
+    the same volumes as billing's (:mod:`billing.volumes`), with the ledger's manual ``edits``
+    applied as a billing run applies them. The totaliser events VEE finds (a reset, a rollover, a
+    drop) are warnings of the report, as they are findings of the run; no balance estimate stands
+    in for a missing volume here: a figure without its volumes is incomplete.
     """
     lag = {p: travel_ms(district, p) for p in district.points} if travel_time else None
-    measured = volume_source(source, district, influx).measure(list(district.points), t0_ms, t1_ms, by_month=False, lag_ms=lag)
+    measured = volume_source(source, district, influx).measure(list(district.points), t0_ms, t1_ms, edits=edits, by_month=False, lag_ms=lag)
     volumes = measured.results()
+    events = [f for f in validate_measured(district, measured, list(measured.volumes), t0_ms, t1_ms) if f.rule.startswith("totaliser_")]
     # shifted windows compare the same water, which accounts for the water in transit: no ΔS on top
     water_levels = None if travel_time else edge_levels(district, measured.series, t0_ms, t1_ms)
     plots = plot_irrigations(district, influx, t0_ms, t1_ms) if district.spec.plots else None
     report = efficiency_report(district, volumes, t0_ms, t1_ms, season_kind=season_kind, water_levels=water_levels, plots=plots)
+    report = replace(report, warnings=(*report.warnings, *findings_text(events)))
     if write_kpis:
         influx.write_lines(kpi_lines(report), rp=policy_of(M.efficiency))
     return report

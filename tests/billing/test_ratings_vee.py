@@ -154,6 +154,7 @@ def test_a_reset_high_in_the_totaliser_span_is_a_reset_for_billing_and_efficienc
     carry. The volume method reads a reset, once, for the bill and the canal balance alike."""
     from billing_synth import Meter, write_meter
 
+    from billing.edits import Edit
     from billing.efficiency import efficiency_from_influx
     from billing.run import run_billing
 
@@ -167,5 +168,11 @@ def test_a_reset_high_in_the_totaliser_span_is_a_reset_for_billing_and_efficienc
     assert "totaliser_reset" in billed.flags and "totaliser_rollover" not in billed.flags
     lost = 0.2 * 300  # counted between the last reading and the reset: cleared with the memory
     assert billed.volume_m3 == pytest.approx(true_m3 - lost, rel=1e-3)  # not 18 million m3
-    l12 = next(r for r in efficiency_from_influx(demo, influx, t0, t1).reaches if r.canal == "L12")
+    report = efficiency_from_influx(demo, influx, t0, t1)
+    l12 = next(r for r in report.reaches if r.canal == "L12")
     assert l12.outflow_points == ("V03-IN",) and l12.out_m3 == pytest.approx(billed.volume_m3)
+    assert any(w.startswith("V03-IN: totaliser_reset") for w in report.warnings)
+    # a clerk's manual edit of the lost minutes (kept in the ledger; `billing efficiency --ledger`) puts them back
+    edit = Edit(1, "V03-IN", reset - 300_000, reset, lost, "clerk-li", "minutes cleared by the reset, from the flow")
+    l12 = next(r for r in efficiency_from_influx(demo, influx, t0, t1, edits=[edit]).reaches if r.canal == "L12")
+    assert l12.out_m3 == pytest.approx(true_m3, rel=1e-3)
