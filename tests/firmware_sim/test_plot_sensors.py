@@ -20,7 +20,7 @@ from testbed.pipeline import Pipeline
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
 PLOT_POINTS = "  # typical plots (典型田块, see plots: below)"  # the demo's plot block in points:, up to RG-1
-PLOTS = "\n# Typical plots (典型田块)"  # and its plots: section, up to seasons:
+PLOTS = "\n# Typical plots (典型田块)"  # and its plots: section, the file's last
 
 
 SEED = 3
@@ -33,7 +33,7 @@ def district_with(tmp_path: Path, edit: tuple[str, str] = ("", ""), *, plots: bo
         a = text.index(PLOT_POINTS)
         text = text[:a] + text[text.index("\n", text.index("id: RG-1", a)) + 1:]
         a = text.index(PLOTS)
-        text = text[:a] + text[text.index("\nseasons:\n", a):]
+        text = text[:a] + "\n"
     tmp_path.mkdir(exist_ok=True)
     path = tmp_path / DEMO.name
     path.write_text(text, encoding="utf-8")
