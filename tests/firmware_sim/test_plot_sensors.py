@@ -95,7 +95,7 @@ def test_plot_sensors_leave_the_water_balance_unchanged(tmp_path):
 
 def test_district_check_refuses_a_station_point_reading_a_flow_meter(tmp_path):
     with pytest.raises(DistrictError, match="reads 'em-pipe', a pipe meter"):
-        district_with(tmp_path, ("unit_id: 31, profile: soil-station", "unit_id: 31, profile: em-pipe"))
+        district_with(tmp_path, ("unit_id: 41, profile: soil-station", "unit_id: 41, profile: em-pipe"))
 
 
 @pytest.fixture(scope="module")
