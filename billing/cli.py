@@ -237,6 +237,7 @@ def _add_efficiency(commands: Any) -> None:
     eff.add_argument("--write-kpis", action="store_true", help=f"write the figures to InfluxDB measurement {M.efficiency!r}")
     eff.add_argument("--source", choices=("readings", "rollups"), default="readings", help="raw readings (default) or the daily volume rollups (whole days)")
     eff.add_argument("--travel-time", action="store_true", help="shift each point's window by the travel time from the headworks (windows starting or ending mid-change)")
+    eff.add_argument("--ledger", metavar="URL", help="apply this ledger's manual edits to the volumes, as a billing run does (default: none)")
     eff.set_defaults(func=cmd_efficiency)
 
 
@@ -285,14 +286,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_efficiency(args: argparse.Namespace) -> int:
     from billing.efficiency import efficiency_from_influx, format_report
+    from billing.ledger import open_ledger
 
     district = load_district(args.district)
     t0, t1, season_id = resolve_window(args, district)
-    # head-tail needs whole-season net depths, so a season kind only for a --season window
+    # --season: the head-tail figure is checked against its kind; else the season holding the window's start
     season = district.seasons[season_id] if season_id else None
     with influx_from_args(args) as influx, reported_as_errors(ValueError):  # e.g. --travel-time with rollups
         print(f"efficiency {district.id}: reading {args.influx} db={args.db} ...", file=sys.stderr)
-        report = efficiency_from_influx(district, influx, t0, t1, season_kind=season.kind if season else None, write_kpis=args.write_kpis, travel_time=args.travel_time, source=args.source)
+        edits = open_ledger(args.ledger).edits(district.id) if args.ledger else ()
+        report = efficiency_from_influx(district, influx, t0, t1, season_kind=season.kind if season else None, write_kpis=args.write_kpis,
+                                        travel_time=args.travel_time, source=args.source, edits=edits)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else format_report(report))
     return 0
 

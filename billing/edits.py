@@ -27,7 +27,8 @@ class Edit:
     reason: str
 
 
-def apply_edits(series: Series, edits: Sequence[Edit], t0_ms: int, t1_ms: int, *, max_gap_ms: int, rollover_m3: float | None, min_coverage: float) -> VolumeResult:
+def apply_edits(series: Series, edits: Sequence[Edit], t0_ms: int, t1_ms: int, *, max_gap_ms: int, rollover_m3: float | None, min_coverage: float,
+                max_flow_m3s: float | None = None) -> VolumeResult:
     """The window volume with manual edits: measured outside the edited stretches, edited inside.
 
     Edited stretches count as covered and as estimated; volumes are additive over adjacent
@@ -41,7 +42,7 @@ def apply_edits(series: Series, edits: Sequence[Edit], t0_ms: int, t1_ms: int, *
     n = 0
     for a, b, edit in cuts:
         if a > cursor:
-            part = window_volume(series, cursor, a, max_gap_ms=max_gap_ms, rollover_m3=rollover_m3, min_coverage=min_coverage)
+            part = window_volume(series, cursor, a, max_gap_ms=max_gap_ms, rollover_m3=rollover_m3, min_coverage=min_coverage, max_flow_m3s=max_flow_m3s)
             volume, covered, n = volume + part.volume_m3, covered + part.coverage * (a - cursor), n + part.n_readings
             gaps += part.gaps
             flags += part.flags
@@ -49,7 +50,7 @@ def apply_edits(series: Series, edits: Sequence[Edit], t0_ms: int, t1_ms: int, *
         volume, edited, covered = volume + share, edited + abs(share), covered + max(0, b - max(a, cursor))
         cursor = max(cursor, b)
     if cursor < t1_ms:
-        part = window_volume(series, cursor, t1_ms, max_gap_ms=max_gap_ms, rollover_m3=rollover_m3, min_coverage=min_coverage)
+        part = window_volume(series, cursor, t1_ms, max_gap_ms=max_gap_ms, rollover_m3=rollover_m3, min_coverage=min_coverage, max_flow_m3s=max_flow_m3s)
         volume, covered, n = volume + part.volume_m3, covered + part.coverage * (t1_ms - cursor), n + part.n_readings
         gaps += part.gaps
         flags += part.flags

@@ -28,18 +28,23 @@ reported incomplete, with no number.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from billing.allocation import units_by_point
+from billing.edits import Edit
+from billing.plots import plot_irrigations
+from billing.vee import findings_text, validate_measured
 from billing.volumes import volume_source
+from billing.window import quota_share
 from canalflow.coefficients import DEFINITION, SystemBalance, SystemPoints, system_points
 from canalflow.contract import SCOPE_FIELD_UNIT, M, line, policy_of
-from canalflow.district import CanalLevel, District, Point, PointRole, Reach
+from canalflow.district import CanalLevel, District, Point, PointRole, Reach, Season
 from canalflow.field import M2_PER_MU, PlotIrrigation, PlotResult, aggregate, measure_plot
 from canalflow.influx import InfluxV1
 from canalflow.seepage import headworks_travel_ms as travel_ms
@@ -415,15 +420,14 @@ def level_figures(district: District, flows: Mapping[str, _CanalFlow]) -> dict[s
     return out
 
 
-def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], system: Figure, diverted_m3: float, season_kind: str | None,
-                    plots: Sequence[PlotIrrigation] | None = None) -> tuple[Figure, dict[str, Figure], dict[str, Figure], list[PlotResult]]:
+def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], system: Figure, diverted_m3: float, window: tuple[int, int],
+                    season_kind: str | None, plots: Sequence[PlotIrrigation] | None = None) -> tuple[Figure, dict[str, Figure], dict[str, Figure], list[PlotResult]]:
     """The field coefficient (from typical plots, else the configured fallback), per unit, and the whole district."""
     targets = district.spec.targets
     results = measure_plots(district, plots) if plots is not None else []
     if district.spec.plots and plots is None:
         field_fig, unit_figs = Figure("field", None, "typical_plots", 0.0, True, targets.field, note=(
-            "incomplete: the district has typical plots but no plot readings were given "
-            "(soil-moisture and rain-gauge readings are not read from InfluxDB yet)")), {}
+            "incomplete: the district has typical plots but no plot readings were given")), {}
     elif district.spec.plots:
         field_fig, unit_figs = plots_field_figures(district, results)
     else:
@@ -432,7 +436,7 @@ def field_and_whole(district: District, volumes: Mapping[str, VolumeResult], sys
     coeff_value = system.value * field_fig.value if system.value is not None and field_fig.value is not None else None
     coeff = Figure("whole", coeff_value, "field_coefficients", min(system.coverage, field_fig.coverage),
                    coeff_value is None, whole_target, note="" if coeff_value is not None else "incomplete: canal-system or field figure missing")
-    head_tail = _head_tail(district, diverted_m3, season_kind, system, whole_target, results)
+    head_tail = _head_tail(district, diverted_m3, window, season_kind, system, whole_target, results, {p.day for p in plots or ()})
     return field_fig, {"field_coefficients": coeff, "head_tail": head_tail}, unit_figs, results
 
 
@@ -481,41 +485,77 @@ def plots_field_figures(district: District, results: Sequence[PlotResult]) -> tu
     return fig, units
 
 
-def _head_tail(district: District, diverted_m3: float, season_kind: str | None, system: Figure, target: float,
-               plots: Sequence[PlotResult] = ()) -> Figure:
-    """Σ_k w_k·A_k / W_gross: w_k the crop's net depth from its plots' stored water over the season
-    (area-weighted), else its configured ``net_depth_mm`` (a labelled fallback)."""
-    if season_kind is None:
-        return Figure("whole", None, "head_tail", system.coverage, True, target, note="needs a whole-season window (--season): net depths are per season")
+@dataclass(frozen=True)
+class NetWater:
+    """The net irrigation water of a window by the head-tail method: Σ_k w_k·A_k (m3)."""
+
+    net_m3: float
+    plot_share: float  # of the rounds holding the plots' irrigations, the part inside the window
+    measured: tuple[str, ...]  # crops whose net depth the plots measured
+    typed: tuple[str, ...]  # crops on their configured net_depth_mm (a fallback)
+    missing: tuple[str, ...]  # crops with neither (counted as 0)
+
+
+def head_tail_net(district: District, season: Season, t0_ms: int, t1_ms: int, depth_mm: Mapping[str, float],
+                  days: Iterable[dt.date], *, whole_season: bool = False) -> NetWater:
+    """Σ_k w_k·A_k over a window: w_k the crop's net depth stored by its plots' irrigations on ``days``
+    (``depth_mm``) × the window's share of the rounds holding them (a plot is irrigated once a round),
+    else the season's configured ``net_depth_mm`` × the window's share of the season's rounds. Over a
+    whole season (``whole_season``: the caller's window is the season) both shares are 1. The
+    simulator's truth goes through here too."""
+    spans = [(int(r.start.timestamp() * 1000), int(r.start.timestamp() * 1000 + r.days * 86_400_000)) for r in season.rounds]
+    noons = [int(dt.datetime.combine(d, dt.time(12), district.tz).timestamp() * 1000) for d in days]
+    held = [(a, b) for a, b in spans if any(a <= t < b for t in noons)]
+    total = sum(b - a for a, b in held)
+    plot_share = sum(max(0, min(b, t1_ms) - max(a, t0_ms)) for a, b in held) / total if total > 0 and not whole_season else 1.0
+    season_share = 1.0 if whole_season else float(quota_share(district, season, t0_ms, t1_ms))
+    net = 0.0
+    missing, typed = set(), set()
+    for unit in district.spec.units:
+        for crop_area in unit.crops:
+            depth = depth_mm.get(crop_area.crop)
+            if depth is not None:
+                depth *= plot_share
+            else:
+                configured = district.crops[crop_area.crop].net_depth_mm.get(season.kind)
+                (missing if configured is None else typed).add(crop_area.crop)
+                depth = (configured or 0.0) * season_share
+            net += depth / 1000.0 * float(crop_area.area_mu) * M2_PER_MU
+    return NetWater(net, plot_share, tuple(sorted(depth_mm)), tuple(sorted(typed)), tuple(sorted(missing)))
+
+
+def _head_tail(district: District, diverted_m3: float, window: tuple[int, int], season_kind: str | None, system: Figure, target: float,
+               plots: Sequence[PlotResult] = (), days: Iterable[dt.date] = ()) -> Figure:
+    """Σ_k w_k·A_k / W_gross (:func:`head_tail_net`): net depths from the plots, else configured (a labelled fallback)."""
+    t0_ms, t1_ms = window
+    season = district.season_for(district.local_date(t0_ms))
+    if season_kind is not None and (season is None or season.kind != season_kind):  # a whole season of that kind, by the caller
+        season = next((s for s in district.spec.seasons if s.kind == season_kind), None)
+    if season is None:
+        return Figure("whole", None, "head_tail", system.coverage, True, target, note="incomplete: no season of the district file holds the window's start")
     missing_plots = [r.plot for r in plots if r.eta is None]
     if district.spec.plots and not plots:
         return Figure("whole", None, "head_tail", system.coverage, True, target, note="incomplete: no readings of the typical plots")
     if missing_plots:
         return Figure("whole", None, "head_tail", system.coverage, True, target, note=f"incomplete: plots {', '.join(missing_plots)} lack readings")
-    measured = _plot_net_depths(district, plots)
-    net = 0.0
-    missing, typed = set(), set()
-    for unit in district.spec.units:
-        for crop_area in unit.crops:
-            depth = measured.get(crop_area.crop)
-            if depth is None:
-                depth = district.crops[crop_area.crop].net_depth_mm.get(season_kind)
-                (missing if depth is None else typed).add(crop_area.crop)
-            net += (depth or 0.0) / 1000.0 * float(crop_area.area_mu) * M2_PER_MU
+    water = head_tail_net(district, season, t0_ms, t1_ms, crop_net_depths(district, plots), days, whole_season=season_kind is not None)
     incomplete = system.incomplete or diverted_m3 <= 0
-    note = "season net depths against the season's gross diversion"
-    if measured:
-        note += f"; net depths measured on plots for {', '.join(sorted(measured))}"
-    if typed:
-        note += f"; configured net_depth_mm (fallback) for {', '.join(sorted(typed))}"
-    if missing:
-        note += f"; no {season_kind} net depth for {', '.join(sorted(missing))} (counted as 0)"
-    value = None if incomplete else net / diverted_m3
+    note = f"net depths against the gross diversion of the window ({season.id})"
+    if water.measured:
+        note += f"; net depths measured on plots for {', '.join(water.measured)}"
+        if water.plot_share < 1:
+            note += f" (the window holds {water.plot_share:.1%} of the rounds of their irrigations)"
+    if water.typed:
+        note += f"; configured net_depth_mm (fallback) for {', '.join(water.typed)}"
+    if water.missing:
+        note += f"; no {season.kind} net depth for {', '.join(water.missing)} (counted as 0)"
+    value = None if incomplete else water.net_m3 / diverted_m3
     return Figure("whole", value, "head_tail", system.coverage, incomplete, target,
                   ("eta_above_1",) if value is not None and value > 1 else (), note)
 
 
-def _plot_net_depths(district: District, plots: Sequence[PlotResult]) -> dict[str, float]:
+def crop_net_depths(district: District, plots: Sequence[PlotResult]) -> dict[str, float]:
+    """Each measured crop's net depth stored (mm): its plots' stored water, weighted by plot area."""
     by_crop: dict[str, list[tuple[float, float]]] = {}
     for r in plots:
         plot = district.plots[r.plot]
@@ -547,7 +587,7 @@ def efficiency_report(
     system, warnings, balance = system_figures(district, volumes, flows, levels, reaches)
     first, last = district.local_date(t0_ms), district.local_date(t1_ms - 1)
     in_window = None if plots is None else [p for p in plots if first <= p.day <= last]
-    field_fig, whole, field_units, plot_results = field_and_whole(district, volumes, system["official"], balance.gross_m3, season_kind, in_window)
+    field_fig, whole, field_units, plot_results = field_and_whole(district, volumes, system["official"], balance.gross_m3, (t0_ms, t1_ms), season_kind, in_window)
     warnings += [f"reach {r.canal}/{r.reach}: loss {r.loss_m3:.0f} m3 is {r.loss_m3 / r.expected_loss_m3:.1f}x the expected seepage {r.expected_loss_m3:.0f} m3" for r in reaches if r.anomaly]
     warnings += [f"reach {r.canal}/{r.reach}: {r.out_m3:.0f} m3 out for {r.in_m3:.0f} m3 in is a data error (check the meters {', '.join(r.inflow_points + r.outflow_points)})"
                  for r in reaches if "eta_above_1" in r.flags]
@@ -618,20 +658,26 @@ def kpi_lines(report: EfficiencyReport, ts_ms: int | None = None) -> list[str]:
 
 def efficiency_from_influx(
     district: District, influx: InfluxV1, t0_ms: int, t1_ms: int, *, season_kind: str | None = None, write_kpis: bool = False,
-    travel_time: bool = False, source: str = "readings",
+    travel_time: bool = False, source: str = "readings", edits: Sequence[Edit] = (),
 ) -> EfficiencyReport:
     """Read every metering point's volumes for the window and build the report (optionally write KPIs).
 
     ``source``: ``readings`` (raw, re-rated; ``travel_time`` shifts each point's window by the
     travel time from the headworks) or ``rollups`` (the daily ``volume`` rollups, whole days);
-    the same volumes as billing's (:mod:`billing.volumes`).
+    the same volumes as billing's (:mod:`billing.volumes`), with the ledger's manual ``edits``
+    applied as a billing run applies them. The totaliser events VEE finds (a reset, a rollover, a
+    drop) are warnings of the report, as they are findings of the run; no balance estimate stands
+    in for a missing volume here: a figure without its volumes is incomplete.
     """
     lag = {p: travel_ms(district, p) for p in district.points} if travel_time else None
-    measured = volume_source(source, district, influx).measure(list(district.points), t0_ms, t1_ms, by_month=False, lag_ms=lag)
+    measured = volume_source(source, district, influx).measure(list(district.points), t0_ms, t1_ms, edits=edits, by_month=False, lag_ms=lag)
     volumes = measured.results()
+    events = [f for f in validate_measured(district, measured, list(measured.volumes), t0_ms, t1_ms) if f.rule.startswith("totaliser_")]
     # shifted windows compare the same water, which accounts for the water in transit: no ΔS on top
     water_levels = None if travel_time else edge_levels(district, measured.series, t0_ms, t1_ms)
-    report = efficiency_report(district, volumes, t0_ms, t1_ms, season_kind=season_kind, water_levels=water_levels)
+    plots = plot_irrigations(district, influx, t0_ms, t1_ms) if district.spec.plots else None
+    report = efficiency_report(district, volumes, t0_ms, t1_ms, season_kind=season_kind, water_levels=water_levels, plots=plots)
+    report = replace(report, warnings=(*report.warnings, *findings_text(events)))
     if write_kpis:
         influx.write_lines(kpi_lines(report), rp=policy_of(M.efficiency))
     return report

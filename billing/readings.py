@@ -34,8 +34,10 @@ def fetch_series(
     margin_ms: int,
     as_of_ms: int | None = None,
     chunk_ms: int = CHUNK_MS,
+    quantities: Sequence[str] = VOLUME_QUANTITIES,
 ) -> dict[str, Series]:
     """Series of each point over ``[t0 - margin, t1 + margin]``; points without readings get an empty Series.
+    ``quantities``: the fields read (default: those volumes are computed from).
 
     ``as_of_ms`` is recorded by billing runs for reproducibility; readings are keyed by their
     measurement time, so late arrivals are visible only through the caller's choice of window.
@@ -45,7 +47,7 @@ def fetch_series(
     start, end = t0_ms - margin_ms, t1_ms + margin_ms
     if as_of_ms is not None:
         end = min(end, as_of_ms)
-    fields = ", ".join([*VOLUME_QUANTITIES, "qcode"])
+    fields = ", ".join([*quantities, "qcode"])
     cursor = start
     while cursor <= end:
         stop = min(end, cursor + chunk_ms - 1)
@@ -58,7 +60,7 @@ def fetch_series(
             if pid in wanted:
                 rows[pid].append(point)
         cursor = stop + 1
-    return {pid: Series.from_rows(r, VOLUME_QUANTITIES) if r else Series.empty() for pid, r in rows.items()}
+    return {pid: Series.from_rows(r, quantities) if r else Series.empty() for pid, r in rows.items()}
 
 
 ROLLUP_FIELD = "volume_m3"  # dashboards/kpis.py VOLUME_FIELD; ingest writes it per point and interval

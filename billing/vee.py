@@ -41,7 +41,6 @@ from canalflow.volume import Series, VolumeResult
 
 MAX_STEP_FRACTION = 0.5  # of the canal capacity, between consecutive readings
 STUCK_READINGS = 12
-DEFAULT_CAPACITY_M3S = 50.0  # when neither the canal nor the headworks gives one
 
 
 @dataclass(frozen=True)
@@ -72,15 +71,6 @@ class VeeOutcome:
         }
 
 
-def capacity_m3s(district: District, point_id: str) -> float:
-    point = district.points[point_id]
-    canal = district.canals.get(district.fed_canal(point) or point.canal)
-    if canal is not None and canal.capacity_m3s:
-        return canal.capacity_m3s
-    heads = [h.capacity_m3s for h in district.spec.headworks]
-    return min(heads) if heads else DEFAULT_CAPACITY_M3S
-
-
 def validate_series(district: District, point_id: str, series: Series, t0_ms: int, t1_ms: int, result: VolumeResult | None = None) -> list[Finding]:
     """Findings for one point's readings in [t0, t1] (bad-quality readings are left out)."""
     inside = (series.ts_ms >= t0_ms) & (series.ts_ms <= t1_ms) & (series.qcode != 3)
@@ -89,7 +79,7 @@ def validate_series(district: District, point_id: str, series: Series, t0_ms: in
     flow = series.values.get("flow")
     if flow is not None:
         q = flow[inside]
-        cap = capacity_m3s(district, point_id)
+        cap = district.capacity_m3s(point_id)
         findings += _runs(point_id, "range", ts, np.isfinite(q) & (q < 0), "reverse flow (negative)")
         findings += _runs(point_id, "range", ts, np.isfinite(q) & (q > cap), f"flow above the canal capacity {cap} m3/s")
         if len(q) > 1:

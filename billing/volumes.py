@@ -104,12 +104,12 @@ def point_volume(
     tol = district.spec.tolerances
     max_gap = int(tol.max_gap_minutes * 60_000)
     s, uses = rerate(district, point_id, raw)
-    rollover = rollover_of(district, point_id)
+    rollover, cap = rollover_of(district, point_id), district.capacity_m3s(point_id)
     mine = [e for e in edits if e.point == point_id]
     if mine:
-        result = apply_edits(s, mine, t0_ms, t1_ms, max_gap_ms=max_gap, rollover_m3=rollover, min_coverage=tol.min_coverage)
+        result = apply_edits(s, mine, t0_ms, t1_ms, max_gap_ms=max_gap, rollover_m3=rollover, min_coverage=tol.min_coverage, max_flow_m3s=cap)
     else:
-        result = window_volume(s, t0_ms, t1_ms, max_gap_ms=max_gap, rollover_m3=rollover, min_coverage=tol.min_coverage)
+        result = window_volume(s, t0_ms, t1_ms, max_gap_ms=max_gap, rollover_m3=rollover, min_coverage=tol.min_coverage, max_flow_m3s=cap)
     months = month_windows(district, t0_ms, t1_ms) if by_month else []
     if not months:
         monthly: tuple[tuple[str, float], ...] = ()
@@ -118,7 +118,7 @@ def point_volume(
     elif len(months) == 1:
         monthly = ((months[0][0], result.volume_m3),)
     else:
-        monthly = tuple((label, window_volume(s, a, b, max_gap_ms=max_gap, rollover_m3=rollover).volume_m3) for label, a, b in months)
+        monthly = tuple((label, window_volume(s, a, b, max_gap_ms=max_gap, rollover_m3=rollover, max_flow_m3s=cap).volume_m3) for label, a, b in months)
     return PointVolume(point_id, result, monthly, tuple(uses))
 
 

@@ -53,6 +53,9 @@ class CanalLevel(StrEnum):
         return list(CanalLevel).index(self)
 
 
+DEFAULT_CAPACITY_M3S = 50.0  # a point's capacity when neither its canal nor the headworks gives one
+
+
 class PointRole(StrEnum):
     diversion = "diversion"  # at the head of a canal: what the canal takes from its source
     section = "section"  # on a canal between reaches
@@ -212,8 +215,10 @@ class Plot(Model):
     wetting_depth_m: float = Field(gt=0, le=3)  # planned wetting depth H
     field_capacity: float = Field(gt=0, lt=1)  # volumetric, m3/m3
     wilting_point: float = Field(gt=0, lt=1)
+    inlet: Id  # the plot's inlet meter: a sub-meter (``below:``) on its unit's charging point
     station: Id | None = None  # its soil-moisture station (墒情站); None: the plot cannot be measured
     rain_gauge: Id | None = None
+    et0_mm_per_day: float = Field(default=0.0, ge=0, le=20)  # reference ET at the plot (weather station); crop ET = kc × this
     depths_cm: tuple[int, ...] = (10, 20, 40, 60, 80, 100)  # the station's sensor depths
 
 
@@ -595,6 +600,16 @@ class District:
                 return point
         return None
 
+    def capacity_m3s(self, point_id: str) -> float:
+        """The most water that can pass a point: the capacity of the canal it measures (its own or,
+        for a diversion, the canal it feeds), else the smallest headworks capacity."""
+        point = self.points[point_id]
+        canal = self.canals.get(self.fed_canal(point) or point.canal)
+        if canal is not None and canal.capacity_m3s:
+            return canal.capacity_m3s
+        heads = [h.capacity_m3s for h in self.spec.headworks]
+        return min(heads) if heads else DEFAULT_CAPACITY_M3S
+
     def fed_canal(self, point: Point) -> str | None:
         """For a diversion point, the canal whose inflow it measures."""
         if point.role is not PointRole.diversion:
@@ -614,8 +629,8 @@ class District:
         inflow: list[Point] = []
         outflow: list[Point] = []
         for point in self.spec.points:
-            if point.below is not None:
-                continue  # a sub-meter measures water its parent point already took from the canal
+            if point.below is not None or point.role in SENSOR_ROLES:
+                continue  # a sub-meter measures water its parent point already took from the canal; no water passes a sensor
             fed = self.fed_canal(point)
             if fed == canal_id:
                 if first:
@@ -842,6 +857,7 @@ def _check_plots(spec: DistrictFile, rep: _Reporter) -> None:
             rep.add((*at, "wilting_point"), f"wilting point {plot.wilting_point} is not below field capacity {plot.field_capacity}")
         if not any(d <= plot.wetting_depth_m * 100 for d in plot.depths_cm):
             rep.add((*at, "depths_cm"), f"no sensor depth within the wetting depth of {plot.wetting_depth_m} m", "list the station's depths in cm")
+        _check_plot_inlet(spec, rep, (*at, "inlet"), plot, unit)
         _check_plot_meter(spec, rep, (*at, "station"), plot.station, PointRole.soil_moisture)
         _check_plot_meter(spec, rep, (*at, "rain_gauge"), plot.rain_gauge, PointRole.rain_gauge)
         bad = [d for d in plot.depths_cm if d not in SOIL_DEPTHS_CM]
@@ -861,6 +877,18 @@ def _check_sensor_profile(point: Point, profile: Any, at: tuple[str | int, ...],
         rep.add(at, f"point {point.id!r} ({point.role.value}) reads {profile.name!r}, a {profile.kind} meter",
                 f"a {point.role.value} point needs a profile of kind {point.role.value}" if point.role.value in sensor_kinds
                 else "a plot sensor measures no water: give this point a flow or level meter's profile")
+
+
+def _check_plot_inlet(spec: DistrictFile, rep: _Reporter, at: tuple[str | int, ...], plot: Plot, unit: BillingUnit | None) -> None:
+    """A plot's inlet meter is a sub-meter on its unit's water: billed there, outside the canal balance."""
+    point = next((p for p in spec.points if p.id == plot.inlet), None)
+    if point is None:
+        rep.add(at, f"unknown point {plot.inlet!r}", "name the metering point on the plot's inlet")
+        return
+    charged = unit.charging_points if unit is not None else ()
+    if point.role is not PointRole.intake or point.below not in charged:
+        rep.add(at, f"point {plot.inlet!r} is not a sub-meter of unit {plot.unit!r}",
+                f"give point {plot.inlet!r} role: intake and below: one of {list(charged)}")
 
 
 def _check_plot_meter(spec: DistrictFile, rep: _Reporter, at: tuple[str | int, ...], point_id: str | None, role: PointRole) -> None:

@@ -66,6 +66,7 @@ class PlotIrrigation:
     theta_after: Mapping[int, float] | None  # and at the start of the next day
     rain_mm: float  # the plot's rain gauge over the irrigation day
     reference_et_mm: float  # reference ET of the day (weather station)
+    missing: str = ""  # why this irrigation cannot be measured (a reading missing); "" when it can
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def measure_plot(plot: Plot, kc: float, irrigations: list[PlotIrrigation]) -> Pl
     applied = stored = 0.0
     for irr in irrigations:
         applied += irr.inlet_m3 * mm_per_m3(plot)
+        if irr.missing:
+            return PlotResult(plot.id, len(irrigations), applied, stored, None, f"incomplete: {irr.missing}")
         before = theta_over_depth(plot, irr.theta_before) if irr.theta_before is not None else None
         after = theta_over_depth(plot, irr.theta_after) if irr.theta_after is not None else None
         if before is None or after is None:

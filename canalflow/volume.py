@@ -5,7 +5,7 @@ Used by ingest (interval rollups) and billing (season volumes). Two methods:
 - ``totaliser``: differences of the meter's totaliser, linearly interpolated at the window edges.
   A drop of the totaliser is a *rollover* when it is consistent with the register wrapping at
   ``rollover_m3`` (the previous value in the upper half of the span, the wrapped delta under half
-  of it); a *reset* when it falls to near zero (then the new value is counted as the volume since
+  of it and no more than the point can pass in the interval, ``max_flow_m3s``); a *reset* when it falls to near zero (then the new value is counted as the volume since
   the reset); any other drop is a data error: that interval is not counted and lowers coverage.
   A totaliser keeps counting through a communication gap, so a long gap that lies wholly inside
   the window is measured volume; a long gap cut by a window edge is split in proportion to time
@@ -118,8 +118,11 @@ def window_volume(
     max_gap_ms: int,
     rollover_m3: float | None = None,
     min_coverage: float = 0.9,
+    max_flow_m3s: float | None = None,
 ) -> VolumeResult:
-    """The volume (m³) through a metering point in ``[t0_ms, t1_ms]``; see the module docstring."""
+    """The volume (m³) through a metering point in ``[t0_ms, t1_ms]``; see the module docstring.
+    ``max_flow_m3s``: the most the point can pass (``District.capacity_m3s``): a totaliser drop whose
+    wrapped difference would need more is no rollover."""
     if t1_ms <= t0_ms:
         raise ValueError(f"window end {t1_ms} must be after its start {t0_ms}")
     if max_gap_ms <= 0:
@@ -131,7 +134,7 @@ def window_volume(
         if len(ts) < 2:
             continue
         if method == "totaliser":
-            intervals = _totaliser_intervals(ts, vals, q, t0_ms, t1_ms, max_gap_ms, rollover_m3)
+            intervals = _totaliser_intervals(ts, vals, q, t0_ms, t1_ms, max_gap_ms, rollover_m3, max_flow_m3s)
         else:
             intervals = _flow_intervals(ts, vals, q, t0_ms, t1_ms, max_gap_ms)
         n_inside = int(np.count_nonzero((ts >= t0_ms) & (ts <= t1_ms)))
@@ -216,9 +219,10 @@ def _flow_intervals(
 
 
 def _totaliser_deltas(
-    tot: np.ndarray, rollover_m3: float | None
+    tot: np.ndarray, rollover_m3: float | None, max_delta: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Volume between consecutive totaliser readings and whether each difference is valid."""
+    """Volume between consecutive totaliser readings and whether each difference is valid;
+    ``max_delta``: per interval, the most water the point can pass in it."""
     prev, cur = tot[:-1], tot[1:]
     delta = cur - prev
     valid = np.ones(len(delta), dtype=bool)
@@ -228,7 +232,8 @@ def _totaliser_deltas(
     for i in drops:
         p, c = float(prev[i]), float(cur[i])
         wrapped = (rollover_m3 - p + c) if rollover_m3 else None
-        if wrapped is not None and p > rollover_m3 / 2 and 0 <= wrapped < rollover_m3 / 2:
+        possible = wrapped is not None and (max_delta is None or wrapped <= max_delta[i])
+        if possible and p > rollover_m3 / 2 and 0 <= wrapped < rollover_m3 / 2:
             delta[i] = wrapped
             flags.append("totaliser_rollover")
         elif 0 <= c < RESET_FRACTION * p:
@@ -249,9 +254,11 @@ def _totaliser_intervals(
     t1: int,
     max_gap: int,
     rollover_m3: float | None,
+    max_flow_m3s: float | None = None,
 ) -> _Intervals:
     ta, tb = ts[:-1], ts[1:]
-    delta, valid, flags = _totaliser_deltas(tot, rollover_m3)
+    max_delta = None if max_flow_m3s is None else max_flow_m3s * (tb - ta) / 1000.0
+    delta, valid, flags = _totaliser_deltas(tot, rollover_m3, max_delta)
     _, _, overlap = _overlap(ta, tb, t0, t1)
     volume = np.where(valid, delta * overlap / (tb - ta), 0.0)
     long_gap = (tb - ta) > max_gap

@@ -23,7 +23,7 @@ from grafana_foundation_sdk.models import dashboard as dash
 
 from canalflow import contract
 from canalflow.contract import QUANTITIES, M, Quality
-from canalflow.district import CanalLevel, District, PointRole
+from canalflow.district import CanalLevel, District, Plot, PointRole
 from dashboards.influxql import DATASOURCE_TYPE, InfluxQL
 from dashboards.layout import gazetteer_path
 from dashboards.queries import (
@@ -355,6 +355,28 @@ def overview(board: Board, today: dt.date) -> None:
     board.add(
         bargauge.Panel().title(t("overview.eta_field_units", target=f"{limits.eta_field:.2f}")).with_target(q("A", field_units))
         .unit("percentunit").min(0).max(1).thresholds(steps("red", (limits.eta_field, "green"))).orientation(common.VizOrientation.HORIZONTAL),
+        12, 8,
+    )
+    for plot in board.district.spec.plots:
+        plot_moisture(board, plot)
+
+
+def plot_moisture(board: Board, plot: Plot) -> None:
+    """A typical plot's water content at each depth within its wetting depth, against its wilting
+    point (below: the crop is stressed) and field capacity (above: the water drains below the roots)."""
+    if plot.station is None:
+        return
+    depths = [d for d in plot.depths_cm if d <= plot.wetting_depth_m * 100]
+    moisture = select(
+        [(f"mean({ident(f'vwc_{d}cm')})", f"{d} cm") for d in depths], M.readings,
+        [district_filter(), tag_in("point", [plot.station]), TIME_FILTER], time_bucket="$__interval", fill="null",
+    )
+    title = board.t("overview.plot_moisture", plot=plot.id, crop=board.district.crops[plot.crop].name or plot.crop,
+                    wp=f"{plot.wilting_point:.0%}", fc=f"{plot.field_capacity:.0%}")
+    board.add(
+        timeseries_panel().title(title).with_target(q("A", moisture)).unit("percentunit").min(0).max(min(1.0, plot.field_capacity + 0.1))
+        .thresholds(steps("red", (plot.wilting_point, "green"), (plot.field_capacity, "blue")))
+        .thresholds_style(common_b.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)),
         12, 8,
     )
 

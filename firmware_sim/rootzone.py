@@ -1,7 +1,8 @@
 """A daily root-zone water balance of each typical plot: sensor readings and ground truth.
 
 Each day of a season, in this order: effective rain (canalflow.field.effective_rain_mm) and, on the
-first day of each round, the irrigation enter the root zone; water above field capacity drains
+plot's turn in each round (``TURN_DAY`` days after the round opens, once the canals run steady), the
+irrigation enter the root zone; water above field capacity drains
 below it (deep percolation, a loss, charged to the irrigation first: it came on top); the crop
 then takes kc × reference ET, down to the wilting point. A plot's irrigation depth is its crop's
 season quota (the unit's method and zone) × the round's share of the season × ``demand_factor``,
@@ -11,6 +12,8 @@ water content below it, which stays at its start).
 Truth per irrigation: applied depth and stored depth (applied − the percolation it caused). The
 readings a station would give: θ at each sensor depth at the start of each day (noise ±0.0005),
 the rain gauge's tipping-bucket total (0.1 mm per count), the plot inlet meter's volume (±0.3 %).
+The plot's inlet point carries the irrigation as a true flow from ``IRRIGATION_START`` for
+``IRRIGATION_HOURS`` (:meth:`RootZone.inlet_flow`), which the fleet's meter reads with its own error.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from canalflow.district import District, Plot, best_quota_rule
 from canalflow.field import M2_PER_MU, PlotIrrigation, effective_rain_mm
 from firmware_sim.hydraulics import round_windows
 from firmware_sim.scenario import Scenario
+from firmware_sim.stepfn import StepFn
 
 THETA_NOISE = 0.0005
 TIP_MM = 0.1  # the XM9505 gauge counts 0.1 mm (canalflow/profiles/rain-gauge.yaml)
 INLET_ERROR = 0.003
+TURN_DAY = 2  # a plot's turn comes on the round's third day
+IRRIGATION_START = dt.time(8, 0)  # local time the plot's inlet opens on its turn
+IRRIGATION_HOURS = 8
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,20 @@ class RootZone:
             rule = best_quota_rule(self.district.crops[plot.crop], seasons[season_id].kind, crop_area.method, unit.zone)
             if rule is not None:
                 m3_per_mu = float(rule.m3_per_mu) * share * self.scenario.hydraulics.demand_factor
-                out[self.district.local_date(start_ms)] = m3_per_mu / M2_PER_MU * 1000.0
+                out[self.district.local_date(start_ms) + dt.timedelta(days=TURN_DAY)] = m3_per_mu / M2_PER_MU * 1000.0
         return out
+
+    def inlet_flow(self, plot_id: str) -> StepFn:
+        """The true flow (m3/s) through the plot's inlet: each irrigation's applied depth over the plot."""
+        plot = self.district.plots[plot_id]
+        seconds = IRRIGATION_HOURS * 3600
+        pulses = []
+        for irrigation in self.irrigations[plot_id]:
+            start = dt.datetime.combine(irrigation.observed.day, IRRIGATION_START, self.district.tz)
+            start_ms = int(start.timestamp() * 1000)
+            m3 = irrigation.applied_mm / 1000.0 * float(plot.area_mu) * M2_PER_MU
+            pulses.append((start_ms, start_ms + seconds * 1000, m3 / seconds))
+        return StepFn.pulses(pulses)
 
     def _simulate(self, plot: Plot) -> list[Irrigation]:
         weather = self.scenario.weather

@@ -53,6 +53,8 @@ class Truth:
         self.scenario = scenario or Scenario.default()
         self.seed = seed
         self.network = hydraulics.solve(district, self.scenario)
+        for plot in district.spec.plots:  # a plot's inlet carries its root zone's irrigations
+            self.network.point_flow[plot.inlet] = self.rootzone.inlet_flow(plot.id)
         self._ratings: dict[str, list[ratings.Rating]] = {}
 
     @cached_property

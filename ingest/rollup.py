@@ -107,7 +107,8 @@ class Rollup:
     def window_results(self, point: Point, series: Series, windows: list[tuple[int, int]]) -> list[VolumeResult]:
         rollover = self.rollover_m3(point)
         return [
-            window_volume(series, t0, t1, max_gap_ms=self.max_gap_ms, rollover_m3=rollover, min_coverage=self.min_coverage)
+            window_volume(series, t0, t1, max_gap_ms=self.max_gap_ms, rollover_m3=rollover, min_coverage=self.min_coverage,
+                          max_flow_m3s=self.district.capacity_m3s(point.id))
             for t0, t1 in windows
         ]
 

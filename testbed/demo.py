@@ -2,8 +2,8 @@
 and dashboards in ``out/``.
 
 It starts Mosquitto and InfluxDB on free loopback ports in a private directory, runs the fleet,
-one edge agent per gateway and ingest as separate processes (as deployed) for a few simulated
-hours of an irrigation round, then runs rollups, billing, efficiency and the dashboards, compares
+one edge agent per gateway and ingest as separate processes (as deployed) for a simulated day of
+an irrigation round (the typical plots' turn: their soil moisture before and after), then runs rollups, billing, efficiency and the dashboards, compares
 the bills with the simulator's ground truth, and stops everything it started.
 """
 
@@ -27,10 +27,16 @@ from testbed.services import ServiceStack
 DEMO_DISTRICT = Path(__file__).resolve().parents[1] / "examples" / "demo-district.yaml"
 # Inside spring irrigation round S1 of the demo district (2026-03-10 06:00 +08:00, 10 days).
 DEMO_START = dt.datetime(2026, 3, 12, 6, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+# The demo's own run: the whole local day of 2026-03-12, the typical plots' turn in round S1
+# (firmware_sim.rootzone.TURN_DAY), with polls on both sides of its midnights.
+# The simulated clock runs while the agents start (hours of it at the demo's speed): start early,
+# and run to the end (start + hours) whatever the start-up took.
+RUN_START = dt.datetime(2026, 3, 11, 18, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+RUN_HOURS = 31.0
 
 EPILOG = """examples:
-  canalflow demo --out out                  # 6 simulated hours at 360x (about a minute of polling)
-  canalflow demo --hours 24 --speed 1440    # a simulated day
+  canalflow demo --out out                  # to 31 simulated hours after the start at 900x (about two minutes of polling)
+  canalflow demo --hours 6 --speed 360      # 6 hours: canal figures and bills, no plot irrigation inside
 """
 
 
@@ -41,9 +47,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--district", type=Path, default=DEMO_DISTRICT, help="district file (default: the demo district)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="where bills, report and dashboards go (default: out)")
-    parser.add_argument("--hours", type=float, default=6.0, help="simulated hours to run (default 6)")
-    parser.add_argument("--speed", type=float, default=360.0, help="simulated seconds per wall second (default 360)")
-    parser.add_argument("--start", type=dt.datetime.fromisoformat, default=DEMO_START, help="simulated start time, ISO 8601")
+    parser.add_argument("--hours", type=float, default=RUN_HOURS, help=f"simulated hours from --start to the end of the run (default {RUN_HOURS:g})")
+    parser.add_argument("--speed", type=float, default=900.0, help="simulated seconds per wall second (default 900)")
+    parser.add_argument("--start", type=dt.datetime.fromisoformat, default=RUN_START, help=f"simulated start time, ISO 8601 (default {RUN_START.isoformat()})")
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulated meters' errors")
     parser.set_defaults(func=run_demo)
 
@@ -103,7 +109,8 @@ def simulate(pipeline: Pipeline, args: argparse.Namespace) -> tuple[int, int]:
     clock = pipeline.start_all(args.start, args.speed, seed=args.seed)
     t0 = clock.now_ms()
     say(f"fleet, ingest and {len(pipeline.district.gateways)} edge agents running; simulated start {args.start.isoformat()}, {args.speed:g}x")
-    pipeline.run_for_sim(args.hours * 3600, progress=progress_bar)
+    started_late_s = (t0 - args.start.timestamp() * 1000) / 1000
+    pipeline.run_for_sim(max(args.hours * 3600 - started_late_s, 600.0), progress=progress_bar)
     t1 = clock.now_ms()
     pipeline.stop_edges()
     pipeline.drain()

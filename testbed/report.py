@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from billing.efficiency import crop_net_depths, head_tail_net, plots_field_figures
+from billing.plots import whole_days
 from canalflow.district import District
+from canalflow.field import PlotResult
 from firmware_sim.truth import Truth
 
 
@@ -60,22 +64,63 @@ def _target(fig: dict[str, Any]) -> str:
     return "" if fig.get("target") is None else f"{fig['target']:.2f}"
 
 
-def ground_truth_lines(efficiency: dict[str, Any], true_eta: float | None) -> list[str]:
-    """The official figures beside the simulator's truth (by the same definition, canalflow.coefficients)."""
+@dataclass(frozen=True)
+class FieldTruth:
+    """The simulator's field and head-tail figures for the window, by billing's own rules."""
+
+    plots: dict[str, float]  # plot -> true η_f over its irrigations in the window
+    field: float | None
+    head_tail: float | None
+
+
+def field_truth(district: District, truth: Truth, t0: int, t1: int) -> FieldTruth:
+    """True η_f of each plot irrigated on the window's whole days (billing.plots.whole_days), the
+    district's by crop area (billing.efficiency.plots_field_figures), and the head-tail figure
+    (billing.efficiency.head_tail_net) over the true gross diversion."""
+    days = {d for d, _, _ in whole_days(district, t0, t1)}
+    results = []
+    for plot_id, irrigations in truth.rootzone.irrigations.items():
+        done = [i for i in irrigations if i.observed.day in days]
+        applied, stored = sum(i.applied_mm for i in done), sum(i.stored_mm for i in done)
+        if applied > 0:
+            results.append(PlotResult(plot_id, len(done), applied, stored, stored / applied))
+    if not results:
+        return FieldTruth({}, None, None)
+    field = plots_field_figures(district, results)[0].value
+    season = district.season_for(district.local_date(t0))
+    gross = truth.system_balance(t0, t1).gross_m3
+    irrigated = {i.observed.day for v in truth.rootzone.irrigations.values() for i in v if i.observed.day in days}
+    net = head_tail_net(district, season, t0, t1, crop_net_depths(district, results), irrigated) if season else None
+    return FieldTruth({r.plot: r.stored_mm / r.applied_mm for r in results}, field, net.net_m3 / gross if net and gross > 0 else None)
+
+
+def _row(label: str, fig: dict[str, Any], true: float | None, why_none: str) -> str:
+    measured = _value(fig) if fig["value"] is not None else f"incomplete: {fig['note'].removeprefix('incomplete: ')}"
+    diff = f"{fig['value'] / true - 1:+.2%}" if fig["value"] is not None and true else "—"
+    return f"| {label} | {measured} | {why_none if true is None else f'{true:.3f}'} | {diff} | {_target(fig)} |"
+
+
+def ground_truth_lines(efficiency: dict[str, Any], true_eta: float | None, field: FieldTruth) -> list[str]:
+    """The official figures beside the simulator's truth (by the same definitions)."""
     lines = ["| figure | measured | truth | difference | target |", "| --- | ---: | ---: | ---: | ---: |"]
     official = efficiency["canal_system"]
-    diff = f"{official['value'] / true_eta - 1:+.2%}" if official["value"] is not None and true_eta is not None else "—"
-    truth = "no truth (no diversion)" if true_eta is None else f"{true_eta:.3f}"
-    lines.append(f"| canal system | {_value(official)} | {truth} | {diff} | {_target(official)} |")
-    field = efficiency["field"]
-    lines.append(f"| field | not measured: {field['method']} is the configured field_efficiency ({_value(field)}), no typical plots in the district file "
-                 f"| no truth: the demo district has no typical plots for the simulator's root zone | — | {_target(field)} |")
-    head_tail = efficiency["whole"]["head_tail"]
-    measured = _value(head_tail) if head_tail["value"] is not None else f"not measured: {head_tail['note']}"
-    lines.append(f"| whole district (head-tail) | {measured} | no truth: no typical plots in the district file | — | {_target(head_tail)} |")
+    lines.append(_row("canal system", official, true_eta, "no truth (no diversion)"))
+    lines.append(_row("field", efficiency["field"], field.field, "no truth: no typical plot irrigated in the window"))
+    lines.append(_row("whole district (head-tail)", efficiency["whole"]["head_tail"], field.head_tail, "no truth: no typical plot irrigated in the window"))
     lines.append("")
     balance = official["note"].removeprefix(official["definition"]).lstrip("; ")
     lines.append(f"Canal system, by the official definition: {official['definition']}." + (f" Balance of the window: {balance}." if balance else ""))
+    lines.append(f"Field: {efficiency['field']['method']}; {efficiency['field']['note']}.")
+    lines.append(f"Whole district (head-tail): {efficiency['whole']['head_tail']['note']}.")
+    if efficiency.get("plots"):
+        lines += ["", "| typical plot | irrigations | applied mm | stored mm | measured η_f | truth | difference |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for p in efficiency["plots"]:
+            true = field.plots.get(p["plot"])
+            eta = "incomplete" if p["eta"] is None else f"{p['eta']:.3f}"
+            diff = f"{p['eta'] / true - 1:+.2%}" if p["eta"] is not None and true else "—"
+            lines.append(f"| {p['plot']} | {p['irrigations']} | {p['applied_mm']:.1f} | {p['stored_mm']:.1f} | {eta} | "
+                         f"{'—' if true is None else f'{true:.3f}'} | {diff} |")
     return lines
 
 
@@ -126,7 +171,7 @@ def demo_report(district: District, out: Path, window: tuple[int, int], efficien
         *_hierarchy(district, out / "bills"),
         "## Efficiency against ground truth",
         "",
-        *ground_truth_lines(efficiency, truth.system_balance(t0, t1).eta),
+        *ground_truth_lines(efficiency, truth.system_balance(t0, t1).eta, field_truth(district, truth, t0, t1)),
         "",
         "## Canal-system efficiency: official figure and diagnostics",
         "",

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.efficiency import efficiency_report, kpi_lines
-from canalflow.district import DistrictError, load_district
+from canalflow.district import District, DistrictError, load_district
 
 DAY = 86_400_000
 DELIVERIES = {
@@ -148,9 +148,12 @@ def test_loss_anomaly_and_eta_above_one_are_flagged(demo):
 
 
 def test_field_and_whole_district(demo):
+    """Without typical plots the field figure is the units' configured field_efficiency, labelled a fallback."""
+    demo = District(demo.spec.model_copy(update={"plots": ()}), demo.path, demo.sha256, demo.profiles)
     true = network_volumes(demo, DELIVERIES, eta_by_level(demo))
     rep = report_of(demo, true)
-    assert rep.field.value == pytest.approx(0.85)  # every unit has the default field efficiency
+    assert rep.field.value == pytest.approx(0.85) and rep.field.method == "units_field_efficiency"  # every unit has the default
+    assert rep.field.note.endswith("fallback, not a measurement: the units' configured field_efficiency (no typical plots in the district file)")
     assert rep.whole["field_coefficients"].value == pytest.approx(rep.canal_system.value * 0.85)
     assert rep.whole["head_tail"].method == "head_tail" and rep.whole["head_tail"].value > 0
     assert rep.canal_system.target == 0.70 and rep.field.target == 0.85

@@ -146,3 +146,33 @@ def test_manual_edit_replaces_the_gap_and_keeps_the_raw_readings(influx, demo, l
     assert after.run_id != before.run_id and [e.user for e in after.vee.edits] == ["li"]
     raw = influx.query_points(f'SELECT count(flow) AS n FROM "{M.readings}" WHERE point = \'V06-IN\'')
     assert raw[0]["n"] == (half - (t0 - 3_600_000)) // 300_000  # untouched: readings up to the outage only
+
+
+def test_a_reset_high_in_the_totaliser_span_is_a_reset_for_billing_and_efficiency_alike(influx, demo):
+    """V03-IN's totaliser stands above half its 42,949,672.96 m3 span when its memory is cleared: the drop
+    to 0 also fits a wrap, but a wrap would mean 18 million m3 in five minutes, more than canal L12 can
+    carry. The volume method reads a reset, once, for the bill and the canal balance alike."""
+    from billing_synth import Meter, write_meter
+
+    from billing.edits import Edit
+    from billing.efficiency import efficiency_from_influx
+    from billing.run import run_billing
+
+    hour = 3_600_000
+    t0 = int(dt.datetime(2026, 3, 12, 6, tzinfo=demo.tz).timestamp() * 1000)
+    t1, reset = t0 + 6 * hour, t0 + 3 * hour
+    write_meter(influx, demo, "V03-IN", Meter(0.2, swing=0.0, totaliser_start=24_737_712.65), t0 - hour, reset - 1)
+    write_meter(influx, demo, "V03-IN", Meter(0.2, swing=0.0, totaliser_start=0.0), reset, t1 + hour)
+    true_m3 = 0.2 * (t1 - t0) / 1000
+    billed = run_billing(demo, influx, t0, t1).points["V03-IN"].result
+    assert "totaliser_reset" in billed.flags and "totaliser_rollover" not in billed.flags
+    lost = 0.2 * 300  # counted between the last reading and the reset: cleared with the memory
+    assert billed.volume_m3 == pytest.approx(true_m3 - lost, rel=1e-3)  # not 18 million m3
+    report = efficiency_from_influx(demo, influx, t0, t1)
+    l12 = next(r for r in report.reaches if r.canal == "L12")
+    assert l12.outflow_points == ("V03-IN",) and l12.out_m3 == pytest.approx(billed.volume_m3)
+    assert any(w.startswith("V03-IN: totaliser_reset") for w in report.warnings)
+    # a clerk's manual edit of the lost minutes (kept in the ledger; `billing efficiency --ledger`) puts them back
+    edit = Edit(1, "V03-IN", reset - 300_000, reset, lost, "clerk-li", "minutes cleared by the reset, from the flow")
+    l12 = next(r for r in efficiency_from_influx(demo, influx, t0, t1, edits=[edit]).reaches if r.canal == "L12")
+    assert l12.out_m3 == pytest.approx(true_m3, rel=1e-3)

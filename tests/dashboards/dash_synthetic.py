@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from canalflow import contract
 from canalflow.contract import Flag, M, Quality, Reading, ReadingBatch, line, reading_lines
-from canalflow.district import District, PointRole
+from canalflow.district import SENSOR_ROLES, District, PointRole
 from canalflow.influx import InfluxV1
 
 MINUTE = 60_000
@@ -37,6 +37,8 @@ class Planted:
 
 def base_flow(district: District, point_id: str) -> float:
     point = district.points[point_id]
+    if point.role in SENSOR_ROLES:
+        return 0.0  # no water passes a plot's sensors
     if point.role is PointRole.diversion and district.canals[district.fed_canal(point) or point.canal].level.value == "main":
         return 40.0
     return {"diversion": 4.0, "section": 25.0, "intake": 0.4, "outfall": 1.0}[point.role.value]
@@ -59,7 +61,9 @@ def reading_rows(district: District, now_ms: int, days: int = 3, step_ms: int = 
             elif point.ratings and point.ratings[0].type == "parshall" and (ts // step_ms) % 53 == 0:
                 quality, flags = Quality.estimated, (Flag.rated, Flag.submerged)
             values = {"flow": round(flow, 4), "level": round(0.4 + flow / 100, 4)}
-            if point.profile in ("em-pipe", "tuf2000m"):
+            if point.role in SENSOR_ROLES:
+                values = sensor_values(district, point.id, ts - start)
+            elif point.profile in ("em-pipe", "tuf2000m"):
                 values["totaliser"] = round(totaliser, 2)
             readings.append(Reading(ts=ts, values=values, quality=quality, flags=flags))
         for chunk in range(0, len(readings), 500):
@@ -68,9 +72,20 @@ def reading_rows(district: District, now_ms: int, days: int = 3, step_ms: int = 
     return lines
 
 
+def sensor_values(district: District, point_id: str, since_ms: int) -> dict[str, float]:
+    """A soil-moisture station: θ between its plot's wilting point and field capacity; a rain gauge: 1 mm a day."""
+    if district.points[point_id].role is PointRole.rain_gauge:
+        return {"rain_total": round(since_ms / DAY * 0.001, 6)}
+    plot = next(p for p in district.spec.plots if p.station == point_id)
+    theta = plot.wilting_point + 0.6 * (plot.field_capacity - plot.wilting_point)
+    return {f"vwc_{d}cm": round(theta + 0.001 * i, 4) for i, d in enumerate(plot.depths_cm)}
+
+
 def volume_rows(district: District, now_ms: int, days: int = 3) -> list[str]:
     lines = []
     for point in district.spec.points:
+        if point.role in SENSOR_ROLES:
+            continue  # ingest rolls up no volume where no water passes
         tags = {"district": district.id, "point": point.id, "canal": point.canal, "role": point.role.value}
         flow = base_flow(district, point.id)
         for interval, size in ((contract.INTERVAL_HOUR, HOUR), (contract.INTERVAL_DAY, DAY)):

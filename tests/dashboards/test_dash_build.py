@@ -73,6 +73,20 @@ def test_thresholds_come_from_the_district_file(boards: dict[str, dict]) -> None
     assert ratio["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 2.0  # loss_anomaly_factor
 
 
+def test_each_typical_plot_shows_its_soil_moisture_against_wilting_point_and_field_capacity(boards: dict[str, dict]) -> None:
+    district = load_district(DEMO)
+    panels = {p["title"]: p for p in boards["overview"]["panels"] if p["title"].startswith("Soil moisture of typical plot")}
+    assert len(panels) == len(district.spec.plots) == 4
+    for plot in district.spec.plots:
+        [panel] = [p for t, p in panels.items() if f" {plot.id} " in t]
+        assert f"wilting point {plot.wilting_point:.0%}, field capacity {plot.field_capacity:.0%}" in panel["title"]
+        steps = [(s["value"], s["color"]) for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+        assert steps == [(None, "red"), (plot.wilting_point, "green"), (plot.field_capacity, "blue")]
+        query = panel["targets"][0]["query"]
+        assert f"~ /^({plot.station})$/" in query and all(f'"vwc_{d}cm"' in query for d in plot.depths_cm if d <= plot.wetting_depth_m * 100)
+    assert any(p["title"].startswith("Field coefficient η_f per unit") for p in boards["overview"]["panels"])
+
+
 def test_template_variables_and_season_default(boards: dict[str, dict]) -> None:
     names = {kind: [v["name"] for v in b["templating"]["list"]] for kind, b in boards.items()}
     assert names == {"overview": ["district", "season"], "network": ["district", "canal"],

@@ -25,6 +25,8 @@ VALUES = {
     "tuf2000m": {"flow": 0.04, "velocity": 1.1, "total": 5000, "signal_quality": 80, "battery": 3.6},
     "radar-parshall": {"level": 0.35, "downstream_level": 0.10, "battery": 3.6, "echo_strength": 90},
     "av-station": {"level": 1.2, "velocity": 0.8, "flow": 9.0, "total": 100000, "battery": 12.5},
+    "soil-station": {**{f"vwc_{d}cm": 0.22 for d in (10, 20, 40, 60, 80, 100)}, "battery": 3.7},
+    "rain-gauge": {"rainfall": 0.0123, "battery": 3.6},
 }
 
 

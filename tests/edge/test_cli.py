@@ -85,17 +85,17 @@ def test_scan_finds_and_identifies_the_meters(capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize("absent", ["0x0B", "silent"])
 def test_scan_of_a_simulated_tcp_gateway_lists_exactly_its_meters(capsys: pytest.CaptureFixture[str], absent: str) -> None:
     """The fleet's TCP gateway answers 0x0B for ids with no meter (or nothing, as some gateways do):
-    neither counts as a device, so GW-B1 with 11 meters shows 11 units of 34, each with why it counts."""
+    neither counts as a device, so GW-B1 with its meters among ids 1-42 shows exactly those, each with why it counts."""
     from firmware_sim.fleet import FleetThread
 
     district = load_district(DEMO)
     with FleetThread(district, clock=SimClock.real(), gateways=["GW-B1"], absent_units=absent) as fleet:
         endpoint = fleet.endpoints["GW-B1"]
         host = f"{endpoint.host}:{endpoint.port}"
-        code, out, _ = run(capsys, "edge", "scan", "--host", host, "--units", "1-34", "--timeout", "0.3", "--json")
+        code, out, _ = run(capsys, "edge", "scan", "--host", host, "--units", "1-42", "--timeout", "0.3", "--json")
         assert code == 0
         found = {f["unit"]: f for f in json.loads(out)}
-        assert set(found) == set(endpoint.units) and len(found) == 11  # 7, and V15's intake and sub-meters at 31-34
+        assert set(found) == set(endpoint.units) and len(found) == len(district.points_of_gateway("GW-B1"))  # incl. V15's and the plots' meters at 31..42
         assert all(f["model"] == district.profile_of(endpoint.units[u]).name for u, f in found.items())
         assert all("matches profile" in f["why"] for f in found.values())
         code, out, err = run(capsys, "edge", "scan", "--host", host, "--units", "10-16", "--timeout", "0.3")
@@ -198,7 +198,8 @@ def test_commission_adds_a_point_that_answered_and_validates_the_config(
     assert code == 0 and "added" in out
     assert yaml.safe_load(config.read_text())["points"][0]["id"] == "V13-IN"
     code, out, _ = run(capsys, "edge", "run", "--config", str(config), "--check")
-    assert code == 0 and "V13-IN" in out and "12 meters" in out  # GW-B1's 11 and V13-IN
+    on_gateway = len(load_district(DEMO).points_of_gateway("GW-B1"))
+    assert code == 0 and "V13-IN" in out and f"{on_gateway + 1} meters" in out
     code, _, err = run(capsys, "edge", "commission", "--config", str(config), "--point", "V14-IN", "--unit", "1",
                        "--profile", "em-pipe")  # unit 1 is a radar sensor
     assert code == 1 and "signature" in err

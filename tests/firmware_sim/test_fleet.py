@@ -47,9 +47,13 @@ def tolerance(district: District, point_id: str, values: dict[str, float], truth
 
 def test_every_meter_reads_within_accuracy_of_truth(running_fleet: Fleet, demo: District, demo_truth: Truth) -> None:
     checked = 0
+    # water meters carrying water now: a plot's sensors are read in test_plot_sensors, its inlet flows on its turn (tests/demo)
+    plot_meters = {x for p in demo.spec.plots for x in (p.inlet, p.station, p.rain_gauge)}
     for gateway_id, endpoint in running_fleet.endpoints.items():
         with ModbusTcpClient(endpoint.host, port=endpoint.port, timeout=3) as client:
             for unit_id, point_id in endpoint.units.items():
+                if point_id in plot_meters:
+                    continue
                 values = read_meter(client, demo.profile_of(point_id), unit_id)
                 t_ms = running_fleet.clock.now_ms()
                 truth_flow = demo_truth.flow_m3s(point_id, t_ms)
@@ -58,7 +62,7 @@ def test_every_meter_reads_within_accuracy_of_truth(running_fleet: Fleet, demo: 
                 assert flow == pytest.approx(truth_flow, abs=tolerance(demo, point_id, values, truth_flow)), point_id
                 assert values["battery"] > 3
                 checked += 1
-    assert checked == len(demo.points)
+    assert checked == len(demo.points) - len(plot_meters)
 
 
 def test_totaliser_counts_the_metered_volume(running_fleet: Fleet, demo: District, demo_truth: Truth) -> None:
@@ -88,7 +92,7 @@ def test_signature_identifies_each_model(running_fleet: Fleet, demo: District) -
                 response = read(profile.signature_address, count=len(profile.signature.words), device_id=unit_id)
                 assert response.registers == profile.signature.words, point_id
                 seen.add(profile.name)
-    assert seen == {"em-pipe", "tuf2000m", "radar-parshall", "av-station"}
+    assert seen == {"em-pipe", "tuf2000m", "radar-parshall", "av-station", "soil-station", "rain-gauge"}
 
 
 def test_modbus_errors_of_a_real_device(running_fleet: Fleet) -> None:

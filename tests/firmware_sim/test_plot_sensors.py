@@ -19,22 +19,21 @@ from testbed.demo import DEMO_START
 from testbed.pipeline import Pipeline
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo-district.yaml"
-SENSORS = """
-  - {id: SM-V03, name: 王庄村墒情站, role: soil_moisture, canal: L12, km: 2.0, gateway: GW-B1, unit_id: 41, profile: soil-station}
-  - {id: RG-T1, name: 雨量站, role: rain_gauge, canal: L12, km: 2.0, gateway: GW-B1, unit_id: 42, profile: rain-gauge}
-"""
-PLOTS = """
-plots:
-  - {id: P-V03-WHEAT, unit: V03, crop: wheat, area_mu: 5, wetting_depth_m: 0.6, field_capacity: 0.30, wilting_point: 0.12, station: SM-V03, rain_gauge: RG-T1}
-"""
+PLOT_POINTS = "  # typical plots (典型田块, see plots: below)"  # the demo's plot block in points:, up to RG-1
+PLOTS = "\n# Typical plots (典型田块)"  # and its plots: section, the file's last
 
 
 SEED = 3
 
 
-def district_with(tmp_path: Path, sensors: str = SENSORS) -> District:
-    text = DEMO.read_text(encoding="utf-8").replace("\npoints:\n", "\npoints:\n" + sensors.lstrip("\n"), 1)
-    text = text.replace("\nseasons:\n", PLOTS + "\nseasons:\n", 1)
+def district_with(tmp_path: Path, edit: tuple[str, str] = ("", ""), *, plots: bool = True) -> District:
+    """The demo district (its typical plots left out with ``plots=False``), ``edit`` made once."""
+    text = DEMO.read_text(encoding="utf-8").replace(*edit, 1)
+    if not plots:
+        a = text.index(PLOT_POINTS)
+        text = text[:a] + text[text.index("\n", text.index("id: RG-1", a)) + 1:]
+        a = text.index(PLOTS)
+        text = text[:a] + "\n"
     tmp_path.mkdir(exist_ok=True)
     path = tmp_path / DEMO.name
     path.write_text(text, encoding="utf-8")
@@ -55,13 +54,13 @@ def test_station_serves_the_plots_theta_and_the_gauge_its_rain(tmp_path):
     sc = load_scenario(weather, district)
     truth = Truth(district, sc)
     station = Meter(district.points["SM-V03"], district.profile_of("SM-V03"), truth)
-    gauge = Meter(district.points["RG-T1"], district.profile_of("RG-T1"), truth)
+    gauge = Meter(district.points["RG-1"], district.profile_of("RG-1"), truth)
     irrigation = truth.rootzone.irrigations["P-V03-WHEAT"][0]
     day = irrigation.observed.day
     for d in (day, day + dt.timedelta(days=1)):
         t_ms = int(dt.datetime.combine(d, dt.time(6), district.tz).timestamp() * 1000)
         theta = truth.rootzone.theta("P-V03-WHEAT", d)
-        for depth in (10, 20, 40, 60):
+        for depth in (10, 20, 40):  # within its 0.4 m wetting depth
             assert read(station, f"vwc_{depth}cm", t_ms) == pytest.approx(theta, abs=1e-4)  # 0..10000 = 0..100 %
     after = truth.rootzone.theta("P-V03-WHEAT", day + dt.timedelta(days=1))
     assert after > truth.rootzone.theta("P-V03-WHEAT", day)  # the irrigation wetted the root zone
@@ -73,7 +72,7 @@ def test_station_serves_the_plots_theta_and_the_gauge_its_rain(tmp_path):
 
 def test_district_check_refuses_a_plot_station_that_is_not_a_soil_moisture_point(tmp_path):
     with pytest.raises(DistrictError, match="not a soil_moisture"):
-        district_with(tmp_path, SENSORS.replace("role: soil_moisture", "role: rain_gauge"))
+        district_with(tmp_path, ("role: soil_moisture, canal: L12", "role: rain_gauge, canal: L12"))
 
 
 def test_plot_sensors_leave_the_water_balance_unchanged(tmp_path):
@@ -90,13 +89,13 @@ def test_plot_sensors_leave_the_water_balance_unchanged(tmp_path):
         return {m: f.value for m, f in report.system.items()} | {"whole": report.field.value}
 
     with_sensors = system(district_with(tmp_path / "a"))
-    assert with_sensors == system(district_with(tmp_path / "b", ""))
+    assert with_sensors == system(district_with(tmp_path / "b", plots=False)) | {"whole": with_sensors["whole"]}
     assert all(v is not None for k, v in with_sensors.items() if k != "whole")
 
 
 def test_district_check_refuses_a_station_point_reading_a_flow_meter(tmp_path):
     with pytest.raises(DistrictError, match="reads 'em-pipe', a pipe meter"):
-        district_with(tmp_path, SENSORS.replace("profile: soil-station", "profile: em-pipe"))
+        district_with(tmp_path, ("unit_id: 41, profile: soil-station", "unit_id: 41, profile: em-pipe"))
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +117,6 @@ def test_station_and_gauge_readings_are_stored_as_the_root_zone_truth(stored):
         t_ms = int(row["time"])
         for quantity in ("vwc_10cm", "vwc_40cm", "vwc_100cm"):
             assert row[quantity] == pytest.approx(truth.sensor_value("SM-V03", quantity, t_ms), abs=1e-4), (quantity, row)
-    rain = influx.query_points(f'SELECT rain_total FROM {source_of(M.readings)} WHERE point = \'RG-T1\'')
+    rain = influx.query_points(f'SELECT rain_total FROM {source_of(M.readings)} WHERE point = \'RG-1\'')
     assert len(rain) >= 5
-    assert all(r["rain_total"] == pytest.approx(truth.sensor_value("RG-T1", "rain_total", int(r["time"])), abs=1e-6) for r in rain)
+    assert all(r["rain_total"] == pytest.approx(truth.sensor_value("RG-1", "rain_total", int(r["time"])), abs=1e-6) for r in rain)
