@@ -6,7 +6,7 @@
 #   make lint    ruff
 #   make demo    the end-to-end demo into ./out
 #   make bench   benchmarks
-#   make e2e     the full season through the whole pipeline under faults (docs/proof.md; minutes)
+#   make e2e     the full season under faults (docs/proof.md) and the whole demo against truth (tests/demo; minutes)
 #   make clean   build/test leftovers and ./out (keeps .venv; `make distclean` removes it too)
 
 SHELL := /bin/bash
@@ -45,7 +45,7 @@ bench: deps venv
 	$(BIN)/python -m benchmarks
 
 e2e: deps venv
-	$(BIN)/pytest -q -m e2e tests/proof
+	$(BIN)/pytest -q -m e2e tests/proof tests/demo
 
 clean:
 	rm -rf out build dist .pytest_cache .ruff_cache .hypothesis *.egg-info $(STAMP)

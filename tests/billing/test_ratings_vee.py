@@ -163,6 +163,7 @@ def test_a_reset_high_in_the_totaliser_span_is_a_reset_for_billing_and_efficienc
     t1, reset = t0 + 6 * hour, t0 + 3 * hour
     write_meter(influx, demo, "V03-IN", Meter(0.2, swing=0.0, totaliser_start=24_737_712.65), t0 - hour, reset - 1)
     write_meter(influx, demo, "V03-IN", Meter(0.2, swing=0.0, totaliser_start=0.0), reset, t1 + hour)
+    write_meter(influx, demo, "V15-IN", Meter(0.0, swing=0.0), t0 - hour, t1 + hour)  # L12's other offtake, shut
     true_m3 = 0.2 * (t1 - t0) / 1000
     billed = run_billing(demo, influx, t0, t1).points["V03-IN"].result
     assert "totaliser_reset" in billed.flags and "totaliser_rollover" not in billed.flags
@@ -170,7 +171,7 @@ def test_a_reset_high_in_the_totaliser_span_is_a_reset_for_billing_and_efficienc
     assert billed.volume_m3 == pytest.approx(true_m3 - lost, rel=1e-3)  # not 18 million m3
     report = efficiency_from_influx(demo, influx, t0, t1)
     l12 = next(r for r in report.reaches if r.canal == "L12")
-    assert l12.outflow_points == ("V03-IN",) and l12.out_m3 == pytest.approx(billed.volume_m3)
+    assert l12.outflow_points == ("V03-IN", "V15-IN") and l12.out_m3 == pytest.approx(billed.volume_m3)
     assert any(w.startswith("V03-IN: totaliser_reset") for w in report.warnings)
     # a clerk's manual edit of the lost minutes (kept in the ledger; `billing efficiency --ledger`) puts them back
     edit = Edit(1, "V03-IN", reset - 300_000, reset, lost, "clerk-li", "minutes cleared by the reset, from the flow")
