@@ -28,6 +28,7 @@ def test_agent_with_credentials_from_its_config_on_a_broker_with_acl(
     make_mosquitto: Callable[..., Mosquitto], tmp_path: Path
 ) -> None:
     district = load_district(DEMO)
+    meters = {p.id for p in district.points_of_gateway("GW-B1")}
     creds = tmp_path / "creds"
     generate_credentials(district, creds)
     broker = make_mosquitto(password_file=creds / "mosquitto.passwd", acl_file=creds / "mosquitto.acl")
@@ -47,7 +48,7 @@ def test_agent_with_credentials_from_its_config_on_a_broker_with_acl(
                           buffer_path=tmp_path / "edge.db")
         task = asyncio.create_task(agent.run())
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len({p for p, _ in collector.readings()}) < 11:
+        while time.monotonic() < deadline and {p for p, _ in collector.readings()} != meters:
             await asyncio.sleep(0.05)
         agent.stop()
         await asyncio.wait_for(task, 10)
@@ -55,7 +56,7 @@ def test_agent_with_credentials_from_its_config_on_a_broker_with_acl(
 
     asyncio.run(serve_and_run())
     collector.close()
-    assert len({p for p, _ in collector.readings()}) == 11  # GW-B1's meters
+    assert {p for p, _ in collector.readings()} == meters
     statuses = [GatewayStatus.model_validate(json.loads(p)) for t, p, _ in collector.raw if t.endswith("/status")]
     assert statuses and statuses[-1].state == "offline"
 
