@@ -372,12 +372,10 @@ def record_edit(ledger: Ledger, district: Any, body: EditRequest, user: str) -> 
 def window_efficiency(district: Any, client: Any, t0_ms: int, t1_ms: int, *, write_kpis: bool = False, source: str = "readings") -> Any:
     """The efficiency report of a window from InfluxDB (``write_kpis``: also its ``efficiency`` rows)."""
     from billing.efficiency import efficiency_from_influx
-    from billing.window import season_window
+    from billing.window import whole_season_kind
 
-    # head-tail needs whole-season net depths: a season kind only when the window covers a season
-    whole = [s for s in district.spec.seasons if t0_ms <= season_window(district, s)[0] and season_window(district, s)[1] <= t1_ms]
-    kind = whole[0].kind if len(whole) == 1 else None
-    return efficiency_from_influx(district, client, t0_ms, t1_ms, season_kind=kind, write_kpis=write_kpis, source=source)
+    return efficiency_from_influx(district, client, t0_ms, t1_ms, season_kind=whole_season_kind(district, t0_ms, t1_ms),
+                                  write_kpis=write_kpis, source=source)
 
 
 def start_billing_run(district: Any, client: Any, ledger_url: str, body: RunRequest, user: str) -> Any:

@@ -287,15 +287,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_efficiency(args: argparse.Namespace) -> int:
     from billing.efficiency import efficiency_from_influx, format_report
     from billing.ledger import open_ledger
+    from billing.window import whole_season_kind
 
     district = load_district(args.district)
-    t0, t1, season_id = resolve_window(args, district)
-    # --season: the head-tail figure is checked against its kind; else the season holding the window's start
-    season = district.seasons[season_id] if season_id else None
+    t0, t1, _ = resolve_window(args, district)
     with influx_from_args(args) as influx, reported_as_errors(ValueError):  # e.g. --travel-time with rollups
         print(f"efficiency {district.id}: reading {args.influx} db={args.db} ...", file=sys.stderr)
         edits = open_ledger(args.ledger).edits(district.id) if args.ledger else ()
-        report = efficiency_from_influx(district, influx, t0, t1, season_kind=season.kind if season else None, write_kpis=args.write_kpis,
+        report = efficiency_from_influx(district, influx, t0, t1, season_kind=whole_season_kind(district, t0, t1), write_kpis=args.write_kpis,
                                         travel_time=args.travel_time, source=args.source, edits=edits)
     print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if args.json else format_report(report))
     return 0

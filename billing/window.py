@@ -40,6 +40,13 @@ def season_of_window(district: District, t0_ms: int, t1_ms: int) -> Season:
     return season
 
 
+def whole_season_kind(district: District, t0_ms: int, t1_ms: int) -> str | None:
+    """The kind of the one season a window covers whole, else None: the head-tail figure takes whole-season
+    net depths only then (the CLI's ``--season``, its ``--from/--to`` and the API's window alike)."""
+    whole = [s for s in district.spec.seasons if t0_ms <= season_window(district, s)[0] and season_window(district, s)[1] <= t1_ms]
+    return whole[0].kind if len(whole) == 1 else None
+
+
 def quota_share(district: District, season: Season, t0_ms: int, t1_ms: int) -> Decimal:
     """The part of a season's quota that applies to a window: the share of the season's irrigation
     rounds (by duration) inside it, or of the season's days when it defines no rounds. 1 for the

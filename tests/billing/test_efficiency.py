@@ -213,3 +213,18 @@ def test_official_figure_above_one_is_a_data_error_not_a_number(demo):
     assert official.value is None and official.incomplete and "eta_above_1" in official.flags
     assert official.note.startswith("data error:") and "V03-IN" in official.note
     assert rep.system["delivered_over_diverted"].value > 1  # the diagnostic keeps its (flagged) number
+
+
+def test_whole_season_kind_is_the_one_rule_for_cli_and_api(demo):
+    """Head-tail takes whole-season net depths only for a window that covers one season whole: the CLI's
+    --season and --from/--to of the same days, and the API's window, all reach this one function."""
+    from billing.window import season_window, whole_season_kind
+
+    spring = demo.seasons["2026-spring"]
+    t0, t1 = season_window(demo, spring)
+    assert whole_season_kind(demo, t0, t1) == "spring"
+    assert whole_season_kind(demo, t0 - DAY, t1 + DAY) == "spring"
+    assert whole_season_kind(demo, t0 + DAY, t1) is None  # a day short of the season
+    assert whole_season_kind(demo, t0, t0 + DAY) is None
+    winter = season_window(demo, demo.seasons["2026-winter"])
+    assert whole_season_kind(demo, t0, winter[1]) is None  # two seasons: no single kind
