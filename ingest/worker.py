@@ -65,18 +65,15 @@ class WorkerConfig:
     writes_in_flight: int = 2  # InfluxDB writes at once; batches are still confirmed and acknowledged in order
 
     @property
-    def client_id(self) -> str:
-        return ingest_client_id(self.group, self.instance, self.index)
-
-    @property
     def name(self) -> str:
         return f"{self.instance}-{self.index}"
 
 
-def ingest_client_id(group: str, instance: str, index: int) -> str:
+def ingest_client_id(district_id: str, group: str, instance: str, index: int) -> str:
     """The MQTT client id of worker ``index``: stable across restarts, so the broker keeps its session
-    and redelivers its unacknowledged messages."""
-    return f"canalflow-ingest-{group}-{instance}-{index}"[:128]
+    and redelivers its unacknowledged messages; the district's id in it, so the ingests of two districts
+    on one broker and host do not take each other's session."""
+    return f"canalflow-ingest-{district_id}-{group}-{instance}-{index}"[:128]
 
 
 @dataclass
@@ -106,6 +103,7 @@ class IngestWorker:
         self.config = config
         self.stop = stop or threading.Event()
         self.district = load_district(config.district)
+        self.client_id = ingest_client_id(self.district.id, config.group, config.instance, config.index)
         self.validator = MessageValidator(self.district)
         self.store = DeadLetterStore(config.deadletter, worker=config.name)
         self.dirty = DirtyWindows(config.deadletter)  # same state file: rollup --dirty finds it with --store
@@ -126,7 +124,7 @@ class IngestWorker:
     # -- MQTT -------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         target = self.config.mqtt
-        client = make_client(target, self.config.client_id, manual_ack=True, protocol=mqtt.MQTTv5)
+        client = make_client(target, self.client_id, manual_ack=True, protocol=mqtt.MQTTv5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -156,7 +154,7 @@ class IngestWorker:
             # Retained messages are not sent to shared subscriptions, so status is a plain one (idempotent rows).
             topics.append((status_filter(self.district.id), SubscribeOptions(qos=1)))
         client.subscribe(topics)
-        log.info("worker %s: connected to %s as %s", self.config.name, self._target.redacted_url, self.config.client_id)
+        log.info("worker %s: connected to %s as %s", self.config.name, self._target.redacted_url, self.client_id)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reasons: list, _props: object) -> None:
         failed = [r for r in reasons if getattr(r, "is_failure", False)]

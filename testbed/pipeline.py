@@ -141,7 +141,7 @@ class Pipeline:
             "--influx", self.influxd.url, "--db", self.database, "--workers", str(workers),
             "--deadletter", str(self.workdir / "deadletter.db"), "--group", self.ingest_group, "--instance", instance,
         ])
-        self.ingest_sessions += [ingest_client_id(self.ingest_group, instance, i) for i in range(workers)]
+        self.ingest_sessions += [ingest_client_id(self.district.id, self.ingest_group, instance, i) for i in range(workers)]
 
         def subscribed() -> bool:
             self.check_alive()

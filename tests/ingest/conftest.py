@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ingest_helpers import DEMO, IngestProcess
 
+from canalflow.district import load_district
 from canalflow.influx import InfluxV1
 from ingest.worker import ingest_client_id
 from testbed.services import end_mqtt_session
@@ -32,7 +33,7 @@ def start_ingest(tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
         ]
         process = IngestProcess(args, tmp_path / f"ingest-{len(started)}.log")
         started.append(process)
-        sessions.extend((mqtt_url, ingest_client_id(group, instance, i)) for i in range(workers))
+        sessions.extend((mqtt_url, ingest_client_id(load_district(DEMO).id, group, instance, i)) for i in range(workers))
         if wait:
             process.wait_ready(workers)
         return process
