@@ -1,5 +1,5 @@
 """Chaos on the whole pipeline under load: fleet -> edge agents -> Mosquitto -> ingest -> InfluxDB, each
-part its own process, about 240 readings per second (40 meters polled every 5 simulated minutes at
+part its own process, about 260 readings per second (the demo's 44 meters polled every 5 simulated minutes at
 1800x). One fault per test, in the middle of the run; then the edges stop, ingest drains and the
 figures of issues 4 and 5 are checked per gateway from the edge's own durable buffer
 (``proof_kit.loss_report``):
