@@ -11,9 +11,12 @@ from typing import Any
 
 
 def wait_for_manifest(path: Path, process: subprocess.Popen[Any], timeout: float) -> dict[str, Any]:
-    """The fleet manifest a starting fleet process writes; fail if the process dies or time runs out."""
+    """The fleet manifest a starting fleet process writes, once `fleet ready` would accept it; fail if
+    the process dies or time runs out."""
+    from canalflow.manifest import readiness
+
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not readiness(path):
         if process.poll() is not None:
             stderr = process.stderr.read() if process.stderr else ""
             raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}: {stderr}")

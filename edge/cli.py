@@ -63,6 +63,9 @@ def register(subparsers: Any) -> None:
     broker.add_argument("--mqtt-keyfile", metavar="PEM", help="client key (mqtts)")
     run.add_argument("--endpoints", metavar="MANIFEST", help="fleet manifest JSON: gateway host/port overrides")
     run.add_argument("--clock-from", metavar="MANIFEST", help="follow the simulated clock of a fleet manifest")
+    run.add_argument("--manifest-wait", type=float, default=30.0, metavar="S",
+                     help="wait up to S seconds for the --endpoints/--clock-from manifest to be fresh, with its "
+                          "gateways answering (`canalflow fleet ready`), then fail saying why (default 30)")
     run.add_argument("--buffer", help="SQLite buffer file (default: from config, else edge-<district>-<gw>.db)")
     run.add_argument("--status-interval", type=float, help="seconds between status messages")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
@@ -115,6 +118,8 @@ def run_agent(args: argparse.Namespace) -> int:
     from edge.config import clock_from_manifest
 
     _setup_logging(args.verbose)
+    if not args.check:
+        _await_manifests(args)
     config = build_config(args)
     clock = clock_from_manifest(args.clock_from) if args.clock_from else SimClock.real()
     if args.check:
@@ -129,6 +134,22 @@ def run_agent(args: argparse.Namespace) -> int:
                       metrics_port=args.metrics_port)
     agent.reloader = lambda: build_config(args)
     return asyncio.run(_run_until_signal(agent))
+
+
+def _await_manifests(args: argparse.Namespace) -> None:
+    """Read a fleet manifest only once `canalflow fleet ready` would say yes: never a stale one
+    (old ports, old clock) left on a volume, nor half a file."""
+    from canalflow.manifest import ManifestNotReady, readiness, wait_ready
+
+    for path in dict.fromkeys(p for p in (args.endpoints, args.clock_from) if p):
+        state = readiness(path)
+        if not state.ready:
+            logging.getLogger("canalflow.edge").info("waiting up to %g s: %s", args.manifest_wait, state.reason)
+            try:
+                wait_ready(path, args.manifest_wait)
+            except ManifestNotReady as exc:
+                raise ManifestNotReady(str(exc), hint=f"start `canalflow fleet run --manifest {path}` first (in "
+                                       "compose: the fleet service), or wait longer with --manifest-wait S") from None
 
 
 async def _run_until_signal(agent: Any) -> int:

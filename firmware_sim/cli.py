@@ -12,13 +12,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canalflow.cliopts import WINDOW_RULE, OptionError, add_window_arguments, parse_instant, parse_window
 from canalflow.clock import SimClock
-from canalflow.district import District, load_district
 from canalflow.errors import CanalflowError
-from firmware_sim.scenario import Scenario, check_scenario, load_scenario
+
+if TYPE_CHECKING:  # the district and scenario models load in a third of a second: `fleet ready` needs neither
+    from canalflow.district import District
+    from firmware_sim.scenario import Scenario
 
 RUN_EXAMPLE = """examples:
   canalflow fleet run --district examples/demo-district.yaml --speed 60 --start 2026-03-10T08:00:00+08:00
@@ -43,6 +45,14 @@ CHECK_EXAMPLE = """examples:
   canalflow fleet check --district examples/demo-district.yaml examples/scenarios/*.yaml
 
 Each problem is printed as FILE:LINE: error: field: message (hint). Exit 1 on any problem."""
+
+READY_EXAMPLE = """examples:
+  canalflow fleet ready --manifest /run/canalflow/fleet.json            # the compose healthcheck
+  canalflow fleet ready --manifest out/fleet.json --wait 60              # block until the fleet serves
+
+Exit 0 when the manifest is whole, written by a fleet that is still running, and every gateway in it
+answers (TCP connect, or the pty exists); else exit 1 saying why (no file yet, half-written, stale,
+a gateway not answering)."""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
@@ -87,6 +97,13 @@ def register(subparsers: Any) -> None:
     truth.add_argument("--out", type=Path, required=True, help="output file, .csv or .parquet")
     truth.set_defaults(func=run_truth)
 
+    ready = commands.add_parser("ready", help="exit 0 when a running fleet's manifest is fresh and its gateways answer",
+                                epilog=READY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ready.add_argument("--manifest", type=Path, required=True, help="the manifest of `fleet run --manifest`")
+    ready.add_argument("--wait", type=float, default=0.0, metavar="S",
+                       help="ask again until ready or S seconds have passed (default 0: ask once)")
+    ready.set_defaults(func=run_ready)
+
     check = commands.add_parser("check", help="validate scenario files against a district", epilog=CHECK_EXAMPLE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("--district", type=Path, required=True, help="district YAML file")
@@ -101,12 +118,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[District, Scenario]:
+    from canalflow.district import load_district
+    from firmware_sim.scenario import Scenario, load_scenario
+
     district = load_district(args.district)
     scenario = load_scenario(args.scenario, district) if args.scenario else Scenario.default()
     return district, scenario
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from canalflow.district import load_district
+    from firmware_sim.scenario import check_scenario
+
     district = load_district(args.district)
     failed = 0
     for path in args.scenarios:
@@ -136,8 +159,19 @@ def run_truth(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ready(args: argparse.Namespace) -> int:
+    from canalflow.manifest import wait_ready
+
+    print(wait_ready(args.manifest, args.wait).reason)
+    return 0
+
+
 def run_fleet(args: argparse.Namespace) -> int:
+    from canalflow.manifest import clear_stale
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s fleet %(levelname)s %(message)s")
+    if not args.check and clear_stale(args.manifest):  # first: nobody may read the old endpoints and clock meanwhile
+        logging.getLogger("canalflow.fleet").info("removed the stale manifest %s", args.manifest)
     district, scenario = _load(args)
     if args.check:
         print(f"{args.district}: OK; scenario {args.scenario or '(none)'}: OK")

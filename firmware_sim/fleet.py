@@ -14,7 +14,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from canalflow.clock import SimClock
 from canalflow.district import District, Gateway
+from canalflow.manifest import write_manifest
 from firmware_sim.handler import AbsentUnits, TcpServer
 from firmware_sim.meters import Meter, Response
 from firmware_sim.scenario import Fault, Scenario
@@ -260,13 +260,8 @@ class Fleet:
         }
 
     def write_manifest(self, path: Path | str) -> Path:
-        """Write the manifest atomically (a reader never sees half a file)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.manifest(), indent=2, ensure_ascii=False))
-        tmp.replace(target)
-        return target
+        """Write the manifest atomically, with who wrote it (:mod:`canalflow.manifest`)."""
+        return write_manifest(path, self.manifest())
 
 
 class FleetThread:

@@ -4,7 +4,9 @@ There is no Docker engine here, so :class:`ComposeStack` reads the shipped ``doc
 and runs what each service would run:
 
 - a canalflow service (one built from ./Dockerfile, whose entry point is ``canalflow``): its
-  ``command`` with its ``environment``, as a child process;
+  ``command`` with its ``environment``, as a child process; one with a ``healthcheck`` is ready when
+  its healthcheck command exits 0 (``fleet``: ``canalflow fleet ready``), as docker compose decides
+  for ``depends_on: {condition: service_healthy}``;
 - ``mosquitto``: Debian's Mosquitto 2 with the shipped ``deploy/mosquitto/mosquitto.conf``;
 - ``influxdb``: Debian's InfluxDB 1.x, and ``canalflow ingest setup`` in place of the 2.x init
   script (the same database/policy layout, made with the 1.x API);
@@ -33,7 +35,7 @@ from typing import Any
 import yaml
 
 from canalflow.errors import CanalflowError
-from testbed.pipeline import CANALFLOW, INGEST_READY, Proc, wait_for
+from testbed.pipeline import CANALFLOW, INGEST_READY, PipelineError, Proc, wait_for
 from testbed.services import LOOPBACK, Influxd, Mosquitto, Postgres, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +91,9 @@ def translate(word: str, service: str, compose: Mapping[str, Any], lo: Loopback)
     127.0.0.1 and that service's loopback port; a bare service host name to 127.0.0.1; a path below
     one of ``service``'s mount points to the host file or volume directory mounted there."""
     text = _VARIABLE.sub(lambda m: lo.env[m.group(1)], word)
-    hosts = "|".join(sorted(lo.hosts))
-    text = re.sub(rf"\b({hosts}):(\d+)\b", lambda m: f"{LOOPBACK}:{lo.port(m.group(1), int(m.group(2)))}", text)
+    if lo.hosts:  # an empty alternation would match every ":digits" (times in --start)
+        hosts = "|".join(sorted(lo.hosts))
+        text = re.sub(rf"\b({hosts}):(\d+)\b", lambda m: f"{LOOPBACK}:{lo.port(m.group(1), int(m.group(2)))}", text)
     if text in lo.hosts or text == "0.0.0.0":
         return LOOPBACK
     for target, source in sorted(mounts(compose["services"][service]).items(), key=lambda item: -len(item[0])):
@@ -117,6 +120,19 @@ def service_command(compose: Mapping[str, Any], service: str, lo: Loopback, over
         else:
             out.append(translate(word, service, compose, lo))
     return out
+
+
+def healthcheck_command(compose: Mapping[str, Any], service: str, lo: Loopback) -> list[str] | None:
+    """A canalflow service's healthcheck on loopback (its ``test`` after ``CMD canalflow``), or None.
+
+    The harness asks the question docker compose asks before it starts a ``service_healthy`` dependant."""
+    check = compose["services"][service].get("healthcheck")
+    if not check:
+        return None
+    test = list(check["test"])
+    if test[:2] != ["CMD", "canalflow"]:
+        raise ComposeError(f"service {service}: healthcheck test {test!r}: only [\"CMD\", \"canalflow\", ...] runs here")
+    return [translate(str(word), service, compose, lo) for word in test[2:]]
 
 
 def service_env(compose: Mapping[str, Any], service: str, lo: Loopback) -> dict[str, str]:
@@ -169,6 +185,7 @@ class ComposeStack:
         self.procs: dict[str, Proc] = {}
         self.commands: dict[str, list[str]] = {}  # what each process runs (after translation)
         self._unready: dict[str, Any] = {}  # service -> its readiness check, not yet awaited
+        self.health: dict[str, str] = {}  # service -> what its last healthcheck said
         self.servers: dict[str, Any] = {}
         (self.lo.root / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -223,14 +240,21 @@ class ComposeStack:
             self._one_shot(name, self.command(name), self.env(name))
             return
         proc = self._spawn(name, self.command(name), self.env(name))
-        ready = {"fleet": self._fleet_ready, "ingest": self._ingest_ready, "billing": self._billing_ready}.get(name)
+        health = healthcheck_command(self.compose, name, self.lo)
+        if health is not None:
+            self._unready[name] = lambda: self._healthy(proc, health)
+            return
+        ready = {"ingest": self._ingest_ready, "billing": self._billing_ready}.get(name)
         if ready is not None:  # awaited when a later service depends on it, else once all are started
             self._unready[name] = lambda: ready(proc)
 
     def _await(self, name: str) -> None:
         ready = self._unready.pop(name, None)
         if ready is not None:
-            wait_for(ready, 60, f"service {name} to be ready")
+            try:
+                wait_for(ready, 60, f"service {name} to be ready")
+            except PipelineError as exc:  # timed out: say what the healthcheck answered last
+                raise ComposeError(f"{exc}; last healthcheck: {self.health.get(name, '-')}") from exc
 
     def _start_mosquitto(self) -> None:
         conf = mosquitto_conf(self.compose, self.lo)
@@ -262,9 +286,13 @@ class ComposeStack:
         command = self.command(service)
         return command[command.index(name) + 1]
 
-    def _fleet_ready(self, proc: Proc) -> bool:
+    def _healthy(self, proc: Proc, command: Sequence[str]) -> bool:
+        """The service's own healthcheck command exits 0 (as docker runs it, in its environment)."""
         self._check(proc)
-        return Path(self.option("fleet", "--manifest")).exists()
+        result = subprocess.run([*CANALFLOW, *command], env=dict(os.environ, **self.env(proc.name)), capture_output=True,
+                                text=True, check=False, cwd=self.lo.root, timeout=30)
+        self.health[proc.name] = (result.stdout + result.stderr).strip()
+        return result.returncode == 0
 
     def _ingest_ready(self, proc: Proc) -> bool:
         self._check(proc)

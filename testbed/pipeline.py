@@ -28,6 +28,7 @@ from canalflow.clock import SimClock
 from canalflow.district import District
 from canalflow.errors import CanalflowError
 from canalflow.influx import InfluxV1
+from canalflow.manifest import readiness
 from edge.agent import edge_client_id
 from ingest.worker import ingest_client_id
 from testbed.services import Influxd, Mosquitto, end_mqtt_session, free_port
@@ -117,13 +118,12 @@ class Pipeline:
     # --- the parts ---
     def start_fleet(self, start: dt.datetime, speed: float, seed: int = 0, scenario: Path | None = None) -> SimClock:
         self.manifest_path = self.workdir / "fleet-manifest.json"
-        self.manifest_path.unlink(missing_ok=True)
         args = ["fleet", "run", "--district", str(self.district.path), "--speed", str(speed),
                 "--start", start.isoformat(), "--seed", str(seed), "--manifest", str(self.manifest_path)]
         if scenario is not None:
             args += ["--scenario", str(scenario)]
         proc = self.spawn("fleet", args)
-        wait_for(lambda: self.manifest_path.exists() or not proc.alive(), 60, "fleet manifest")
+        wait_for(lambda: bool(readiness(self.manifest_path)) or not proc.alive(), 60, "fleet manifest")  # as `fleet ready`
         self.check_alive()
         return self.clock()
 

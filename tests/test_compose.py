@@ -193,6 +193,25 @@ def test_edge_agents_follow_the_fleet() -> None:
         assert service["network_mode"] == "service:fleet"  # Modbus endpoints in the manifest are on the fleet's loopback
         assert command[command.index("--endpoints") + 1] == manifest == command[command.index("--clock-from") + 1]
         assert mounts(service)["/run/canalflow"] == mounts(SERVICES["fleet"])["/run/canalflow"] == "fleet-run"
+        assert service["depends_on"]["fleet"] == {"condition": "service_healthy"}  # not before its manifest is fresh
+
+
+def test_the_fleet_is_healthy_when_fleet_ready_says_so() -> None:
+    """The healthcheck the edge agents wait for is `canalflow fleet ready` on the manifest they read."""
+    test = SERVICES["fleet"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "canalflow"]  # exec form: the image's entry point binary, no shell
+    args = build_parser("fleet").parse_args(test[2:])
+    assert args.func.__name__ == "run_ready" and args.wait == 0  # docker retries; one answer per check
+    fleet = SERVICES["fleet"]["command"]
+    assert str(args.manifest) == fleet[fleet.index("--manifest") + 1]
+
+
+def test_every_service_healthy_dependency_has_a_healthcheck() -> None:
+    for name, service in SERVICES.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in SERVICES, f"{name} depends on unknown service {dependency}"
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in SERVICES[dependency], f"{name} waits for {dependency} to be healthy: it has no healthcheck"
 
 
 def test_influx_settings_agree_between_ingest_billing_grafana_and_influxdb(monkeypatch: pytest.MonkeyPatch) -> None:
