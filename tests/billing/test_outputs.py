@@ -130,9 +130,14 @@ def _only(run, unit_id):
     return replace(run, bills=(bill,), statements=tuple(s for s in run.statements if s.bill_id == bill.bill_id))
 
 
-def test_notes_are_in_chinese_on_a_chinese_bill():
-    from billing.pdf import localize_note
+def test_notes_are_in_chinese_on_a_chinese_bill_by_their_code(season_run):
+    from billing.notes import localize, note_codes
 
-    assert localize_note("use 8874 m3 exceeds quota 8571.360 m3: subsidy and reward refused", "zh") == "用水量 8874 m³ 超过定额 8571.360 m³：不享受精准补贴和节水奖励"
-    assert localize_note("quota for this window: 3.57% of the season quota (its share of the season's irrigation rounds)", "zh").startswith("本期定额为灌溉季定额的 3.57%")
-    assert localize_note("no water used: no charge, no subsidy, no reward", "en") == "no water used: no charge, no subsidy, no reward"
+    doc = season_run.bill_of("V02").to_dict()  # over quota
+    [over] = doc["notes"]
+    assert over == f"use {doc['volume_m3']} m3 exceeds quota {doc['quota_m3']} m3: subsidy and reward refused"  # the stored English
+    assert doc["note_codes"][over] == {"code": "tariff.over_quota", "params": {"use": doc["volume_m3"], "quota": doc["quota_m3"]}}
+    assert localize(over, note_codes(doc), "zh") == f"用水量 {doc['volume_m3']} m³ 超过定额 {doc['quota_m3']} m³：不享受精准补贴和节水奖励"
+    assert localize(over, note_codes(doc), "en") == over
+    # a note without a code (an older ledger's document) is shown as stored, in either language
+    assert localize(over, {}, "zh") == over
