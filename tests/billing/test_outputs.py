@@ -141,3 +141,31 @@ def test_notes_are_in_chinese_on_a_chinese_bill_by_their_code(season_run):
     assert localize(over, note_codes(doc), "en") == over
     # a note without a code (an older ledger's document) is shown as stored, in either language
     assert localize(over, {}, "zh") == over
+
+
+def test_a_chinese_bill_prints_its_notes_by_code_and_no_zero_reward_line(demo, season_run, tmp_path):
+    from grid_layouts import write_grid
+    from test_grid import COST_SUBSIDY, G1, run_of
+
+    from canalflow.district import load_district
+
+    # V01 one m3 short of its season quota: its cash crops earn less than half a fen, a reward line of 0.00
+    short = float(season_run.bill_of("V01").quota_m3 - 1)
+    points = season_run.points | {"V01-IN": PointVolume("V01-IN", VolumeResult(short, 0.98, 0.01, "flow", [], False, 999), MONTHS)}
+    run = build_run(demo, points, season_run.t0_ms, season_run.t1_ms, season=demo.seasons["2026-spring"], as_of_ms=season_run.t1_ms)
+    v01 = run.bill_of("V01").to_dict()
+    [zero] = [ln for ln in v01["lines"] if ln["kind"] == "reward" and ln["amount"] == "0.00"]  # the stored bill keeps it
+    [path] = [p for p in write_pdfs(demo, _only(run, "V01"), tmp_path / "v01", workers=2) if p.name == "V01.pdf"]
+    labels = {ln["id"].rsplit("-", 1)[1] for ln in v01["lines"]}
+    printed = {line.split()[0] for line in pdftext(path).splitlines() if line.split()}
+    assert printed & labels == labels - {zero["id"].rsplit("-", 1)[1]}
+    # a subsidy budget shared pro rata: the bill's note in Chinese, in the district's language
+    (tmp_path / "grid").mkdir()
+    district = load_district(write_grid(tmp_path / "grid", ('subsidy: {grain_per_m3: "0.020"}', COST_SUBSIDY % "")))
+    grid = run_of(district, G1, default=0.0)
+    c1 = grid.bill_of("G2-C1")
+    [budget] = [n for n in c1.notes if "exceed the season budget" in n]
+    [path] = [p for p in write_pdfs(district, _only(grid, "G2-C1"), tmp_path / "c1", workers=1) if p.name == "G2-C1.pdf"]
+    text = "".join(pdftext(path).split())
+    assert "精准补贴申请合计3050.00元超过本季预算2000.00元：按比例65.5738%支付" in text and "exceed" not in text
+    assert budget == "subsidy claims 3050.00 exceed the season budget 2000.00: paid pro rata 65.5738%"  # stored as before
