@@ -5,9 +5,11 @@ TrueType CJK font is embedded (subset): ``CANALFLOW_CJK_FONT`` if set, else Debi
 fonts-wqy-zenhei (``/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc``, face 0).
 
 Each bill has the unit and the run's identity (run id, district file hash, tariff version), the
-volume against the quota, every line with its id (for ``canalflow billing explain``), the total,
-the meters behind the volume with their coverage, and a chart of cumulative use by month against
-the season quota. Rendering works from the bill's JSON dict, so bills render in worker processes.
+volume against the quota, every money line with its id (for ``canalflow billing explain``; no
+subsidy or reward of 0.00, :func:`billing.notes.money_lines`), the total, the meters behind the
+volume with their coverage, a chart of cumulative use by month against the season quota, and the
+bill's notes in its language (by their codes, :mod:`billing.notes`). Rendering works from the
+bill's JSON dict, so bills render in worker processes.
 """
 
 from __future__ import annotations
