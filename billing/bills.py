@@ -112,7 +112,7 @@ class Bill:
             losses=[schemas.LossShare(below=x.below, points=list(x.points), method=x.method, weight=x.weight, volume_m3=x.volume_m3) for x in self.losses],
             entities=list(self.entities),
             monthly_m3={label: round(v, 1) for label, v in self.monthly_m3},
-            note_codes=codes_of((*self.notes, *(line.note for line in self.lines))),
+            note_codes=codes_of((*self.notes, *(line.note for line in self.lines), self.blocked_reason)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -290,11 +290,12 @@ def _bill(
         lines += fixed_lines(district.tariff_unit(unit_id), tariff, share)
     lines += [Line("adjustment", "", "adjustment", None, Decimal(0), Decimal(0), to_fen(a.amount), note("bills.adjustment", id=a.id, bill=a.corrects_bill_id, reason=a.reason))
               for a in adjustments]
-    reason = ""
+    reason: Note | str = ""
     if missing or incomplete:
-        parts = [f"no readings queried for {p}" for p in missing]
-        parts += [f"{s['point']} coverage {s['coverage']:.0%} below {district.spec.tolerances.min_coverage:.0%} ({len(s['gaps'])} gap(s))" for s in incomplete]
-        reason = "; ".join(parts) + ": fill or estimate the gaps (VEE) and rerun"
+        parts = [note("bills.no_readings", point=p) for p in missing]
+        parts += [note("bills.low_coverage", point=s["point"], coverage=f"{s['coverage']:.0%}", min=f"{district.spec.tolerances.min_coverage:.0%}", gaps=len(s["gaps"]))
+                  for s in incomplete]
+        reason = note("bills.blocked", reasons=parts)
         lines = []
     return Bill(
         bill_id=f"{run_id[:12]}-{unit_id}", run_id=run_id, unit_id=unit_id, unit_name=unit.name, unit_kind=unit.kind.value,

@@ -65,6 +65,9 @@ CATALOGUE: dict[str, Entry] = {
     "bills.loss_share": Entry("share of the loss below {where} ({below}) by {method}, weight {weight}",
                               "分摊 {where}（{below}）以下的输水损失，按{method}，权重 {weight}"),
     "bills.adjustment": Entry("#{id} corrects {bill}: {reason}", "第 {id} 号调整，更正账单 {bill}：{reason}"),
+    "bills.blocked": Entry("{reasons}: fill or estimate the gaps (VEE) and rerun", "{reasons}：请补测或估算缺测数据（数据核查）后重新计费"),
+    "bills.no_readings": Entry("no readings queried for {point}", "未查询到 {point} 的读数"),
+    "bills.low_coverage": Entry("{point} coverage {coverage} below {min} ({gaps} gap(s))", "{point} 数据覆盖率 {coverage}，低于 {min}（{gaps} 处缺测）"),
     # billing.allocation, billing.vee (run notes: the run manifest's allocation_notes and vee.estimates)
     "allocation.metered_by_area": Entry("point {point}: allocation 'metered' but not every sharing unit has its own meter; split by area",
                                         "计量点 {point}：规定按计量水量分摊，但并非每个共用单位都有自己的水表，改按面积分摊"),
@@ -82,27 +85,31 @@ VALUES_ZH = CLASSES["zh"] | {"subsidy": "精准补贴", "reward": "节水奖励"
 WORD_PARAMS = frozenset({"crop_class", "what", "rule", "method", "order"})
 
 
+Param = str | tuple["Note", ...]  # a formatted value, or notes of their own (joined by "; ")
+
+
 class Note(str):
     """A note: its English text (what documents store), its code and its parameters (already formatted)."""
 
     code: str
-    params: dict[str, str]
+    params: dict[str, Param]
 
-    def __new__(cls, code: str, params: Mapping[str, str]) -> Note:
-        params = {k: str(v) for k, v in params.items()}
-        made = super().__new__(cls, CATALOGUE[code].en.format(**params))
-        made.code, made.params = code, params
+    def __new__(cls, code: str, params: Mapping[str, object]) -> Note:
+        kept: dict[str, Param] = {k: tuple(v) if isinstance(v, list | tuple) else str(v) for k, v in params.items()}
+        made = super().__new__(cls, CATALOGUE[code].en.format(**{k: "; ".join(v) if isinstance(v, tuple) else v for k, v in kept.items()}))
+        made.code, made.params = code, kept
         return made
 
     def __reduce__(self) -> tuple[Any, ...]:  # bills are rendered in worker processes
         return Note, (self.code, self.params)
 
     def ref(self) -> dict[str, Any]:
-        return {"code": self.code, "params": dict(self.params)}
+        return {"code": self.code, "params": {k: [n.ref() for n in v] if isinstance(v, tuple) else v for k, v in self.params.items()}}
 
 
 def note(code: str, **params: object) -> Note:
-    return Note(code, {k: str(v) for k, v in params.items()})
+    """The note ``code`` of the catalogue with its parameters (values as they are to read; a list: notes)."""
+    return Note(code, params)
 
 
 def codes_of(texts: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -112,15 +119,29 @@ def codes_of(texts: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def localize(text: str, codes: Mapping[str, Any] | None, lang: str) -> str:
     """A stored note in ``lang``: by its code in the document's ``note_codes``; as stored without one."""
-    ref = (codes or {}).get(text)
-    entry = CATALOGUE.get(ref.get("code", "")) if isinstance(ref, Mapping) else None
-    if lang != "zh" or entry is None:
+    if lang != "zh":
         return text
-    params = {k: VALUES_ZH.get(v, v) if k in WORD_PARAMS else v for k, v in ref.get("params", {}).items()}
+    shown = _chinese((codes or {}).get(text))
+    return text if shown is None else shown
+
+
+def _chinese(ref: Any) -> str | None:
+    entry = CATALOGUE.get(ref.get("code", "")) if isinstance(ref, Mapping) else None
+    if entry is None:
+        return None
+    params: dict[str, str] = {}
+    for key, value in ref.get("params", {}).items():
+        if isinstance(value, list):
+            parts = [_chinese(part) for part in value]
+            if None in parts:
+                return None
+            params[key] = "；".join(p for p in parts if p is not None)
+        else:
+            params[key] = VALUES_ZH.get(value, value) if key in WORD_PARAMS else value
     try:
         return entry.zh.format(**params)
     except (KeyError, IndexError):  # parameters of another version of the catalogue
-        return text
+        return None
 
 
 def note_codes(document: Mapping[str, Any]) -> Mapping[str, Any]:

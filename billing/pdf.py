@@ -129,7 +129,7 @@ def render_bill(bill: Mapping[str, Any], context: Mapping[str, Any], path: Path)
     story.append(_table([[t["volume"], t["quota"], t["use_ratio"]], [f"{volume:,.0f}", f"{quota:,.0f}", ratio]], font, widths=[60 * mm] * 3))
     story.append(Spacer(1, 4 * mm))
     if bill["blocked"]:
-        story.append(Paragraph(t["blocked"] + bill["blocked_reason"], style))
+        story.append(Paragraph(t["blocked"] + escape(localize(bill["blocked_reason"], note_codes(bill), locale)), style))
     else:
         story.append(_lines_table(bill, context, font, locale))
     if bill.get("entities"):

@@ -194,7 +194,7 @@ class NoteCode(Schema):
     """A note's code in the catalogue of notes and its parameters: how a reader sees it in their language."""
 
     code: str = Field(description="e.g. tariff.over_quota")
-    params: dict[str, str]
+    params: dict[str, str | list[NoteCode]] = Field(description="values as they read; a list: notes of their own (the reasons a bill is blocked)")
 
 
 class BillDocument(Schema):

@@ -66,6 +66,17 @@ def test_blocked_bill_pdf_says_why(demo, season_run, tmp_path):
     assert "本账单暂停出具" in pdftext(path) and "V02-IN coverage 50%" in pdftext(path)
 
 
+def test_a_blocked_bill_says_why_in_chinese_by_its_codes(demo, season_run, tmp_path):
+    half = PointVolume("V02-IN", VolumeResult(150_000.0, 0.5, 0.0, "flow", [(season_run.t0_ms, season_run.t1_ms)], True, 999), MONTHS)
+    run = build_run(demo, season_run.points | {"V02-IN": half}, season_run.t0_ms, season_run.t1_ms, season=demo.seasons["2026-spring"],
+                    as_of_ms=season_run.t1_ms)
+    bill = run.bill_of("V02")
+    assert bill.blocked_reason == "V02-IN coverage 50% below 90% (1 gap(s)): fill or estimate the gaps (VEE) and rerun"  # stored in English
+    [path] = [p for p in write_pdfs(demo, _only(run, "V02"), tmp_path, workers=1) if p.name == "V02.pdf"]
+    text = "".join(pdftext(path).split())
+    assert "本账单暂停出具：V02-IN数据覆盖率50%，低于90%（1处缺测）：请补测或估算缺测数据（数据核查）后重新计费" in text and "coverage" not in text
+
+
 def test_xlsx_keeps_a_formula_like_name_as_text(season_run):
     import io
 
