@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import cached_property
 
+from billing.notes import Note, note
 from billing.tariff import class_quotas, split_exactly
 from canalflow.district import BillingUnit, District
 
@@ -81,7 +82,7 @@ class EntityVolume:
 class UnitVolumes:  # not slotted: cached_property needs __dict__
     by_unit: dict[str, Decimal]  # billed volume of each charged entity: own use + loss lines
     allocations: tuple[Allocation, ...]
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[Note, ...] = field(default=())
     entities: dict[str, EntityVolume] = field(default_factory=dict)
 
     def of(self, unit_id: str) -> list[Allocation]:
@@ -109,7 +110,7 @@ def allocate(district: District, point_volumes: Mapping[str, float], quantum: De
     Raises :class:`ConservationError` when sub-meters measured more than the meter above them.
     """
     allocations: list[Allocation] = []
-    notes: list[str] = []
+    notes: list[Note] = []
     sharing = units_by_point(district)
     exclusive = _exclusive_volumes(district, sharing, point_volumes, quantum)
     for point_id, units in sharing.items():
@@ -126,7 +127,7 @@ def allocate(district: District, point_volumes: Mapping[str, float], quantum: De
             if all(m is not None for m in metered):
                 weights = [m for m in metered if m is not None]
             else:
-                notes.append(f"point {point_id}: allocation 'metered' but not every sharing unit has its own meter; split by area")
+                notes.append(note("allocation.metered_by_area", point=point_id))
                 method = "area"
         parts = split_exactly(total, weights, quantum)
         allocations += [Allocation(u.id, point_id, v, method, w) for u, v, w in zip(units, parts, weights, strict=True)]

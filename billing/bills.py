@@ -33,6 +33,7 @@ from billing.allocation import (
     conservation,
     weight_of,
 )
+from billing.notes import Note, codes_of, note
 from billing.tariff import (
     FEN,
     VOLUME_QUANTUM,
@@ -69,7 +70,7 @@ class Bill:
     lines: tuple[Line, ...]
     allocations: tuple[Allocation, ...]
     sources: tuple[dict[str, Any], ...]
-    notes: tuple[str, ...]
+    notes: tuple[Note, ...]
     blocked_reason: str = ""
     monthly_m3: tuple[tuple[str, float], ...] = ()  # the unit's use by month, for the chart
     charge: Charge | None = field(default=None, compare=False, repr=False)
@@ -111,6 +112,7 @@ class Bill:
             losses=[schemas.LossShare(below=x.below, points=list(x.points), method=x.method, weight=x.weight, volume_m3=x.volume_m3) for x in self.losses],
             entities=list(self.entities),
             monthly_m3={label: round(v, 1) for label, v in self.monthly_m3},
+            note_codes=codes_of((*self.notes, *(line.note for line in self.lines), self.blocked_reason)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +192,7 @@ class BillingRun:
             vee=schemas.VeeOutcome.model_validate(self.vee.to_dict()),
             unpaid_units=list(self.unpaid_units),
             quota_share=self.quota_share,
+            note_codes=codes_of((*self.allocation_notes, *self.vee.estimates)),
         )
 
     def manifest(self) -> dict[str, Any]:
@@ -285,18 +288,20 @@ def _bill(
         lines += loss_lines(district, unit_id, loss.volume_m3, season.kind, tariff, _loss_note(loss))
     if entity.source != "passed down":  # an entity whose land is its blocks' pays no fixed charge of its own
         lines += fixed_lines(district.tariff_unit(unit_id), tariff, share)
-    lines += [Line("adjustment", "", "adjustment", None, Decimal(0), Decimal(0), to_fen(a.amount), f"#{a.id} corrects {a.corrects_bill_id}: {a.reason}") for a in adjustments]
-    reason = ""
+    lines += [Line("adjustment", "", "adjustment", None, Decimal(0), Decimal(0), to_fen(a.amount), note("bills.adjustment", id=a.id, bill=a.corrects_bill_id, reason=a.reason))
+              for a in adjustments]
+    reason: Note | str = ""
     if missing or incomplete:
-        parts = [f"no readings queried for {p}" for p in missing]
-        parts += [f"{s['point']} coverage {s['coverage']:.0%} below {district.spec.tolerances.min_coverage:.0%} ({len(s['gaps'])} gap(s))" for s in incomplete]
-        reason = "; ".join(parts) + ": fill or estimate the gaps (VEE) and rerun"
+        parts = [note("bills.no_readings", point=p) for p in missing]
+        parts += [note("bills.low_coverage", point=s["point"], coverage=f"{s['coverage']:.0%}", min=f"{district.spec.tolerances.min_coverage:.0%}", gaps=len(s["gaps"]))
+                  for s in incomplete]
+        reason = note("bills.blocked", reasons=parts)
         lines = []
     return Bill(
         bill_id=f"{run_id[:12]}-{unit_id}", run_id=run_id, unit_id=unit_id, unit_name=unit.name, unit_kind=unit.kind.value,
         township=unit.township, season_id=season.id, season_kind=season.kind, t0_ms=t0_ms, t1_ms=t1_ms,
         volume_m3=volume, quota_m3=charge.quota_m3, lines=tuple(lines), allocations=tuple(volumes.of(unit_id)),
-        sources=sources, notes=charge.notes + ((f"quota for this window: {share:.2%} of the season quota (its share of the season's irrigation rounds)",) if share != 1 else ()),
+        sources=sources, notes=charge.notes + ((note("bills.quota_share", share=f"{share:.2%}"),) if share != 1 else ()),
         blocked_reason=reason, monthly_m3=_unit_monthly(volumes.of(unit_id), point_volumes), charge=charge,
         parent=unit.parent, own_m3=entity.own_m3, losses=entity.losses,
     )
@@ -327,11 +332,11 @@ def _points_up(district: District, unit_id: str) -> list[str]:
         unit = district.units[unit.parent]
 
 
-def _loss_note(loss: LossShare) -> str:
+def _loss_note(loss: LossShare) -> Note:
     where = "+".join(loss.points) or loss.below
     if loss.method == "parent":
-        return f"loss below {where}, borne by {loss.below}"
-    return f"share of the loss below {where} ({loss.below}) by {loss.method}, weight {loss.weight}"
+        return note("bills.loss_parent", where=where, below=loss.below)
+    return note("bills.loss_share", where=where, below=loss.below, method=loss.method, weight=loss.weight)
 
 
 def _with_entities(district: District, bills: tuple[Bill, ...], volumes: UnitVolumes) -> tuple[Bill, ...]:

@@ -5,21 +5,24 @@ TrueType CJK font is embedded (subset): ``CANALFLOW_CJK_FONT`` if set, else Debi
 fonts-wqy-zenhei (``/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc``, face 0).
 
 Each bill has the unit and the run's identity (run id, district file hash, tariff version), the
-volume against the quota, every line with its id (for ``canalflow billing explain``), the total,
-the meters behind the volume with their coverage, and a chart of cumulative use by month against
-the season quota. Rendering works from the bill's JSON dict, so bills render in worker processes.
+volume against the quota, every money line with its id (for ``canalflow billing explain``; no
+subsidy or reward of 0.00, :func:`billing.notes.money_lines`), the total, the meters behind the
+volume with their coverage, a chart of cumulative use by month against the season quota, and the
+bill's notes in its language (by their codes, :mod:`billing.notes`). Rendering works from the
+bill's JSON dict, so bills render in worker processes.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
+from billing.notes import CLASSES, localize, money_lines, note_codes
 from canalflow.errors import CanalflowError
 
 FONT_NAME = "CanalflowCJK"
@@ -47,8 +50,6 @@ TEXT = {
         "village": "village", "association": "water-user association", "operator": "large operator",
     },
 }
-CLASSES = {"zh": {"grain": "粮食作物", "cash": "经济作物", "aquaculture": "水产养殖", "other": "其他", "": ""},
-           "en": {"grain": "grain", "cash": "cash crops", "aquaculture": "aquaculture", "other": "other", "": ""}}
 ITEMS = {"zh": {"backbone": "骨干工程水价", "terminal": "末级渠系水价", "village_fee": "村级费用", "subsidy": "精准补贴", "reward": "节水奖励", "adjustment": "调整"},
          "en": {"backbone": "backbone works", "terminal": "terminal canals", "village_fee": "village fee", "subsidy": "precise subsidy", "reward": "water-saving reward", "adjustment": "adjustment"}}
 
@@ -57,25 +58,6 @@ TEXT["zh"] |= {"block": "地块/用水小组", "household": "农户", "entities"
 TEXT["en"] |= {"block": "block", "household": "household", "entities": "Entities below", "source": "Volume from", "loss": "Loss share (m³)", "billed": "Billed (m³)", "loss_line": " (loss share)"}
 ITEMS["zh"] |= {"fixed": "固定水费（按亩）", "buy_back": "节水回购", "budget": "预算不足扣减"}
 ITEMS["en"] |= {"fixed": "fixed charge per mu", "buy_back": "saved-quota buy-back", "budget": "cut by the season budget"}
-
-
-# The engine writes notes in English (JSON, CSV, logs); a Chinese bill shows them in Chinese.
-NOTES_ZH: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^no quota for (\w+) season: all use billed in the top band$"), "本季无定额：全部用水按最高档计价"),
-    (re.compile(r"^no water used: no charge, no subsidy, no reward$"), "本期未用水：无水费、无补贴、无奖励"),
-    (re.compile(r"^use ([\d.]+) m3 exceeds quota ([\d.]+) m3: subsidy and reward refused$"), r"用水量 \1 m³ 超过定额 \2 m³：不享受精准补贴和节水奖励"),
-    (re.compile(r"^unpaid fees from an earlier bill: precise subsidy refused$"), "有往期欠费：不享受精准补贴"),
-    (re.compile(r"^quota for this window: ([\d.]+%) of the season quota .*$"), r"本期定额为灌溉季定额的 \1（按本期所含灌溉轮次折算）"),
-)
-
-
-def localize_note(note: str, locale: str) -> str:
-    if locale != "zh":
-        return note
-    for pattern, text in NOTES_ZH:
-        if pattern.match(note):
-            return pattern.sub(text, note)
-    return note
 
 
 class FontMissing(CanalflowError, RuntimeError):
@@ -147,7 +129,7 @@ def render_bill(bill: Mapping[str, Any], context: Mapping[str, Any], path: Path)
     story.append(_table([[t["volume"], t["quota"], t["use_ratio"]], [f"{volume:,.0f}", f"{quota:,.0f}", ratio]], font, widths=[60 * mm] * 3))
     story.append(Spacer(1, 4 * mm))
     if bill["blocked"]:
-        story.append(Paragraph(t["blocked"] + bill["blocked_reason"], style))
+        story.append(Paragraph(t["blocked"] + escape(localize(bill["blocked_reason"], note_codes(bill), locale)), style))
     else:
         story.append(_lines_table(bill, context, font, locale))
     if bill.get("entities"):
@@ -161,7 +143,7 @@ def render_bill(bill: Mapping[str, Any], context: Mapping[str, Any], path: Path)
     story.append(_table(meters, font, widths=[40 * mm, 30 * mm, 40 * mm, 35 * mm, 35 * mm]))
     if bill["notes"]:
         story.append(Spacer(1, 2 * mm))
-        story.append(Paragraph(f"{t['notes']}: " + "；".join(localize_note(n, locale) for n in bill["notes"]), style))
+        story.append(Paragraph(f"{t['notes']}: " + "；".join(escape(localize(n, note_codes(bill), locale)) for n in bill["notes"]), style))
     story.append(Spacer(1, 3 * mm))
     story.append(Paragraph(f"{t['district_file']}: {context.get('district_sha256', '')}", small))
     story.append(Paragraph(t["trace"], small))
@@ -178,7 +160,7 @@ def _lines_table(bill: Mapping[str, Any], context: Mapping[str, Any], font: str,
     t = TEXT[locale]
     bands = band_labels(context.get("bands", []), locale)
     rows = [[t["line"], t["class"], t["item"], t["band"], t["line_volume"], t["rate"], t["amount"]]]
-    for item in bill["lines"]:
+    for item in money_lines(bill["lines"]):
         band = bands[item["band"]] if item["band"] is not None and item["band"] < len(bands) else ""
         rows.append([item["id"].rsplit("-", 1)[-1], CLASSES[locale].get(item["crop_class"], item["crop_class"]),
                      ITEMS[locale].get(item["component"], item["component"]) + (t["loss_line"] if item["kind"] == "loss" else ""), band,

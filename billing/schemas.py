@@ -186,6 +186,16 @@ class EntitySummary(Schema):
 # ---------------------------------------------------------------------------------------------
 # Documents: the bill file and the ledger's copy of it, the run manifest
 
+NOTE_CODES = ("each note's code in the catalogue (billing/notes.py) and its parameters, by the note's English text as it "
+              "stands in notes and in the lines' note; a note without one (older ledgers) has no code")
+
+
+class NoteCode(Schema):
+    """A note's code in the catalogue of notes and its parameters: how a reader sees it in their language."""
+
+    code: str = Field(description="e.g. tariff.over_quota")
+    params: dict[str, str | list[NoteCode]] = Field(description="values as they read; a list: notes of their own (the reasons a bill is blocked)")
+
 
 class BillDocument(Schema):
     """A bill: the file ``out/bills/<unit>.json`` and the ledger's stored document are this model."""
@@ -209,6 +219,7 @@ class BillDocument(Schema):
     losses: list[LossShare] = Field(default=[], description="its loss lines' shares, each with its method")
     entities: list[EntitySummary] = Field(default=[], description="the entities below it and what each is billed")
     monthly_m3: dict[str, float] = Field(description="the unit's use by local month YYYY-MM, for the chart")
+    note_codes: dict[str, NoteCode] = Field(default={}, description=NOTE_CODES)
 
 
 class BillSummary(Schema):
@@ -265,6 +276,7 @@ class RunManifest(Schema):
     vee: VeeOutcome
     unpaid_units: list[str]
     quota_share: DecimalText
+    note_codes: dict[str, NoteCode] = Field(default={}, description=NOTE_CODES)
 
 
 def document_json(document: BaseModel) -> str:

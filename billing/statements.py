@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from billing.bills import BillingRun, Statement
+from billing.notes import is_money_line
 from billing.pdf import ITEMS, TEXT, _table, bill_context, register_font
 from canalflow.district import District
 
@@ -101,7 +102,7 @@ def _render(district: District, village: str, statements: Sequence[Statement], c
     for s in statements:
         story.append(Spacer(1, 3 * mm))
         story.append(Paragraph(f"{s.unit_name} ({s.unit_id}) · {s.bill_id}", body))
-        lines = [[ITEMS[locale].get(x.component, x.component), x.crop_class, f"{x.volume_m3:,.3f}", str(x.amount)] for x in s.lines]
+        lines = [[ITEMS[locale].get(x.component, x.component), x.crop_class, f"{x.volume_m3:,.3f}", str(x.amount)] for x in s.lines if is_money_line(x.kind, x.amount)]
         story.append(_table([[TEXT[locale]["item"], TEXT[locale]["class"], TEXT[locale]["line_volume"], TEXT[locale]["amount"]], *lines],
                             font, widths=[50 * mm, 30 * mm, 40 * mm, 30 * mm]))
     path.parent.mkdir(parents=True, exist_ok=True)

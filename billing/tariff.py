@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
+from billing.notes import Note, note
 from canalflow.district import Band, BillingUnit, Budget, Crop, District, Tariff, best_quota_rule
 
 FEN = Decimal("0.01")
@@ -77,7 +78,7 @@ class Charge:
     quota_m3: Decimal
     shares: tuple[ClassShare, ...]
     lines: tuple[Line, ...]
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[Note, ...] = field(default=())
 
     @property
     def total(self) -> Decimal:
@@ -160,15 +161,15 @@ def apply_tariff(
         raise ValueError(f"quota share {quota_share} must be between 0 and 1")
     shares = class_shares(district, unit_id, volume_m3, season_kind, quota_share)
     quota_total = sum((s.quota_m3 for s in shares), ZERO)
-    notes: list[str] = []
+    notes: list[Note] = []
     lines = [line for share in shares for line in _charge_lines(share, tariff)]
     over = volume_m3 > quota_total
     if quota_total == 0:
-        notes.append(f"no quota for {season_kind} season: all use billed in the top band")
+        notes.append(note("tariff.no_quota", season_kind=season_kind))
     if volume_m3 == 0:
-        notes.append("no water used: no charge, no subsidy, no reward")
+        notes.append(note("tariff.no_water"))
     elif over:
-        notes.append(f"use {volume_m3} m3 exceeds quota {quota_total} m3: subsidy and reward refused")
+        notes.append(note("tariff.over_quota", use=volume_m3, quota=quota_total))
     else:
         lines += _subsidy_lines(shares, tariff, unpaid_fees, notes)
         lines += _reward_lines(shares, quota_total - volume_m3, tariff)
@@ -220,7 +221,8 @@ def _charge_lines(share: ClassShare, tariff: Tariff) -> list[Line]:
 
 
 def subsidy_rate(tariff: Tariff, crop_class: str) -> tuple[Decimal, str]:
-    """The precise subsidy per m3 for a crop class, and its formula (zero for classes not eligible).
+    """The precise subsidy per m3 for a crop class, and the cost gaps it is the sum of ("" for a flat rate;
+    zero for classes not eligible).
 
     With a cost price: Σ over its components of (cost − executed price), each at least 0;
     otherwise the flat rate.
@@ -229,25 +231,27 @@ def subsidy_rate(tariff: Tariff, crop_class: str) -> tuple[Decimal, str]:
     if crop_class not in subsidy.classes:
         return ZERO, ""
     if not subsidy.cost:
-        return subsidy.grain_per_m3, f"flat {subsidy.grain_per_m3}/m3"
+        return subsidy.grain_per_m3, ""
     prices = tariff.prices[crop_class]  # type: ignore[index]
     gaps = [(c, cost, getattr(prices, c)) for c, cost in subsidy.cost.items()]
     rate = sum((max(ZERO, cost - price) for _, cost, price in gaps), ZERO)
-    return rate, " + ".join(f"({cost} cost - {price} price, {c})" for c, cost, price in gaps) + f" = {rate}/m3"
+    return rate, " + ".join(f"({cost} cost - {price} price, {c})" for c, cost, price in gaps)
 
 
-def _subsidy_lines(shares: Sequence[ClassShare], tariff: Tariff, unpaid_fees: bool, notes: list[str]) -> list[Line]:
+def _subsidy_lines(shares: Sequence[ClassShare], tariff: Tariff, unpaid_fees: bool, notes: list[Note]) -> list[Line]:
     eligible = [(s, *subsidy_rate(tariff, s.crop_class)) for s in shares if s.volume_m3 > 0]
-    eligible = [(s, rate, formula) for s, rate, formula in eligible if rate > 0]
+    eligible = [(s, rate, gaps) for s, rate, gaps in eligible if rate > 0]
     if not eligible:
         return []
     if unpaid_fees:
-        notes.append("unpaid fees from an earlier bill: precise subsidy refused")
+        notes.append(note("tariff.unpaid_fees"))
         return []
     lines = []
-    for share, rate, formula in eligible:
+    for share, rate, gaps in eligible:
         volume = min(share.volume_m3, share.quota_m3)
-        lines.append(Line("subsidy", share.crop_class, "subsidy", None, volume, -rate, -to_fen(volume * rate), f"{share.crop_class} within quota: {volume} m3 x {formula}"))
+        why = (note("tariff.subsidy_cost", crop_class=share.crop_class, volume=volume, gaps=gaps, rate=rate) if gaps
+               else note("tariff.subsidy_flat", crop_class=share.crop_class, volume=volume, rate=rate))
+        lines.append(Line("subsidy", share.crop_class, "subsidy", None, volume, -rate, -to_fen(volume * rate), why))
     return lines
 
 
@@ -259,13 +263,14 @@ def _reward_lines(shares: Sequence[ClassShare], saved_m3: Decimal, tariff: Tarif
     lines: list[Line] = []
     for share, volume in zip(shares, saved, strict=True):
         if reward.buy_back_per_m3 is not None:
-            rate, component, what = reward.buy_back_per_m3, "buy_back", "saved quota bought back"
+            rate, component = reward.buy_back_per_m3, "buy_back"
         else:
             rate = reward.grain_per_m3 if share.crop_class == "grain" else reward.other_per_m3
-            component, what = "reward", "water saved below quota"
+            component = "reward"
         if rate == 0 or volume == 0:
             continue
-        lines.append(Line("reward", share.crop_class, component, None, volume, -rate, -to_fen(volume * rate), f"{what}: {volume} m3 x {rate}/m3"))
+        why = note(f"tariff.{component}", volume=volume, rate=rate)
+        lines.append(Line("reward", share.crop_class, component, None, volume, -rate, -to_fen(volume * rate), why))
     return lines
 
 
@@ -274,8 +279,9 @@ def fixed_lines(unit: BillingUnit, tariff: Tariff, share: Decimal = Decimal(1)) 
     if tariff.fixed_per_mu == 0 or unit.area_mu == 0:
         return []
     amount = to_fen(tariff.fixed_per_mu * unit.area_mu * share)
-    part = f" x {share:.4%} of the season" if share != 1 else ""
-    return [Line("fixed", "", "fixed", None, ZERO, ZERO, amount, f"two-part price: {tariff.fixed_per_mu}/mu x {unit.area_mu} mu{part}")]
+    why = (note("tariff.fixed_share", per_mu=tariff.fixed_per_mu, area=unit.area_mu, share=f"{share:.4%}") if share != 1
+           else note("tariff.fixed", per_mu=tariff.fixed_per_mu, area=unit.area_mu))
+    return [Line("fixed", "", "fixed", None, ZERO, ZERO, amount, why)]
 
 
 @dataclass(frozen=True)
@@ -287,7 +293,7 @@ class Claim:
     line: Line
 
 
-def ration(claims: Sequence[Claim], budget: Budget, what: str) -> tuple[list[tuple[Claim, Line]], str]:
+def ration(claims: Sequence[Claim], budget: Budget, what: str) -> tuple[list[tuple[Claim, Line]], Note | str]:
     """When credits claimed exceed their season budget: the cut line for each claim, and the note saying why.
 
     ``pro_rata``: every claim paid budget/claims (the paid amounts split to the fen, adding up to the
@@ -312,7 +318,8 @@ def ration(claims: Sequence[Claim], budget: Budget, what: str) -> tuple[list[tup
         for claim, pay in zip(group, paid, strict=True):
             cut = -claim.line.amount - pay
             if cut:
-                cuts.append((claim, Line(claim.line.kind, claim.line.crop_class, "budget", None, ZERO, ZERO, cut,
-                                         f"{what} budget {budget.yuan} < claims {claimed}: {budget.rule.replace('_', ' ')}, paid {pay} of {-claim.line.amount}")))
-    rule = f"pro rata {budget.yuan / claimed:.4%}" if budget.rule == "pro_rata" else "by priority " + " > ".join(order or ["file order"])
-    return cuts, f"{what} claims {claimed} exceed the season budget {budget.yuan}: paid {rule}"
+                why = note("tariff.budget_cut", what=what, budget=budget.yuan, claimed=claimed, rule=budget.rule.replace("_", " "), paid=pay, claim=-claim.line.amount)
+                cuts.append((claim, Line(claim.line.kind, claim.line.crop_class, "budget", None, ZERO, ZERO, cut, why)))
+    if budget.rule == "pro_rata":
+        return cuts, note("tariff.budget_pro_rata", what=what, claimed=claimed, budget=budget.yuan, share=f"{budget.yuan / claimed:.4%}")
+    return cuts, note("tariff.budget_priority", what=what, claimed=claimed, budget=budget.yuan, order=" > ".join(order or ["file order"]))

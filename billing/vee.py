@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from billing.edits import Edit
+from billing.notes import Note, note
 from billing.volumes import Measured, PointVolume, VolumeSource, charging_points
 from canalflow.district import District, PointRole
 from canalflow.seepage import canal_law, expected_seepage_m3, outflow_for_inflow_m3, point_km_on
@@ -60,7 +61,7 @@ class VeeOutcome:
     """What VEE did in a run: findings, balance estimates and manual edits applied."""
 
     findings: tuple[Finding, ...] = ()
-    estimates: tuple[str, ...] = ()
+    estimates: tuple[Note, ...] = ()
     edits: tuple[Edit, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
@@ -138,8 +139,9 @@ def neighbours(district: District, point_id: str) -> list[str]:
 
 def estimate_from_balance(
     district: District, point_id: str, volumes: Mapping[str, VolumeResult], t0_ms: int, t1_ms: int
-) -> tuple[VolumeResult, str] | None:
-    """The point's window volume from its reach balance, or None when a neighbour is incomplete.
+) -> tuple[VolumeResult, dict[str, str]] | None:
+    """The point's window volume from its reach balance and the balance it came from (the estimate note's
+    parameters), or None when a neighbour is incomplete.
 
     By the soil law integrated between offtakes (:mod:`canalflow.seepage`): for an outflow, the
     volume at its km that the reach's inflow can deliver besides the other outflows; for an inflow,
@@ -165,8 +167,8 @@ def estimate_from_balance(
         vout = sum(v for _, v in outflows)
         volume = vout + expected_seepage_m3(law, reach.from_km, reach.to_km, outflows, seconds) - vin
     coverage = min(r.coverage for r in results if r is not None)
-    note = f"{point_id}: estimated from the balance of reach {canal}/{reach_id} ({', '.join(others)}) less expected seepage"
-    return VolumeResult(max(0.0, volume), coverage, 1.0, "balance_estimate", [], False, 0, ("estimated_from_balance",)), note
+    balance = {"point": point_id, "canal": canal, "reach": reach_id, "others": ", ".join(others)}
+    return VolumeResult(max(0.0, volume), coverage, 1.0, "balance_estimate", [], False, 0, ("estimated_from_balance",)), balance
 
 
 def findings_text(findings: Iterable[Finding]) -> list[str]:
@@ -203,7 +205,7 @@ def validate_measured(district: District, measured: Measured, point_ids: Sequenc
 
 def estimate_incomplete(
     district: District, volumes: dict[str, PointVolume], source: VolumeSource, t0_ms: int, t1_ms: int, *, edits: Sequence[Edit] = ()
-) -> tuple[dict[str, PointVolume], list[str]]:
+) -> tuple[dict[str, PointVolume], list[Note]]:
     """Replace incomplete point volumes by balance estimates where the neighbours are complete.
 
     Neighbours that are not charging points are measured from the same ``source``."""
@@ -220,9 +222,10 @@ def estimate_incomplete(
         estimate = estimate_from_balance(district, p, known, t0_ms, t1_ms)
         if estimate is None:
             continue
-        result, note = estimate
+        result, balance = estimate
         measured = volumes[p]
         monthly = tuple((m, v / measured.result.volume_m3 * result.volume_m3) for m, v in measured.monthly) if measured.result.volume_m3 > 0 else ()
         out[p] = PointVolume(p, result, monthly, measured.ratings)
-        notes.append(f"{note}: {result.volume_m3:.0f} m3 instead of the {measured.result.volume_m3:.0f} m3 measured at {measured.result.coverage:.0%} coverage")
+        notes.append(note("vee.balance_estimate", **balance, volume=f"{result.volume_m3:.0f}", measured=f"{measured.result.volume_m3:.0f}",
+                          coverage=f"{measured.result.coverage:.0%}"))
     return out, notes

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from billing.api import AdjustmentRequest, EditRequest, RunRequest, ledger_call, record_edit, start_billing_run
 from billing.exports import BILL_COLUMNS, LINE_COLUMNS, bill_row, line_rows, write_xlsx
 from billing.ledger import FourEyesError, open_ledger
+from billing.notes import localize, money_lines, note_codes
 from billing.service import ServiceConfig
 from canalflow.influx import InfluxUnavailable
 from web.auth import Account, Session, Sessions, same_token
@@ -127,6 +128,8 @@ def create_app(config: WebConfig) -> FastAPI:
 
     templates.env.filters["local"] = local
     templates.env.filters["township"] = township_name
+    templates.env.filters["money_lines"] = money_lines
+    templates.env.filters["note"] = lambda text, document, lang: localize(text, note_codes(document), lang)
 
     def lang_of(request: Request) -> str:
         lang = request.cookies.get("lang", "zh")
@@ -357,7 +360,7 @@ def create_app(config: WebConfig) -> FastAPI:
                 explained = None  # shown without the readings
         if explained is None:
             explained = ledger_call(lambda: explain_line(ledger, line_id))
-        return page(request, "explain.html", ex=explained)
+        return page(request, "explain.html", ex=explained, bill=ledger_call(lambda: ledger.bill(explained["bill"]["id"])))
 
     @app.post("/bills/{bill_id}/paid")
     async def paid(request: Request, bill_id: str) -> Response:
@@ -385,7 +388,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
         manifest = json.loads(latest.manifest) if latest else {}
         blocked = [b for b in (ledger.bills_of_run(latest.id, limit=MAX_BILLS) if latest else []) if b["blocked"]]
-        return page(request, "vee.html", run=latest, vee=manifest.get("vee", {}), blocked=blocked,
+        return page(request, "vee.html", run=latest, manifest=manifest, vee=manifest.get("vee", {}), blocked=blocked,
                     edits=ledger.edits(d.id) if d else [], points=list(d.points) if d else [])
 
     @app.post("/vee/edits")
@@ -427,7 +430,7 @@ def create_app(config: WebConfig) -> FastAPI:
     def public_pdf(request: Request, run_id: str, unit_id: str) -> Response:
         row, notice = _notice_of(run_id, unit_id)
         url = str(request.url_for("public_unit", run_id=row.id, unit_id=notice.unit_id))
-        pdf = notice_pdf(notice, row, url, words(lang_of(request)), township_name(notice.township))
+        pdf = notice_pdf(notice, row, url, words(lang_of(request)), township_name(notice.township), lang_of(request))
         return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="notice-{row.id[:12]}.pdf"'})
 
     def _notice_of(run_id: str, unit_id: str) -> tuple[Any, Any]:

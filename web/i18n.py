@@ -1,11 +1,13 @@
 """The workbench's words: Chinese first, English by the language switch (a ``lang`` cookie).
 
-Crop classes and bill items come from billing/pdf.py, so a page and a printed bill say the same.
+Crop classes come from billing/notes.py and bill items from billing/pdf.py, so a page and a
+printed bill say the same; so do the bills' notes (billing.notes.localize, the ``note`` filter).
 """
 
 from __future__ import annotations
 
-from billing.pdf import CLASSES, ITEMS
+from billing.notes import CLASSES
+from billing.pdf import ITEMS
 
 LANGS = ("zh", "en")
 

@@ -2,18 +2,21 @@
 
 A row shows what a notice board shows: the unit (village, association, operator), its use against
 its quota, the prices it was charged, and its charges, subsidies, rewards and total. Figures come
-from the stored bill documents of issued runs; a draft or approved run never appears.
+from the stored bill documents of issued runs; a draft or approved run never appears. A subsidy,
+reward or adjustment of 0.00 is not shown as money; where the bill refused a subsidy or reward, its
+note says why, in the reader's language (billing.notes).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from billing.ledger import Ledger, LedgerError
+from billing.notes import CREDITS, localize, note_codes, refusals
 from canalflow.district import District
 
 KINDS = ("charge", "subsidy", "reward", "adjustment")
@@ -43,6 +46,15 @@ class NoticeRow:
     total: Decimal
     bill_id: str
     households: tuple[HouseholdRow, ...] = ()
+    refusals: tuple[str, ...] = ()  # the bill's notes (as stored) refusing a subsidy or reward it shows none of
+    note_codes: Mapping[str, Any] = field(default_factory=dict)
+
+    def shown(self, kind: str) -> bool:
+        """Charges always; a subsidy, reward or adjustment only when it is money."""
+        return kind == "charge" or self.sums[kind] != 0
+
+    def reasons(self, lang: str) -> list[str]:
+        return [localize(n, self.note_codes, lang) for n in self.refusals]
 
 
 def issued_runs(ledger: Ledger) -> list[Any]:
@@ -99,8 +111,9 @@ def _row(bill: Mapping[str, Any], households: tuple[HouseholdRow, ...]) -> Notic
     sums = {kind: sum((Decimal(ln["amount"]) for ln in bill["lines"] if ln["kind"] == kind), Decimal(0)) for kind in KINDS}
     prices = tuple(dict.fromkeys((ln["component"], ln["rate"]) for ln in bill["lines"] if ln["kind"] == "charge"))
     unit = bill["unit"]
+    refused = tuple(dict.fromkeys(n for kind in CREDITS if not sums[kind] for n in refusals(bill, kind)))
     return NoticeRow(unit["id"], unit["name"], unit["township"], bill["volume_m3"], bill["quota_m3"], prices, sums, Decimal(bill["total"]), bill["bill_id"],
-                     households)
+                     households, refused, note_codes(bill))
 
 
 def by_township(rows: list[NoticeRow]) -> dict[str, list[NoticeRow]]:
@@ -110,7 +123,7 @@ def by_township(rows: list[NoticeRow]) -> dict[str, list[NoticeRow]]:
     return out
 
 
-def notice_pdf(row: NoticeRow, run: Any, url: str, words: Mapping[str, str], township_name: str) -> bytes:
+def notice_pdf(row: NoticeRow, run: Any, url: str, words: Mapping[str, str], township_name: str, lang: str = "zh") -> bytes:
     """An A4 notice (公示表) of one unit for the notice board, with a QR code to its page."""
     import qrcode
     from reportlab.lib.pagesizes import A4
@@ -135,7 +148,7 @@ def notice_pdf(row: NoticeRow, run: Any, url: str, words: Mapping[str, str], tow
         (words["season"], run.season_id or "—"), (words["tariff"], f"{run.tariff_id} v{run.tariff_version}"),
         (words["volume"], row.volume_m3), (words["quota"], row.quota_m3),
         *((f"{words['rate']} · {words.get('item:' + c, c)}", rate) for c, rate in row.prices),
-        *((words[kind], str(row.sums[kind])) for kind in KINDS if row.sums[kind] or kind != "adjustment"),
+        *((words[kind], str(row.sums[kind])) for kind in KINDS if row.shown(kind)),
         (words["total"], str(row.total)), (words["bills"], row.bill_id),
     ]
     for label, value in facts:
@@ -143,6 +156,10 @@ def notice_pdf(row: NoticeRow, run: Any, url: str, words: Mapping[str, str], tow
         pdf.drawRightString(width - 25 * mm, y, value)
         pdf.line(25 * mm, y - 2.5 * mm, width - 25 * mm, y - 2.5 * mm)
         y -= 10 * mm
+    pdf.setFont(font, 10)
+    for reason in row.reasons(lang):
+        pdf.drawString(25 * mm, y, reason)
+        y -= 7 * mm
     y = _households(pdf, row.households, words, y, font)
     if y < 75 * mm:  # the QR code on a page of its own rather than over the list
         pdf.showPage()

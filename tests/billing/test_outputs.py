@@ -66,6 +66,17 @@ def test_blocked_bill_pdf_says_why(demo, season_run, tmp_path):
     assert "本账单暂停出具" in pdftext(path) and "V02-IN coverage 50%" in pdftext(path)
 
 
+def test_a_blocked_bill_says_why_in_chinese_by_its_codes(demo, season_run, tmp_path):
+    half = PointVolume("V02-IN", VolumeResult(150_000.0, 0.5, 0.0, "flow", [(season_run.t0_ms, season_run.t1_ms)], True, 999), MONTHS)
+    run = build_run(demo, season_run.points | {"V02-IN": half}, season_run.t0_ms, season_run.t1_ms, season=demo.seasons["2026-spring"],
+                    as_of_ms=season_run.t1_ms)
+    bill = run.bill_of("V02")
+    assert bill.blocked_reason == "V02-IN coverage 50% below 90% (1 gap(s)): fill or estimate the gaps (VEE) and rerun"  # stored in English
+    [path] = [p for p in write_pdfs(demo, _only(run, "V02"), tmp_path, workers=1) if p.name == "V02.pdf"]
+    text = "".join(pdftext(path).split())
+    assert "本账单暂停出具：V02-IN数据覆盖率50%，低于90%（1处缺测）：请补测或估算缺测数据（数据核查）后重新计费" in text and "coverage" not in text
+
+
 def test_xlsx_keeps_a_formula_like_name_as_text(season_run):
     import io
 
@@ -130,9 +141,42 @@ def _only(run, unit_id):
     return replace(run, bills=(bill,), statements=tuple(s for s in run.statements if s.bill_id == bill.bill_id))
 
 
-def test_notes_are_in_chinese_on_a_chinese_bill():
-    from billing.pdf import localize_note
+def test_notes_are_in_chinese_on_a_chinese_bill_by_their_code(season_run):
+    from billing.notes import localize, note_codes
 
-    assert localize_note("use 8874 m3 exceeds quota 8571.360 m3: subsidy and reward refused", "zh") == "用水量 8874 m³ 超过定额 8571.360 m³：不享受精准补贴和节水奖励"
-    assert localize_note("quota for this window: 3.57% of the season quota (its share of the season's irrigation rounds)", "zh").startswith("本期定额为灌溉季定额的 3.57%")
-    assert localize_note("no water used: no charge, no subsidy, no reward", "en") == "no water used: no charge, no subsidy, no reward"
+    doc = season_run.bill_of("V02").to_dict()  # over quota
+    [over] = doc["notes"]
+    assert over == f"use {doc['volume_m3']} m3 exceeds quota {doc['quota_m3']} m3: subsidy and reward refused"  # the stored English
+    assert doc["note_codes"][over] == {"code": "tariff.over_quota", "params": {"use": doc["volume_m3"], "quota": doc["quota_m3"]}}
+    assert localize(over, note_codes(doc), "zh") == f"用水量 {doc['volume_m3']} m³ 超过定额 {doc['quota_m3']} m³：不享受精准补贴和节水奖励"
+    assert localize(over, note_codes(doc), "en") == over
+    # a note without a code (an older ledger's document) is shown as stored, in either language
+    assert localize(over, {}, "zh") == over
+
+
+def test_a_chinese_bill_prints_its_notes_by_code_and_no_zero_reward_line(demo, season_run, tmp_path):
+    from grid_layouts import write_grid
+    from test_grid import COST_SUBSIDY, G1, run_of
+
+    from canalflow.district import load_district
+
+    # V01 one m3 short of its season quota: its cash crops earn less than half a fen, a reward line of 0.00
+    short = float(season_run.bill_of("V01").quota_m3 - 1)
+    points = season_run.points | {"V01-IN": PointVolume("V01-IN", VolumeResult(short, 0.98, 0.01, "flow", [], False, 999), MONTHS)}
+    run = build_run(demo, points, season_run.t0_ms, season_run.t1_ms, season=demo.seasons["2026-spring"], as_of_ms=season_run.t1_ms)
+    v01 = run.bill_of("V01").to_dict()
+    [zero] = [ln for ln in v01["lines"] if ln["kind"] == "reward" and ln["amount"] == "0.00"]  # the stored bill keeps it
+    [path] = [p for p in write_pdfs(demo, _only(run, "V01"), tmp_path / "v01", workers=2) if p.name == "V01.pdf"]
+    labels = {ln["id"].rsplit("-", 1)[1] for ln in v01["lines"]}
+    printed = {line.split()[0] for line in pdftext(path).splitlines() if line.split()}
+    assert printed & labels == labels - {zero["id"].rsplit("-", 1)[1]}
+    # a subsidy budget shared pro rata: the bill's note in Chinese, in the district's language
+    (tmp_path / "grid").mkdir()
+    district = load_district(write_grid(tmp_path / "grid", ('subsidy: {grain_per_m3: "0.020"}', COST_SUBSIDY % "")))
+    grid = run_of(district, G1, default=0.0)
+    c1 = grid.bill_of("G2-C1")
+    [budget] = [n for n in c1.notes if "exceed the season budget" in n]
+    [path] = [p for p in write_pdfs(district, _only(grid, "G2-C1"), tmp_path / "c1", workers=1) if p.name == "G2-C1.pdf"]
+    text = "".join(pdftext(path).split())
+    assert "精准补贴申请合计3050.00元超过本季预算2000.00元：按比例65.5738%支付" in text and "exceed" not in text
+    assert budget == "subsidy claims 3050.00 exceed the season budget 2000.00: paid pro rata 65.5738%"  # stored as before

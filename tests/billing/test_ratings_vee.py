@@ -106,6 +106,7 @@ def _write_l21(influx, demo, t0, t1, silent_v06):
 
 
 def test_long_gap_estimated_from_the_balance_of_neighbours(influx, demo):
+    from billing.notes import localize
     from billing.run import run_billing
     from canalflow.seepage import canal_law, required_inflow_m3s
 
@@ -121,7 +122,10 @@ def test_long_gap_estimated_from_the_balance_of_neighbours(influx, demo):
     assert not run.bill_of("V06").blocked and run.bill_of("V06").volume_m3 == round(v06.volume_m3)
     assert any("V06-IN: estimated from the balance of reach L21/L21-R1" in e for e in run.vee.estimates)
     assert any(f.point == "V06-IN" and f.rule == "gap" for f in run.vee.findings)
-    assert run.manifest()["vee"]["estimates"]
+    manifest = run.manifest()
+    [estimate] = manifest["vee"]["estimates"]
+    assert manifest["note_codes"][estimate]["code"] == "vee.balance_estimate"  # as the VEE page shows it in Chinese:
+    assert localize(estimate, manifest["note_codes"], "zh").startswith("V06-IN：按渠段 L21/L21-R1（L21-HEAD, V07-IN）的水量平衡扣除预计渗漏估算为")
 
 
 def test_manual_edit_replaces_the_gap_and_keeps_the_raw_readings(influx, demo, ledger_url):
