@@ -65,9 +65,19 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+PAGE_TIMEOUT_MS = 60_000  # Playwright's 30 s default is short for argon2 and a billing run on a loaded 2-core machine
+
+
+def new_page(browser: Any, **context: Any) -> Any:
+    """A page in a new browser context (desktop size unless ``context`` says otherwise)."""
+    ctx = browser.new_context(**(DESKTOP | context))
+    ctx.set_default_timeout(PAGE_TIMEOUT_MS)
+    return ctx.new_page()
+
+
 def sign_in(browser: Any, base: str, user: str, password: str, **context: Any) -> Any:
     """A new browser context signed in as ``user``; returns its page (on the runs)."""
-    page = browser.new_context(**(DESKTOP | context)).new_page()
+    page = new_page(browser, **context)
     page.goto(f"{base}/login")
     page.fill("input[name=user]", user)
     page.fill("input[name=password]", password)
@@ -128,7 +138,7 @@ def billing_round(district: District, ledger_url: str, influx_url: str, database
         page.screenshot(path=str(shots[-1]), full_page=True)
 
     with served(app) as base, chromium() as browser:
-        anonymous = browser.new_context(**DESKTOP).new_page()
+        anonymous = new_page(browser)
         anonymous.goto(f"{base}/login")
         shot(anonymous, "sign-in")
         clerk = sign_in(browser, base, "li", passwords["li"])
@@ -145,7 +155,7 @@ def billing_round(district: District, ledger_url: str, influx_url: str, database
         shot(approver, "run-issued")
         anonymous.goto(f"{base}/public/{run.id}")
         shot(anonymous, "public")
-        phone = browser.new_context(**PHONE).new_page()
+        phone = new_page(browser, **PHONE)
         phone.goto(f"{base}/public/{run.id}")
         shot(phone, "public-phone")
     return shots

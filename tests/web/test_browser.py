@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from web_accounts import HOSTILE, local, password
 
-from testbed.screens import CHROMIUM, chromium, served, sign_in
+from testbed.screens import CHROMIUM, chromium, new_page, served, sign_in
 from web.app import WebConfig, create_app
 
 
@@ -57,7 +57,7 @@ def start_run(page: Any, base: str, window: tuple[int, int]) -> str:
 
 def test_a_billing_round_in_the_browser(server: tuple[str, Any], browser: Any, day: tuple[int, int], shots: Path) -> None:
     base, app = server
-    anonymous = browser.new_context().new_page()
+    anonymous = new_page(browser)
     for url in ("/runs", "/vee", "/audit"):
         anonymous.goto(base + url)
         assert "/login" in anonymous.url, url
@@ -101,7 +101,7 @@ def test_a_billing_round_in_the_browser(server: tuple[str, Any], browser: Any, d
     approver.click("#issue button")
     assert approver.inner_text("#status") == "已出具"
     # the public page shows the issued numbers, at phone width too
-    phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+    phone = new_page(browser, viewport={"width": 390, "height": 844})
     phone.goto(f"{base}/public")
     phone.click(f"a[href='/public/{run_id}']")
     shown = phone.locator("td.total").all_inner_texts()
