@@ -315,7 +315,17 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/bills/{bill_id}")
     def bill_page(request: Request, bill_id: str) -> Response:
         signed_in(request)
-        return page(request, "bill.html", bill=ledger_call(lambda: ledger.bill(bill_id)))
+        bill = ledger_call(lambda: ledger.bill(bill_id))
+        return page(request, "bill.html", bill=bill, bands=bill_bands(bill, lang_of(request)))
+
+    def bill_bands(bill: Any, lang: str) -> list[str]:
+        """The tariff's band names as the PDF prints them (none without the district file)."""
+        from billing.pdf import band_labels, bill_context
+
+        d = district()
+        if d is None:
+            return []
+        return band_labels(bill_context(d, ledger_call(lambda: ledger.run(bill["run_id"])), lang)["bands"], lang)
 
     @app.get("/bills/{bill_id}/bill.pdf")
     def bill_pdf(request: Request, bill_id: str) -> Response:

@@ -117,7 +117,7 @@ def test_a_billing_round_four_eyes_and_the_public_notice(config: WebConfig, day:
     # a bill and a line explained down to its readings
     v01 = next(b for b in bills if b["unit"]["id"] == "V01")
     bill_page = admin.get(f"/bills/{v01['bill_id']}").text
-    assert v01["total"] in bill_page and "骨干工程水价" in bill_page
+    assert v01["total"] in bill_page and "骨干工程水价" in bill_page and "定额 0%–100% ×1.0" in bill_page  # the band by name, as printed
     printed = admin.get(f"/bills/{v01['bill_id']}/bill.pdf")
     assert printed.status_code == 200 and printed.content.startswith(b"%PDF")
     explained = admin.get(f"/lines/{v01['bill_id']}-L1").text
