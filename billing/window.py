@@ -43,7 +43,8 @@ def season_of_window(district: District, t0_ms: int, t1_ms: int) -> Season:
 def whole_season_kind(district: District, t0_ms: int, t1_ms: int) -> str | None:
     """The kind of the one season a window covers whole, else None: the head-tail figure takes whole-season
     net depths only then (the CLI's ``--season``, its ``--from/--to`` and the API's window alike)."""
-    whole = [s for s in district.spec.seasons if t0_ms <= season_window(district, s)[0] and season_window(district, s)[1] <= t1_ms]
+    windows = [(s, season_window(district, s)) for s in district.spec.seasons]
+    whole = [s for s, (start, end) in windows if t0_ms <= start and end <= t1_ms]
     return whole[0].kind if len(whole) == 1 else None
 
 
