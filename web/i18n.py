@@ -7,7 +7,7 @@ printed bill say the same; so do the bills' notes (billing.notes.localize, the `
 from __future__ import annotations
 
 from billing.notes import CLASSES
-from billing.pdf import ITEMS
+from billing.pdf import ITEMS, TEXT
 
 LANGS = ("zh", "en")
 
@@ -17,7 +17,7 @@ WORDS: dict[str, dict[str, str]] = {
         "sign_in": "登录", "sign_out": "退出", "user": "用户名", "password": "密码", "bad_login": "用户名或密码错误，或账户已暂时锁定（连续失败 5 次锁定 15 分钟）",
         "start_run": "新建计费批次", "season": "灌溉季", "from": "开始时间", "to": "结束时间", "or_window": "或按时段",
         "start": "开始计费", "status": "状态", "created": "创建时间", "window": "计量时段", "tariff": "水价方案", "total": "合计 (元)",
-        "draft": "草稿", "approved": "已审核", "issued": "已出具", "open": "打开", "bills": "账单", "township": "乡镇", "unit": "用水单位",
+        "draft": "草稿", "approved": "已审核", "issued": "已出具", "open": "打开", "bills": "账单", "bill": "账单", "township": "乡镇", "unit": "用水单位",
         "volume": "用水量 (m³)", "quota": "定额 (m³)", "blocked": "暂停", "approve": "审核通过", "issue": "出具账单", "note": "备注",
         "events": "操作记录", "action": "操作", "who": "操作人", "when": "时间", "lines": "账单明细", "line": "行号", "class": "作物类别",
         "item": "项目", "band": "档次", "rate": "单价 (元/m³)", "amount": "金额 (元)", "explain": "追溯", "paid": "已缴费", "mark_paid": "登记缴费",
@@ -36,7 +36,7 @@ WORDS: dict[str, dict[str, str]] = {
         "sign_in": "Sign in", "sign_out": "Sign out", "user": "User", "password": "Password", "bad_login": "Wrong user or password, or the account is locked for now (5 failures lock it for 15 minutes)",
         "start_run": "Start a billing run", "season": "Season", "from": "From", "to": "To", "or_window": "or a window",
         "start": "Start", "status": "Status", "created": "Created", "window": "Window", "tariff": "Tariff", "total": "Total (yuan)",
-        "draft": "draft", "approved": "approved", "issued": "issued", "open": "open", "bills": "Bills", "township": "Township", "unit": "Unit",
+        "draft": "draft", "approved": "approved", "issued": "issued", "open": "open", "bills": "Bills", "bill": "Bill", "township": "Township", "unit": "Unit",
         "volume": "Use (m³)", "quota": "Quota (m³)", "blocked": "blocked", "approve": "Approve", "issue": "Issue", "note": "Note",
         "events": "Events", "action": "Action", "who": "Who", "when": "When", "lines": "Lines", "line": "Line", "class": "Crop class",
         "item": "Item", "band": "Band", "rate": "Rate (yuan/m³)", "amount": "Amount (yuan)", "explain": "explain", "paid": "paid", "mark_paid": "Record payment",
@@ -56,4 +56,5 @@ WORDS: dict[str, dict[str, str]] = {
 def words(lang: str) -> dict[str, str]:
     """The page words of ``lang``, with the bill items and crop classes of the printed bill."""
     lang = lang if lang in LANGS else "zh"
-    return WORDS[lang] | {f"item:{k}": v for k, v in ITEMS[lang].items()} | {f"class:{k}": v for k, v in CLASSES[lang].items()}
+    return (WORDS[lang] | {f"item:{k}": v for k, v in ITEMS[lang].items()} | {f"class:{k}": v for k, v in CLASSES[lang].items()}
+            | {"loss_line": TEXT[lang]["loss_line"]})

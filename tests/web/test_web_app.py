@@ -118,6 +118,8 @@ def test_a_billing_round_four_eyes_and_the_public_notice(config: WebConfig, day:
     v01 = next(b for b in bills if b["unit"]["id"] == "V01")
     bill_page = admin.get(f"/bills/{v01['bill_id']}").text
     assert v01["total"] in bill_page and "骨干工程水价" in bill_page and "定额 0%–100% ×1.0" in bill_page  # the band by name, as printed
+    shared = next(b for b in bills if any(ln["kind"] == "loss" and Decimal(ln["amount"]) for ln in b["lines"]))  # a block below V15-IN
+    assert "骨干工程水价（分摊损失）" in admin.get(f"/bills/{shared['bill_id']}").text  # a loss line says so, as printed
     printed = admin.get(f"/bills/{v01['bill_id']}/bill.pdf")
     assert printed.status_code == 200 and printed.content.startswith(b"%PDF")
     explained = admin.get(f"/lines/{v01['bill_id']}-L1").text
