@@ -163,7 +163,7 @@ def _lines_table(bill: Mapping[str, Any], context: Mapping[str, Any], font: str,
     for item in money_lines(bill["lines"]):
         band = bands[item["band"]] if item["band"] is not None and item["band"] < len(bands) else ""
         rows.append([item["id"].rsplit("-", 1)[-1], CLASSES[locale].get(item["crop_class"], item["crop_class"]),
-                     ITEMS[locale].get(item["component"], item["component"]) + (t["loss_line"] if item["kind"] == "loss" else ""), band,
+                     ITEMS[locale].get(item["component"], item["component"]) + ("\n" + t["loss_line"].strip() if item["kind"] == "loss" else ""), band,
                      f"{float(item['volume_m3']):,.3f}", f"{Decimal(item['rate']):.4f}", item["amount"]])
     rows.append(["", "", "", "", "", t["total"], bill["total"]])
     return _table(rows, font, widths=[12 * mm, 22 * mm, 30 * mm, 42 * mm, 28 * mm, 24 * mm, 22 * mm], total_row=True)

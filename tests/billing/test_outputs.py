@@ -50,6 +50,19 @@ def test_pdf_in_chinese_with_embedded_cjk_font(demo, season_run, tmp_path):
     assert png.with_suffix(".png").stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("locale, items, marker", [("zh", ("骨干工程水价", "末级渠系水价"), "（分摊损失）"),
+                                                  ("en", ("backbone works", "terminal canals"), "(loss share)")])
+def test_a_loss_line_is_marked_on_a_line_of_its_own_in_the_item_column(demo, season_run, tmp_path, locale, items, marker):
+    """The marker on a line below the item: in one line it ran over into the band column."""
+    path = next(p for p in write_pdfs(demo, _only(season_run, "V15-B2"), tmp_path, locale=locale, workers=1) if p.stem == "V15-B2")
+    rows = pdftext(path).splitlines()
+    marked = [i for i, row in enumerate(rows) if marker in row]
+    assert len(marked) == 2  # its two loss lines, one per price component
+    for i, item in zip(marked, items, strict=True):
+        assert rows[i].strip() == marker, rows[i - 2:i + 3]  # alone on its line
+        assert any(item in row for row in rows[i - 2:i]), rows[i - 2:i + 3]  # below its item and the line's figures
+
+
 def test_pdf_in_english_and_byte_identical_rerender(demo, season_run, tmp_path):
     [a] = write_pdfs(demo, _only(season_run, "OP1"), tmp_path / "a", locale="en", workers=1)
     [b] = write_pdfs(demo, _only(season_run, "OP1"), tmp_path / "b", locale="en", workers=1)
