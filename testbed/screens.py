@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +121,13 @@ def workbench_screens(district: District, influx_url: str, database: str, out: P
 def billing_round(district: District, ledger_url: str, influx_url: str, database: str, web: Path, passwords: dict[str, str]) -> list[Path]:
     """Sign-in, runs, the run, a bill, a line explained, the VEE queue; approve and issue as the approver; the
     public notice at desktop and phone width. Returns the screenshots."""
+    from playwright.sync_api import expect
+
     from billing.ledger import open_ledger
     from billing.service import ServiceConfig
     from web.app import WebConfig, create_app
     from web.auth import load_users
+    from web.i18n import words
 
     ledger = open_ledger(ledger_url)
     run = ledger.runs(limit=1)[0]
@@ -150,6 +153,8 @@ def billing_round(district: District, ledger_url: str, influx_url: str, database
         approver.goto(f"{base}/runs/{run.id}")
         approver.click("#approve button")
         approver.click("#issue button")
+        with suppress(AssertionError):  # the issued page, not the one before the post (checked below)
+            expect(approver.locator("#status")).to_have_text(words("zh")["issued"])
         if ledger.run(run.id).status != "issued":
             raise RuntimeError(f"the run was not issued: {approver.inner_text('main')[:300]}")
         shot(approver, "run-issued")

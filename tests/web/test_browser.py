@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from web_accounts import HOSTILE, local, password
 
 from testbed.screens import CHROMIUM, chromium, new_page, served, sign_in
@@ -96,10 +97,10 @@ def test_a_billing_round_in_the_browser(server: tuple[str, Any], browser: Any, d
     approver.goto(f"{base}/runs/{run_id}")
     approver.fill("#approve input[name=note]", "核对无误")
     approver.click("#approve button")
-    assert approver.inner_text("#status") == "已审核"
+    expect(approver.locator("#status")).to_have_text("已审核")  # the run page after the post, not the one before it
     assert anonymous.goto(f"{base}/public/{run_id}").status == 404
     approver.click("#issue button")
-    assert approver.inner_text("#status") == "已出具"
+    expect(approver.locator("#status")).to_have_text("已出具")
     # the public page shows the issued numbers, at phone width too
     phone = new_page(browser, viewport={"width": 390, "height": 844})
     phone.goto(f"{base}/public")
@@ -110,8 +111,8 @@ def test_a_billing_round_in_the_browser(server: tuple[str, Any], browser: Any, d
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways at phone width"
     assert phone.get_by_text(HOSTILE).count() == 1 and phone.title() != "pwned"
     phone.screenshot(path=str(shots / "public-phone.png"), full_page=True)
-    phone.click("#lang")
-    assert "Township" in phone.content()
+    phone.click("#lang")  # a redirect back to this page: wait for the English one (content() mid-way was '')
+    expect(phone.locator("body")).to_contain_text("Township")
     phone.screenshot(path=str(shots / "public-en.png"), full_page=True)
 
 
@@ -133,4 +134,4 @@ def test_four_eyes_and_csrf_in_the_browser(server: tuple[str, Any], browser: Any
     assert app.state.ledger.run(run_id).status == "draft"
     approver.goto(f"{base}/runs/{run_id}")
     approver.click("#approve button")  # with it, a second person may
-    assert approver.inner_text("#status") == "已审核"
+    expect(approver.locator("#status")).to_have_text("已审核")
